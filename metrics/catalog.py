@@ -1,0 +1,221 @@
+"""The KPI catalog: one declarative entry per KPI (SPEC sections 1 and 6).
+
+An entry says which events a KPI reads (types and field conditions), how it aggregates them
+(``count``, ``sum`` of fields, or ``ratio`` of two other KPIs), its dimensions and the windows it
+is kept for. Nothing else in the service knows a KPI by name: the aggregate stage applies the
+compiled rules of whatever catalog it is given, and the exposition renders whatever KPIs the
+catalog lists. Adding a KPI is adding an entry here (or in a user catalog file).
+
+Ratios are never stored: they are computed at read time from the sums of their parts, per scope,
+so a team ratio is the ratio of the team's sums, never an average of rep ratios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from metrics.windows import WINDOW_KINDS
+
+Aggregation = Literal["count", "sum", "ratio"]
+Scope = Literal["rep", "team", "org"]
+
+
+class Present(msgspec.Struct, frozen=True):
+    """Condition: the field is set (not null)."""
+
+
+PRESENT = Present()
+
+
+class KPI(msgspec.Struct, frozen=True, kw_only=True):
+    """One KPI, as data."""
+
+    name: str
+    help: str
+    aggregation: Aggregation
+    types: tuple[str, ...] = ()
+    where: dict[str, Any] = {}  # field -> value | list of values | PRESENT
+    fields: tuple[str, ...] = ()  # summed fields (aggregation "sum")
+    numerator: str | None = None  # aggregation "ratio": KPI names
+    denominator: str | None = None
+    dimensions: tuple[str, ...] = ()
+    windows: tuple[str, ...] = WINDOW_KINDS
+    scopes: tuple[str, ...] = ("rep", "team", "org")
+    exported: bool = True  # False for the hidden parts of a ratio
+
+
+_ACTIVITY = ("call.completed", "email.sent", "meeting.scheduled", "conversation.held")
+_OUTBOUND = {"direction": "outbound"}
+
+ACTIVITY_KPIS: tuple[KPI, ...] = (
+    KPI(name="calls_made", aggregation="count", types=("call.completed",), where=_OUTBOUND,
+        help="Outbound calls attempted, any outcome."),
+    KPI(name="calls_connected", aggregation="count", types=("call.completed",),
+        where={**_OUTBOUND, "outcome": "connected"},
+        help="Outbound calls that connected (voicemail is not a connection)."),
+    KPI(name="call_connect_ratio", aggregation="ratio", numerator="calls_connected",
+        denominator="calls_made", help="Connected outbound calls / outbound calls made."),
+    KPI(name="calls_received", aggregation="count", types=("call.completed",),
+        where={"direction": "inbound"}, help="Inbound calls."),
+    KPI(name="calls_received_connected", aggregation="count", types=("call.completed",),
+        where={"direction": "inbound", "outcome": "connected"},
+        help="Inbound calls that connected."),
+    KPI(name="talk_seconds", aggregation="sum", types=("call.completed",),
+        fields=("talk_seconds",), help="Talk time summed over all calls, in seconds."),
+    KPI(name="handled_calls", aggregation="count", types=("call.completed",),
+        where={"outcome": "connected"}, exported=False,
+        help="Connected calls in both directions (denominator of average handle time)."),
+    KPI(name="handle_seconds", aggregation="sum", types=("call.completed",),
+        where={"outcome": "connected"}, fields=("talk_seconds", "wrap_seconds"), exported=False,
+        help="Talk plus wrap-up seconds of connected calls (numerator of average handle time)."),
+    KPI(name="average_handle_seconds", aggregation="ratio", numerator="handle_seconds",
+        denominator="handled_calls",
+        help="Average handle time: (talk + wrap-up) seconds of connected calls / connected calls."),
+    KPI(name="emails_sent", aggregation="count", types=("email.sent",),
+        where={"automated": False}, help="Emails sent by a person."),
+    KPI(name="emails_automated", aggregation="count", types=("email.sent",),
+        where={"automated": True}, help="Sequence or bulk emails (automated), counted apart."),
+    KPI(name="conversations", aggregation="count", types=("conversation.held",),
+        help="Real two-way conversations, any channel."),
+    KPI(name="conversation_seconds", aggregation="sum", types=("conversation.held",),
+        fields=("duration_seconds",), help="Duration of conversations held, in seconds."),
+    KPI(name="meetings_scheduled", aggregation="count", types=("meeting.scheduled",),
+        help="Meetings scheduled."),
+    KPI(name="crm_updates", aggregation="count", types=("crm.record_updated",),
+        help="CRM records created or updated by the rep."),
+    KPI(name="tool_uses", aggregation="count", types=("tool.used",), dimensions=("tool",),
+        help="Sales tool uses, per tool."),
+    KPI(name="customer_engagements", aggregation="count", types=_ACTIVITY,
+        where={"customer_id": PRESENT},
+        help="Activities (calls, emails, meetings, conversations) with an existing customer."),
+)
+
+DEFAULT_CATALOG: tuple[KPI, ...] = ACTIVITY_KPIS
+
+
+# ---------------------------------------------------------------------------------------------
+# Compilation: entries -> per-event-type rules for the hot path.
+
+
+class Rule(msgspec.Struct, frozen=True):
+    """A stored KPI compiled for one event type."""
+
+    kpi: str
+    match: Callable[[Any], bool]
+    value: Callable[[Any], float]
+    dims: Callable[[Any], tuple]
+    kinds: tuple[int, ...]  # indices into WINDOW_KINDS
+
+
+class CatalogError(ValueError):
+    """A catalog entry that cannot be compiled."""
+
+
+def _condition(field: str, expected: Any) -> Callable[[Any], bool]:
+    if isinstance(expected, Present):
+        return lambda d: getattr(d, field, None) is not None
+    if isinstance(expected, (list, tuple, set, frozenset)):
+        allowed = frozenset(expected)
+        return lambda d: getattr(d, field, None) in allowed
+    return lambda d: getattr(d, field, None) == expected
+
+
+def _match(where: Mapping[str, Any]) -> Callable[[Any], bool]:
+    checks = [_condition(f, v) for f, v in where.items()]
+    if not checks:
+        return lambda d: True
+    if len(checks) == 1:
+        return checks[0]
+    return lambda d: all(c(d) for c in checks)
+
+
+def _value(kpi: KPI) -> Callable[[Any], float]:
+    if kpi.aggregation == "count":
+        return lambda d: 1.0
+    fields = kpi.fields
+    if len(fields) == 1:
+        (f,) = fields
+        return lambda d: getattr(d, f, 0.0) or 0.0
+    return lambda d: sum(getattr(d, f, 0.0) or 0.0 for f in fields)
+
+
+def _dims(kpi: KPI) -> Callable[[Any], tuple]:
+    dims = kpi.dimensions
+    if not dims:
+        return lambda d: ()
+    return lambda d: tuple(str(getattr(d, f, None) or "unknown") for f in dims)
+
+
+class Catalog:
+    """A validated, compiled catalog."""
+
+    def __init__(self, kpis: Iterable[KPI] = DEFAULT_CATALOG) -> None:
+        self.kpis: tuple[KPI, ...] = tuple(kpis)
+        self.by_name: dict[str, KPI] = {}
+        for k in self.kpis:
+            if k.name in self.by_name:
+                raise CatalogError(f"KPI {k.name!r} is defined twice")
+            self.by_name[k.name] = k
+        self.rules_by_type: dict[str, tuple[Rule, ...]] = {}
+        self.kinds_of: dict[str, tuple[int, ...]] = {}
+        self._compile()
+
+    def _compile(self) -> None:
+        rules: dict[str, list[Rule]] = {}
+        for k in self.kpis:
+            unknown = set(k.windows) - set(WINDOW_KINDS)
+            if unknown:
+                raise CatalogError(f"KPI {k.name!r}: unknown windows {sorted(unknown)}")
+            if k.aggregation == "ratio":
+                for part in (k.numerator, k.denominator):
+                    if part not in self.by_name or self.by_name[part].aggregation == "ratio":
+                        raise CatalogError(f"KPI {k.name!r}: ratio part {part!r} is not a stored KPI")
+                continue
+            if not k.types:
+                raise CatalogError(f"KPI {k.name!r}: a {k.aggregation} needs event types")
+            if k.aggregation == "sum" and not k.fields:
+                raise CatalogError(f"KPI {k.name!r}: a sum needs fields")
+            kinds = tuple(WINDOW_KINDS.index(w) for w in k.windows)
+            rule = Rule(k.name, _match(k.where), _value(k), _dims(k), kinds)
+            for t in k.types:
+                rules.setdefault(t, []).append(rule)
+        self.rules_by_type = {t: tuple(r) for t, r in rules.items()}
+        self.kinds_of: dict[str, tuple[int, ...]] = {
+            rule.kpi: rule.kinds for rs in rules.values() for rule in rs
+        }
+
+    @property
+    def stored(self) -> tuple[KPI, ...]:
+        return tuple(k for k in self.kpis if k.aggregation != "ratio")
+
+    @property
+    def derived(self) -> tuple[KPI, ...]:
+        return tuple(k for k in self.kpis if k.aggregation == "ratio")
+
+    def windows_of(self, name: str) -> tuple[str, ...]:
+        k = self.by_name[name]
+        if k.aggregation == "ratio":
+            num = self.by_name[k.numerator]  # type: ignore[index]
+            den = self.by_name[k.denominator]  # type: ignore[index]
+            return tuple(w for w in k.windows if w in num.windows and w in den.windows)
+        return k.windows
+
+
+def load_catalog(entries: Iterable[Mapping[str, Any]]) -> tuple[KPI, ...]:
+    """Build KPI entries from plain data (a parsed YAML or JSON user catalog).
+
+    A condition value of ``"$present"`` means "the field is set".
+    """
+    out = []
+    for entry in entries:
+        data = dict(entry)
+        where = {f: PRESENT if v == "$present" else v for f, v in (data.pop("where", None) or {}).items()}
+        try:
+            kpi = msgspec.convert(data, KPI)
+        except msgspec.ValidationError as exc:
+            raise CatalogError(f"catalog entry {data.get('name')!r}: {exc}") from None
+        out.append(msgspec.structs.replace(kpi, where=where))
+    return tuple(out)

@@ -1,0 +1,360 @@
+"""The input event contract (SPEC section 2): CloudEvents 1.0 in JSON structured mode.
+
+Decoding and validation are done by msgspec against typed structs: one struct per event type,
+constraints declared beside the fields. Nothing here parses JSON by hand. A record that does
+not satisfy the contract raises :class:`RejectedEvent` with a short machine-readable reason
+(the value of the ``salespulse.errors.reason`` dead-letter header) and a message for a person.
+
+Validated events are re-encoded compactly (msgpack, array-like structs, tagged by type) for the
+hop between the ingest and aggregate stages, so the second stage never re-validates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Id = Annotated[str, Meta(min_length=1, max_length=128)]
+NonNegative = Annotated[float, Meta(ge=0)]
+Score = Annotated[int, Meta(ge=0, le=10)]
+
+
+class _Data(Struct, tag_field="_t", omit_defaults=True, forbid_unknown_fields=False):
+    """Base of every event's ``data``. Unknown fields are ignored (producers may be newer)."""
+
+
+class CallCompleted(_Data, tag="call.completed"):
+    rep_id: Id
+    direction: Literal["outbound", "inbound"]
+    outcome: Literal["connected", "no_answer", "voicemail", "busy", "failed"]
+    team_id: Id | None = None
+    lead_id: Id | None = None
+    customer_id: Id | None = None
+    talk_seconds: NonNegative = 0.0
+    wrap_seconds: NonNegative = 0.0
+
+
+class EmailSent(_Data, tag="email.sent"):
+    rep_id: Id
+    team_id: Id | None = None
+    lead_id: Id | None = None
+    customer_id: Id | None = None
+    automated: bool = False
+
+
+class MeetingScheduled(_Data, tag="meeting.scheduled"):
+    rep_id: Id
+    team_id: Id | None = None
+    lead_id: Id | None = None
+    customer_id: Id | None = None
+    opportunity_id: Id | None = None
+
+
+class ConversationHeld(_Data, tag="conversation.held"):
+    rep_id: Id
+    team_id: Id | None = None
+    lead_id: Id | None = None
+    customer_id: Id | None = None
+    channel: Id | None = None
+    duration_seconds: NonNegative = 0.0
+
+
+class CrmRecordUpdated(_Data, tag="crm.record_updated"):
+    rep_id: Id
+    object: Literal["lead", "contact", "account", "opportunity", "note", "task"]
+    action: Literal["created", "updated"]
+    team_id: Id | None = None
+
+
+class ToolUsed(_Data, tag="tool.used"):
+    rep_id: Id
+    tool: Id
+    team_id: Id | None = None
+
+
+class LeadCreated(_Data, tag="lead.created"):
+    lead_id: Id
+    rep_id: Id | None = None
+    team_id: Id | None = None
+    source: Id | None = None
+    region: Id | None = None
+
+
+class LeadAssigned(_Data, tag="lead.assigned"):
+    lead_id: Id
+    rep_id: Id
+    team_id: Id | None = None
+
+
+class LeadQualified(_Data, tag="lead.qualified"):
+    lead_id: Id
+    stage: Literal["mql", "sql"]
+    rep_id: Id | None = None
+    team_id: Id | None = None
+
+
+class LeadConverted(_Data, tag="lead.converted"):
+    lead_id: Id
+    rep_id: Id | None = None
+    team_id: Id | None = None
+    customer_id: Id | None = None
+    opportunity_id: Id | None = None
+
+
+class LeadLost(_Data, tag="lead.lost"):
+    lead_id: Id
+    reason: Literal["competitor", "no_decision", "unqualified", "unresponsive", "other"]
+    rep_id: Id | None = None
+    team_id: Id | None = None
+
+
+class OpportunityCreated(_Data, tag="opportunity.created"):
+    opportunity_id: Id
+    rep_id: Id
+    team_id: Id | None = None
+    lead_id: Id | None = None
+    customer_id: Id | None = None
+    amount: NonNegative = 0.0
+    currency: str | None = None
+    region: Id | None = None
+
+
+class OpportunityStageChanged(_Data, tag="opportunity.stage_changed"):
+    opportunity_id: Id
+    to_stage: Id
+    rep_id: Id | None = None
+    team_id: Id | None = None
+    from_stage: Id | None = None
+
+
+class OpportunityWon(_Data, tag="opportunity.won"):
+    opportunity_id: Id
+    rep_id: Id
+    amount: NonNegative
+    team_id: Id | None = None
+    currency: str | None = None
+    customer_id: Id | None = None
+    region: Id | None = None
+    deal_type: Literal["new", "upsell", "cross_sell", "renewal"] = "new"
+
+
+class OpportunityLost(_Data, tag="opportunity.lost"):
+    opportunity_id: Id
+    rep_id: Id
+    team_id: Id | None = None
+    reason: str | None = None
+
+
+class NpsResponded(_Data, tag="nps.responded"):
+    score: Score
+    customer_id: Id | None = None
+    rep_id: Id | None = None
+    team_id: Id | None = None
+    region: Id | None = None
+
+
+class EnpsResponded(_Data, tag="enps.responded"):
+    score: Score
+    team_id: Id
+
+
+class SpendRecorded(_Data, tag="spend.recorded"):
+    amount: NonNegative
+    category: Literal["sales", "marketing"]
+    currency: str | None = None
+    team_id: Id | None = None
+
+
+class RepUpdated(_Data, tag="rep.updated"):
+    rep_id: Id
+    team_id: Id | None = None
+    region: Id | None = None
+    targets: dict[str, dict[str, float]] | None = None
+
+
+EventData = (
+    CallCompleted
+    | EmailSent
+    | MeetingScheduled
+    | ConversationHeld
+    | CrmRecordUpdated
+    | ToolUsed
+    | LeadCreated
+    | LeadAssigned
+    | LeadQualified
+    | LeadConverted
+    | LeadLost
+    | OpportunityCreated
+    | OpportunityStageChanged
+    | OpportunityWon
+    | OpportunityLost
+    | NpsResponded
+    | EnpsResponded
+    | SpendRecorded
+    | RepUpdated
+)
+
+#: event type -> data struct, straight from the SPEC table.
+DATA_TYPES: dict[str, type[_Data]] = {
+    cls.__struct_config__.tag: cls for cls in EventData.__args__  # type: ignore[attr-defined]
+}
+
+_DATA_DECODERS = {name: msgspec.json.Decoder(cls) for name, cls in DATA_TYPES.items()}
+
+
+class Envelope(Struct):
+    """CloudEvents 1.0 attributes we rely on. Extension attributes are ignored."""
+
+    specversion: str
+    id: Id
+    source: Annotated[str, Meta(min_length=1)]
+    type: Annotated[str, Meta(min_length=1)]
+    time: str
+    data: msgspec.Raw = msgspec.Raw(b"")
+
+
+_ENVELOPE = msgspec.json.Decoder(Envelope)
+
+
+class Event(Struct, array_like=True, gc=False):
+    """A validated event, as carried between the ingest and aggregate stages.
+
+    ``offset`` is the event's offset in its source partition, used to recognise records that
+    the ingest stage forwards again after a crash or a rebalance.
+    """
+
+    offset: int
+    source: str
+    id: str
+    time: float  # event time, seconds since the epoch
+    data: EventData
+
+    @property
+    def type(self) -> str:
+        return self.data.__struct_config__.tag  # type: ignore[return-value]
+
+
+class Bundle(Struct, array_like=True, gc=False):
+    """Events forwarded from one source partition to one aggregate partition, in order."""
+
+    topic: str
+    partition: int
+    events: list[Event]
+
+
+BUNDLE_ENCODER = msgspec.msgpack.Encoder()
+BUNDLE_DECODER = msgspec.msgpack.Decoder(Bundle)
+
+
+class RejectedEvent(Exception):
+    """A record that breaks the input contract. ``reason`` is short and machine-readable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+# RFC 3339 date-time with a mandatory offset; fractional seconds of any length.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_time(value: str) -> float:
+    """Parse an RFC 3339 timestamp (offset required) to epoch seconds."""
+    if not _RFC3339.match(value):
+        raise RejectedEvent("invalid_time", f"time {value!r} is not RFC 3339 with an offset")
+    text = value.replace("z", "Z").replace("Z", "+00:00")
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:
+        raise RejectedEvent("invalid_time", f"time {value!r}: {exc}") from None
+
+
+def _reason_for(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    if text.startswith("Object missing required field"):
+        return "missing_field"
+    if "Invalid enum value" in text:
+        return "invalid_value"
+    if any(s in text for s in (">=", "<=", "length", " > ", " < ")):
+        return "out_of_range"
+    return "invalid_type"
+
+
+def _check_utf8_object(raw: bytes) -> None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectedEvent("invalid_encoding", f"value is not UTF-8: {exc}") from None
+    try:
+        obj = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise RejectedEvent("invalid_json", f"value is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RejectedEvent(
+            "not_cloudevent", f"value is a JSON {type(obj).__name__}, not a CloudEvent object"
+        )
+
+
+class Validator:
+    """Turns raw record values into :class:`Event` or raises :class:`RejectedEvent`.
+
+    One instance per worker; holds the limits from configuration.
+    """
+
+    def __init__(
+        self, *, max_bytes: int = 65536, max_future_seconds: float = 300.0, currency: str = "USD"
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_future_seconds = max_future_seconds
+        self.currency = currency
+
+    def decode(self, raw: bytes | None, offset: int, now: float) -> Event:
+        """Validate one record value. ``now`` is the worker's clock, for the future-time check."""
+        if raw is None:
+            raise RejectedEvent("invalid_json", "record has no value (tombstone)")
+        if len(raw) > self.max_bytes:
+            raise RejectedEvent(
+                "too_large", f"record is {len(raw)} bytes, the limit is {self.max_bytes}"
+            )
+        try:
+            env = _ENVELOPE.decode(raw)
+        except msgspec.ValidationError as exc:
+            _check_utf8_object(raw)
+            raise RejectedEvent("not_cloudevent", f"not a CloudEvent: {exc}") from None
+        except msgspec.DecodeError:
+            _check_utf8_object(raw)
+            raise  # pragma: no cover - _check_utf8_object always raises here
+        if env.specversion != "1.0":
+            raise RejectedEvent(
+                "not_cloudevent", f"specversion {env.specversion!r} is not supported (want 1.0)"
+            )
+        decoder = _DATA_DECODERS.get(env.type)
+        if decoder is None:
+            raise RejectedEvent("unknown_type", f"event type {env.type!r} is not known")
+        if not env.data:
+            raise RejectedEvent("missing_field", f"{env.type} event has no `data`")
+        try:
+            data = decoder.decode(env.data)
+        except msgspec.ValidationError as exc:
+            raise RejectedEvent(_reason_for(exc), f"{env.type}: {exc}") from None
+        time = parse_time(env.time)
+        if time - now > self.max_future_seconds:
+            raise RejectedEvent(
+                "future_time",
+                f"time {env.time} is {time - now:.0f} s ahead of the worker's clock "
+                f"(limit {self.max_future_seconds:.0f} s)",
+            )
+        currency = getattr(data, "currency", None)
+        if currency is not None and currency != self.currency:
+            raise RejectedEvent(
+                "currency_mismatch",
+                f"currency {currency!r} differs from the reporting currency {self.currency!r}",
+            )
+        return Event(offset, env.source, env.id, time, data)

@@ -1,0 +1,374 @@
+"""The state of one aggregate partition: windowed KPI sums, the roster, and what was applied.
+
+Why it looks like this (see README, "Exactness"):
+
+* State lives in memory and is applied per event; it is made durable in *parts* (one per live
+  window, one per event-time minute of dedup ids, one ``meta``) that are written to a changelog
+  only when dirty, on an interval. A part records the partition offset it reflects (its
+  ``stamp``); ``meta`` is always written last.
+* After a crash the consumer resumes at or before the last durable snapshot. A record at or
+  below ``meta``'s stamp is skipped whole. A record above it but at or below a part's stamp (a
+  snapshot that was cut short) is applied only to the parts that do not yet hold it. So each
+  record counts exactly once, whatever the moment of the crash.
+* The ingest stage may forward a source record again (after its own crash or a rebalance).
+  Source offsets are forwarded in order, so a per-source-partition high-water mark in ``meta``
+  recognises every re-forwarded event, with no time horizon.
+* Producer duplicates (same ``source`` + ``id``) are recognised by a 64-bit hash of the pair,
+  kept per event-time minute for ``dedup_horizon`` seconds of event time. Events older than the
+  horizon behind the watermark are counted as late, because a duplicate of them could no longer
+  be recognised. The first sighting's sequence number is kept beside the hash, so a replayed
+  record is not mistaken for a duplicate of itself.
+* Lateness is judged against the partition's watermark (the largest event time applied), not
+  the wall clock, so a replay after a crash makes the same decisions as the first pass.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+from xxhash import xxh3_64_intdigest
+
+from metrics.catalog import Catalog
+from metrics.events import Bundle, RepUpdated
+from metrics.windows import WINDOW_KINDS, Calendar
+
+UNASSIGNED = "unassigned"
+_SEQ_BITS = 20  # events per bundle < 2**20; sequence = offset << 20 | index
+
+
+def identity_hash(source: str, event_id: str) -> int:
+    """Stable 64-bit hash of an event's identity (Python's ``hash`` is salted per process)."""
+    return xxh3_64_intdigest(f"{source}\x00{event_id}".encode())
+
+
+class WindowPart:
+    """Sums of every stored KPI in one window: key (kpi, rep, team, *dims) -> value."""
+
+    __slots__ = ("kind", "start", "end", "values", "stamp", "key")
+
+    def __init__(self, kind: int, start: float, end: float, stamp: int = -1) -> None:
+        self.kind = kind
+        self.start = start
+        self.end = end
+        self.values: dict[tuple, float] = {}
+        self.stamp = stamp
+        self.key = f"w/{WINDOW_KINDS[kind]}/{int(start)}"
+
+
+class SeenPart:
+    """Identity hashes of the events of one event-time minute -> sequence of first sighting."""
+
+    __slots__ = ("minute", "ids", "stamp", "key")
+
+    def __init__(self, minute: int, stamp: int = -1) -> None:
+        self.minute = minute
+        self.ids: dict[int, int] = {}
+        self.stamp = stamp
+        self.key = f"s/{minute}"
+
+
+class _WindowRecord(msgspec.Struct, array_like=True):
+    stamp: int
+    kind: int
+    start: float
+    end: float
+    rows: list[tuple]
+
+
+class _SeenRecord(msgspec.Struct, array_like=True):
+    stamp: int
+    minute: int
+    hashes: bytes
+    seqs: bytes
+
+
+class RosterEntry(msgspec.Struct, array_like=True):
+    time: float
+    team: str | None
+    region: str | None = None
+    targets: dict[str, dict[str, float]] | None = None
+
+
+class _MetaRecord(msgspec.Struct, array_like=True):
+    stamp: int
+    watermark: float
+    roster: dict[str, RosterEntry]
+    sources: list[tuple[str, int, int]]
+
+
+_ENC = msgspec.msgpack.Encoder()
+_DEC_WINDOW = msgspec.msgpack.Decoder(_WindowRecord)
+_DEC_SEEN = msgspec.msgpack.Decoder(_SeenRecord)
+_DEC_META = msgspec.msgpack.Decoder(_MetaRecord)
+
+META_KEY = "meta"
+
+
+class PartitionState:
+    """Everything one aggregate partition knows. Pure: no I/O, no clock."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        calendar: Calendar,
+        *,
+        grace_seconds: float = 300.0,
+        dedup_horizon_seconds: float = 86400.0,
+    ) -> None:
+        self.catalog = catalog
+        self.calendar = calendar
+        self.grace = grace_seconds
+        self.horizon = dedup_horizon_seconds
+        self.windows: dict[tuple[int, float], WindowPart] = {}
+        self.seen: dict[int, SeenPart] = {}
+        self.roster: dict[str, RosterEntry] = {}
+        self.sources: dict[tuple[str, int], int] = {}
+        self.watermark = float("-inf")
+        self.applied = -1  # last partition offset applied
+        self.meta_stamp = -1  # stamp of the durable meta: records <= it are skipped whole
+        self.max_stamp = -1  # largest part stamp: records <= it may be partly applied
+        self._dirty_parts: dict[str, WindowPart | SeenPart] = {}
+        self._deleted: set[str] = set()
+        # Health counters since the last drain (the caller sums them across partitions).
+        self.processed: Counter[str] = Counter()
+        self.duplicates = 0
+        self.late = 0
+
+    # -- applying ------------------------------------------------------------------------
+    def apply(self, bundle: Bundle, offset: int) -> None:
+        """Apply one forwarded bundle, the record at ``offset`` of this partition.
+
+        Fast path: an event that is on time for all its windows adds its KPI hits to a
+        per-bundle accumulator keyed by (event-time minute, key), folded into the windows of
+        every kind once per bundle. All window boundaries are minute-aligned, so events of one
+        minute share every window. Late events and records being replayed after a cut-short
+        snapshot take the exact per-window path.
+        """
+        if offset <= self.meta_stamp or offset <= self.applied:
+            return  # replayed record: already in the durable state
+        replaying = offset <= self.max_stamp
+        src = (bundle.topic, bundle.partition)
+        src_hw = self.sources.get(src, -1)
+        rules_by_type = self.catalog.rules_by_type
+        grace = self.grace
+        seen = self.seen
+        pending: dict[tuple, float] = {}
+        base_seq = offset << _SEQ_BITS
+        processed = self.processed
+        for index, ev in enumerate(bundle.events):
+            if ev.offset <= src_hw:
+                continue  # forwarded again by the ingest stage
+            src_hw = ev.offset
+            t = ev.time
+            if t <= self.watermark - self.horizon:
+                self.late += 1
+                continue
+            seq = base_seq | index
+            minute = int(t // 60.0)
+            part = seen.get(minute)
+            if part is None:
+                part = seen[minute] = SeenPart(minute)
+            h = identity_hash(ev.source, ev.id)
+            first = part.ids.get(h)
+            if first is not None and first < seq:
+                self.duplicates += 1
+                continue
+            if not (replaying and part.stamp >= offset):
+                part.ids[h] = seq
+                self._mark(part)
+            if t > self.watermark:
+                self.watermark = t
+            data = ev.data
+            etype = ev.type
+            processed[etype] += 1
+            if etype == "rep.updated":
+                self._roster_update(data, t)  # type: ignore[arg-type]
+            rules = rules_by_type.get(etype)
+            if not rules:
+                continue
+            rep, team = self._attribution(data)
+            if replaying or (minute + 1) * 60.0 + grace <= self.watermark:
+                self._apply_slow(data, rules, rep, team, t, offset, replaying)
+                continue
+            for r in rules:
+                if r.match(data):
+                    key = (minute, r.kpi, rep, team, *r.dims(data))
+                    pending[key] = pending.get(key, 0.0) + r.value(data)
+        if pending:
+            self._fold(pending)
+        if src_hw >= 0:
+            self.sources[src] = src_hw
+        self.applied = offset
+
+    def _window(self, kind: int, start: float, end: float) -> WindowPart:
+        wpart = self.windows.get((kind, start))
+        if wpart is None:
+            wpart = self.windows[(kind, start)] = WindowPart(kind, start, end)
+        return wpart
+
+    def _fold(self, pending: dict[tuple, float]) -> None:
+        kinds_of = self.catalog.kinds_of
+        bounds_all = self.calendar.bounds_all
+        touched: dict[tuple[int, int], WindowPart] = {}
+        for (minute, *key), value in pending.items():
+            key = tuple(key)
+            for kind in kinds_of[key[0]]:
+                wpart = touched.get((minute, kind))
+                if wpart is None:
+                    start, end = bounds_all(minute * 60.0)[kind]
+                    wpart = touched[(minute, kind)] = self._window(kind, start, end)
+                values = wpart.values
+                values[key] = values.get(key, 0.0) + value
+        for wpart in touched.values():
+            self._mark(wpart)
+
+    def _apply_slow(
+        self, data: Any, rules: tuple, rep: str | None, team: str, t: float, offset: int, replaying: bool
+    ) -> None:
+        hits = [(r.kinds, (r.kpi, rep, team, *r.dims(data)), r.value(data)) for r in rules if r.match(data)]
+        if not hits:
+            return
+        wm = self.watermark
+        was_late = False
+        for kind, (start, end) in enumerate(self.calendar.bounds_all(t)):
+            if end + self.grace <= wm:
+                was_late = True
+                continue
+            wpart = self._window(kind, start, end)
+            if replaying and wpart.stamp >= offset:
+                continue
+            values = wpart.values
+            touched = False
+            for kinds, key, value in hits:
+                if kind in kinds:
+                    values[key] = values.get(key, 0.0) + value
+                    touched = True
+            if touched:
+                self._mark(wpart)
+        if was_late:
+            self.late += 1
+
+    def _attribution(self, data: Any) -> tuple[str | None, str]:
+        rep = getattr(data, "rep_id", None)
+        team = getattr(data, "team_id", None)
+        if team is None:
+            entry = self.roster.get(rep) if rep is not None else None
+            team = entry.team if entry is not None and entry.team else UNASSIGNED
+        return rep, team
+
+    def _roster_update(self, data: RepUpdated, t: float) -> None:
+        current = self.roster.get(data.rep_id)
+        if current is None or t >= current.time:
+            self.roster[data.rep_id] = RosterEntry(t, data.team_id, data.region, data.targets)
+
+    def _mark(self, part: WindowPart | SeenPart) -> None:
+        key = part.key
+        if key not in self._dirty_parts:
+            self._dirty_parts[key] = part
+
+    # -- expiry --------------------------------------------------------------------------
+    def expire(self) -> int:
+        """Drop windows closed beyond the grace and dedup minutes beyond the horizon."""
+        wm = self.watermark
+        dropped = 0
+        for wkey, wpart in list(self.windows.items()):
+            if wpart.end + self.grace <= wm:
+                del self.windows[wkey]
+                self._forget(wpart.key)
+                dropped += 1
+        for minute, spart in list(self.seen.items()):
+            if (minute + 1) * 60.0 + self.horizon <= wm:
+                del self.seen[minute]
+                self._forget(spart.key)
+                dropped += 1
+        return dropped
+
+    def _forget(self, key: str) -> None:
+        self._dirty_parts.pop(key, None)
+        self._deleted.add(key)
+
+    # -- snapshots -----------------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty_parts or self._deleted) or self.applied > self.meta_stamp
+
+    def snapshot(self) -> list[tuple[str, bytes | None]]:
+        """Serialise what changed since the last snapshot, ``meta`` last; ``None`` deletes.
+
+        The caller writes the parts in this order to one changelog partition and, once they
+        are all durable, acknowledges the records up to :attr:`applied`.
+        """
+        stamp = self.applied
+        out: list[tuple[str, bytes | None]] = [(k, None) for k in sorted(self._deleted)]
+        for key, part in self._dirty_parts.items():
+            part.stamp = stamp
+            if isinstance(part, WindowPart):
+                rows = [(*k, v) for k, v in part.values.items()]
+                rec: Any = _WindowRecord(stamp, part.kind, part.start, part.end, rows)
+            else:
+                hashes = array("Q", part.ids.keys())
+                seqs = array("q", part.ids.values())
+                rec = _SeenRecord(stamp, part.minute, hashes.tobytes(), seqs.tobytes())
+            out.append((key, _ENC.encode(rec)))
+        meta = _MetaRecord(
+            stamp,
+            self.watermark,
+            self.roster,
+            [(t, p, o) for (t, p), o in self.sources.items()],
+        )
+        out.append((META_KEY, _ENC.encode(meta)))
+        self._dirty_parts.clear()
+        self._deleted.clear()
+        self.meta_stamp = self.max_stamp = stamp
+        return out
+
+    @classmethod
+    def restore(
+        cls, parts: Iterable[tuple[str, bytes]], catalog: Catalog, calendar: Calendar, **kw: Any
+    ) -> PartitionState:
+        """Rebuild from the latest value of every part (what changelog recovery yields)."""
+        state = cls(catalog, calendar, **kw)
+        for key, raw in parts:
+            if raw is None:
+                continue
+            if key == META_KEY:
+                meta = _DEC_META.decode(raw)
+                state.meta_stamp = meta.stamp
+                state.watermark = meta.watermark
+                state.roster = dict(meta.roster)
+                state.sources = {(t, p): o for t, p, o in meta.sources}
+            elif key.startswith("w/"):
+                w = _DEC_WINDOW.decode(raw)
+                part = WindowPart(w.kind, w.start, w.end, w.stamp)
+                part.values = {tuple(r[:-1]): r[-1] for r in w.rows}
+                state.windows[(w.kind, w.start)] = part
+                state.max_stamp = max(state.max_stamp, w.stamp)
+            elif key.startswith("s/"):
+                s = _DEC_SEEN.decode(raw)
+                spart = SeenPart(s.minute, s.stamp)
+                spart.ids = dict(zip(array("Q", s.hashes), array("q", s.seqs), strict=True))
+                state.seen[s.minute] = spart
+                state.max_stamp = max(state.max_stamp, s.stamp)
+        state.applied = state.meta_stamp
+        state.max_stamp = max(state.max_stamp, state.meta_stamp)
+        return state
+
+    # -- reading -------------------------------------------------------------------------
+    def window_values(self, kind: int, start: float) -> dict[tuple, float]:
+        part = self.windows.get((kind, start))
+        return part.values if part is not None else {}
+
+    def live_windows(self) -> Iterator[WindowPart]:
+        return iter(self.windows.values())
+
+    def drain_counters(self) -> tuple[Counter[str], int, int]:
+        """Health counters since the last call: processed by type, duplicates, late."""
+        out = (self.processed, self.duplicates, self.late)
+        self.processed = Counter()
+        self.duplicates = 0
+        self.late = 0
+        return out

@@ -1,0 +1,208 @@
+"""The Faust app: topics, the changelog-backed state table, the two agents, timers, web views.
+
+    input topics --ingest--> <app_id>-keyed-events --aggregate--> state (memory + changelog)
+         |                                                          |
+         +--> sales.events.dlq                                      +--> GET /metrics
+
+Both agents receive one message per (partition, poll) (`streams.transport`). Faust keeps the
+consumer group, commits, rebalancing and table recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import faust
+from aiohttp import web as aiohttp_web
+from faust.types import TP
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from metrics.catalog import Catalog
+from metrics.events import Validator
+from metrics.windows import Calendar
+from streams.aggregate import AggregateStage
+from streams.exposition import HealthCollector, KpiCollector
+from streams.ingest import IngestStage
+from streams.settings import Settings
+from streams.transport import BatchTransport
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "kpi-state"
+#: State parts can be large (one window of a partition's reps); allow records up to this size.
+MAX_STATE_RECORD_BYTES = 8 * 1024 * 1024
+
+
+class PassThroughSchema(faust.Schema):
+    """Hands the consumer message's key and value to the agent untouched (a record list)."""
+
+    def loads_key(self, app: Any, message: Any, *, loads: Any = None, serializer: Any = None) -> Any:
+        return message.key
+
+    def loads_value(self, app: Any, message: Any, *, loads: Any = None, serializer: Any = None) -> Any:
+        return message.value
+
+
+class SalesPulseApp(faust.App):
+    """A Faust app whose consumer delivers :attr:`batched_topics` one batch per poll."""
+
+    batched_topics: frozenset[str] = frozenset()
+
+    def _new_transport(self) -> Any:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=context,
+    )
+
+
+class Service:
+    """Everything a worker runs, built from :class:`Settings`."""
+
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog or Catalog()
+        self.calendar = Calendar(settings.timezone)
+        s = settings
+        self.keyed_topic_name = f"{s.app_id}-keyed-events"
+        app = self.app = SalesPulseApp(
+            s.app_id,
+            broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+            broker_credentials=_credentials(s),
+            store="memory://",
+            topic_partitions=s.partitions,
+            topic_replication_factor=1,
+            consumer_auto_offset_reset="earliest",
+            stream_buffer_maxsize=16,
+            producer_max_request_size=MAX_STATE_RECORD_BYTES,
+            producer_linger_ms=2,
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            web_enabled=True,
+            web_in_thread=False,
+            table_standby_replicas=0,
+        )
+        app.batched_topics = frozenset((*s.input_topic_list, self.keyed_topic_name))
+        schema = PassThroughSchema()
+        self.input_topic = app.topic(*s.input_topic_list, schema=schema)
+        self.keyed_topic = app.topic(
+            self.keyed_topic_name, partitions=s.partitions, internal=True, schema=schema
+        )
+        self.dlq_topic = app.topic(s.dlq_topic, partitions=s.partitions, internal=True)
+        self.table = app.Table(
+            STATE_TABLE,
+            partitions=s.partitions,
+            key_type=str,  # JSON-encoded keys "<partition>/<part>"
+            value_type=bytes,  # raw msgpack parts
+            extra_topic_configs={"max.message.bytes": str(MAX_STATE_RECORD_BYTES)},
+        )
+        self.ingest = IngestStage(
+            Validator(
+                max_bytes=s.max_event_bytes,
+                max_future_seconds=s.max_future_seconds,
+                currency=s.currency,
+            ),
+            self._send,
+            keyed_topic=self.keyed_topic_name,
+            partitions=s.partitions,
+            dlq_topic=s.dlq_topic,
+        )
+        self.aggregate = AggregateStage(
+            self.table,
+            self.catalog,
+            self.calendar,
+            grace_seconds=s.grace_seconds,
+            dedup_horizon_seconds=s.dedup_horizon_seconds,
+            generation=lambda: app.consumer_generation_id,
+        )
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(
+            KpiCollector(self.catalog, self.calendar, lambda: list(self.aggregate.states.values()))
+        )
+        self.registry.register(
+            HealthCollector(self.ingest, self.aggregate, self._lag, s.lead_sla_seconds)
+        )
+        self._wire()
+
+    async def _send(self, topic: str, *, key: Any, value: bytes, partition: int | None = None,
+                    headers: Any = None) -> Any:
+        return await self.app.producer.send(topic, key, value, partition, None, headers)
+
+    def _lag(self) -> list[tuple[str, int, int]]:
+        consumer = self.app.consumer
+        out = []
+        for tp in sorted(consumer.assignment()):
+            if tp.topic == self.keyed_topic_name:
+                position = self.aggregate.position.get(tp.partition)
+            else:
+                position = self.ingest.position.get((tp.topic, tp.partition))
+            highwater = consumer.highwater(tp)
+            if position is not None and highwater is not None:
+                out.append((tp.topic, tp.partition, max(0, highwater - position)))
+        return out
+
+    def _wire(self) -> None:
+        app, ingest, aggregate = self.app, self.ingest, self.aggregate
+
+        @app.agent(self.input_topic, name="ingest")
+        async def ingest_agent(stream: Any) -> None:
+            async for event in stream.events():
+                message = event.message
+                await ingest.process(message.topic, message.partition, event.value)
+
+        @app.agent(self.keyed_topic, name="aggregate")
+        async def aggregate_agent(stream: Any) -> None:
+            async for event in stream.noack().events():
+                partition = event.message.partition
+                aggregate.apply(partition, event.value)
+                aggregate.hold(partition, event)
+
+        @app.timer(self.settings.state_flush_seconds, name="flush-state")
+        async def flush_state() -> None:
+            await aggregate.flush()
+
+        @app.task
+        async def declare_topics() -> None:
+            for topic in (self.dlq_topic, self.input_topic):
+                await topic.maybe_declare()
+
+        registry = self.registry
+
+        @app.page("/metrics")
+        class Metrics(View):
+            async def get(self, request: Request) -> Response:
+                body = generate_latest(registry)
+                return aiohttp_web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        @app.page("/healthz")
+        class Health(View):
+            async def get(self, request: Request) -> Response:
+                return self.json({"ok": True, "partitions": sorted(aggregate.states)})
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
+            aggregate.revoke(tp.partition for tp in revoked if tp.topic == self.keyed_topic_name)
+
+        self._agents = (ingest_agent, aggregate_agent, flush_state, declare_topics)
+
+
+def build_service(settings: Settings | None = None) -> Service:
+    return Service(settings or Settings())

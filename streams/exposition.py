@@ -1,0 +1,136 @@
+"""`GET /metrics`: KPI gauges and service health, rendered from state at scrape time.
+
+No client object is touched per event. At each scrape the collector takes the current window
+of every kind (by the wall clock, in the organisation's time zone), rolls the partitions' sums
+up into rep, team and organisation values (`metrics.rollup`), and emits one family per KPI and
+scope, named ``salespulse_<scope>_<kpi>`` (SPEC section 3).
+
+Only the partitions this worker owns are read, so after a rebalance a worker stops exporting
+the series of partitions it gave away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from metrics.catalog import Catalog
+from metrics.rollup import rollup
+from metrics.windows import WINDOW_KINDS, Calendar
+
+SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
+
+
+class KpiCollector(Collector):
+    """Windowed KPI families, per scope."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        calendar: Calendar,
+        partitions: Callable[[], Iterable[Any]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.catalog = catalog
+        self.calendar = calendar
+        self.partitions = partitions
+        self.clock = clock
+
+    def _families(self) -> dict[tuple[str, str], GaugeMetricFamily]:
+        fams = {}
+        for kpi in self.catalog.kpis:
+            if not kpi.exported:
+                continue
+            for scope in kpi.scopes:
+                labels = [*SCOPE_LABELS[scope], "window", *self._dimensions(kpi.name)]
+                fams[(scope, kpi.name)] = GaugeMetricFamily(
+                    f"salespulse_{scope}_{kpi.name}", kpi.help, labels=labels
+                )
+        return fams
+
+    def _dimensions(self, name: str) -> tuple[str, ...]:
+        kpi = self.catalog.by_name[name]
+        if kpi.aggregation == "ratio":
+            kpi = self.catalog.by_name[kpi.numerator]  # type: ignore[index]
+        return kpi.dimensions
+
+    def collect(self) -> Iterator[Metric]:
+        fams = self._families()
+        states = list(self.partitions())
+        now = self.clock()
+        windows_of = {k.name: set(self.catalog.windows_of(k.name)) for k in self.catalog.kpis}
+        for kind_index, kind in enumerate(WINDOW_KINDS):
+            start, _ = self.calendar.bounds(kind, now)
+            prev_start, _ = self.calendar.bounds(kind, start - 1.0)
+            values = rollup(
+                self.catalog,
+                [s.window_values(kind_index, start) for s in states],
+                [s.window_values(kind_index, prev_start) for s in states],
+            )
+            for scope, scoped in (("rep", values.rep), ("team", values.team), ("org", values.org)):
+                width = len(SCOPE_LABELS[scope])
+                for key, value in scoped.items():
+                    fam = fams.get((scope, key[0]))
+                    if fam is None or kind not in windows_of[key[0]]:
+                        continue
+                    labels = key[1 : 1 + width]
+                    if scope == "rep" and labels[0] is None:
+                        continue
+                    fam.add_metric([*labels, kind, *key[1 + width :]], value)
+        yield from fams.values()
+
+
+class HealthCollector(Collector):
+    """The service's own counters: processed, duplicates, rejected, late, lag, state writes."""
+
+    def __init__(self, ingest: Any, aggregate: Any, lag: Callable[[], Iterable[tuple[str, int, int]]], sla_seconds: float) -> None:
+        self.ingest = ingest
+        self.aggregate = aggregate
+        self.lag = lag
+        self.sla_seconds = sla_seconds
+
+    def collect(self) -> Iterator[Metric]:
+        agg = self.aggregate
+        processed = CounterMetricFamily(
+            "salespulse_events_processed", "Good events applied (duplicates not included).", labels=["type"]
+        )
+        for etype, n in sorted(agg.processed.items()):
+            processed.add_metric([etype], n)
+        yield processed
+        yield CounterMetricFamily(
+            "salespulse_events_duplicate", "Events recognised as duplicates (same source and id).",
+            value=agg.duplicates,
+        )
+        rejected = CounterMetricFamily(
+            "salespulse_events_rejected", "Records sent to the dead-letter topic, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(self.ingest.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        yield CounterMetricFamily(
+            "salespulse_events_late",
+            "Events that arrived after the grace period of at least one of their windows.",
+            value=agg.late,
+        )
+        lag = GaugeMetricFamily(
+            "salespulse_consumer_lag_records", "Records behind the end of each owned partition.",
+            labels=["topic", "partition"],
+        )
+        for topic, partition, behind in self.lag():
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
+        yield CounterMetricFamily(
+            "salespulse_state_flushes", "State snapshots taken.", value=agg.flushes
+        )
+        yield CounterMetricFamily(
+            "salespulse_state_parts_written", "State parts written to the changelog.",
+            value=agg.parts_written,
+        )
+        yield GaugeMetricFamily(
+            "salespulse_lead_sla_seconds", "The configured first-response SLA for new leads.",
+            value=self.sla_seconds,
+        )

@@ -1,0 +1,61 @@
+"""Worker configuration, read from the environment (and an optional `.env` file).
+
+Every setting is `SALESPULSE_<NAME>`; the defaults are the ones SPEC section 5 names, so a
+worker started with no configuration talks to a local broker and Redis.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_INPUT_TOPICS = (
+    "sales.activities",
+    "sales.leads",
+    "sales.deals",
+    "sales.feedback",
+    "sales.reps",
+)
+
+
+class Settings(BaseSettings):
+    """All knobs of a worker. Immutable once built; build one per process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SALESPULSE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    app_id: str = Field("salespulse", description="Consumer group id and state namespace.")
+    kafka_bootstrap: str = "localhost:9092"
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    kafka_sasl_mechanism: str = "PLAIN"  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    redis_url: str = "redis://localhost:6379/0"
+    web_port: int = 6066
+    web_host: str = "0.0.0.0"
+    timezone: str = "UTC"
+    lead_sla_seconds: float = 300.0
+    input_topics: str = ",".join(DEFAULT_INPUT_TOPICS)
+    dlq_topic: str = "sales.events.dlq"
+    metrics_topic: str = "sales.metrics"
+    alerts_topic: str = "sales.alerts"
+    partitions: int = Field(4, description="Partitions of the internal keyed-events topic.")
+    max_event_bytes: int = 65536
+    max_future_seconds: float = 300.0
+    currency: str = "USD"
+    grace_seconds: float = Field(300.0, description="How long a closed window still accepts late events.")
+    dedup_horizon_seconds: float = Field(
+        86400.0, description="How far behind the watermark (event time) producer duplicates are still recognised."
+    )
+    state_flush_seconds: float = Field(0.5, description="Interval of state snapshots to the changelog.")
+    loglevel: str = "INFO"
+
+    @cached_property
+    def input_topic_list(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.input_topics.split(",") if t.strip())
