@@ -190,7 +190,7 @@ class PartitionState:
             rules = rules_by_type.get(etype)
             if not rules:
                 continue
-            rep, team = self._attribution(data)
+            rep, team = self._attribution(data)  # team None: resolved from the roster when read
             if replaying or (minute + 1) * 60.0 + grace <= self.watermark:
                 self._apply_slow(data, rules, rep, team, t, offset, replaying)
                 continue
@@ -252,13 +252,17 @@ class PartitionState:
         if was_late:
             self.late += 1
 
-    def _attribution(self, data: Any) -> tuple[str | None, str]:
-        rep = getattr(data, "rep_id", None)
-        team = getattr(data, "team_id", None)
-        if team is None:
-            entry = self.roster.get(rep) if rep is not None else None
-            team = entry.team if entry is not None and entry.team else UNASSIGNED
-        return rep, team
+    @staticmethod
+    def _attribution(data: Any) -> tuple[str | None, str | None]:
+        """The rep and the team an event names. A missing team is resolved at read time
+        from the roster (:meth:`team_of`), so the result does not depend on whether the
+        rep's ``rep.updated`` arrived before or after the event."""
+        return getattr(data, "rep_id", None), getattr(data, "team_id", None)
+
+    def team_of(self, rep: str | None) -> str:
+        """The rep's team from the roster (latest ``rep.updated`` by event time)."""
+        entry = self.roster.get(rep) if rep is not None else None
+        return entry.team if entry is not None and entry.team else UNASSIGNED
 
     def _roster_update(self, data: RepUpdated, t: float) -> None:
         current = self.roster.get(data.rep_id)
@@ -359,8 +363,19 @@ class PartitionState:
 
     # -- reading -------------------------------------------------------------------------
     def window_values(self, kind: int, start: float) -> dict[tuple, float]:
+        """Sums of one window keyed (kpi, rep, team, *dims), teams resolved from the roster."""
         part = self.windows.get((kind, start))
-        return part.values if part is not None else {}
+        if part is None:
+            return {}
+        values = part.values
+        if not any(key[2] is None for key in values):
+            return values
+        out: dict[tuple, float] = {}
+        for key, v in values.items():
+            if key[2] is None:
+                key = (key[0], key[1], self.team_of(key[1]), *key[3:])
+            out[key] = out.get(key, 0.0) + v
+        return out
 
     def live_windows(self) -> Iterator[WindowPart]:
         return iter(self.windows.values())

@@ -99,6 +99,8 @@ class Service:
             web_enabled=True,
             web_in_thread=False,
             table_standby_replicas=0,
+            broker_session_timeout=s.session_timeout_seconds,
+            broker_heartbeat_interval=max(0.5, s.session_timeout_seconds / 10),
         )
         app.batched_topics = frozenset((*s.input_topic_list, self.keyed_topic_name))
         schema = PassThroughSchema()
@@ -185,6 +187,7 @@ class Service:
                 await topic.maybe_declare()
 
         registry = self.registry
+        keyed_name = self.keyed_topic_name
 
         @app.page("/metrics")
         class Metrics(View):
@@ -195,7 +198,11 @@ class Service:
         @app.page("/healthz")
         class Health(View):
             async def get(self, request: Request) -> Response:
-                return self.json({"ok": True, "partitions": sorted(aggregate.states)})
+                assigned = sorted(
+                    tp.partition for tp in app.consumer.assignment()
+                    if tp.topic == keyed_name
+                )
+                return self.json({"ok": True, "assigned": assigned, "partitions": sorted(aggregate.states)})
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:

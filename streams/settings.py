@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         86400.0, description="How far behind the watermark (event time) producer duplicates are still recognised."
     )
     state_flush_seconds: float = Field(0.5, description="Interval of state snapshots to the changelog.")
+    session_timeout_seconds: float = Field(
+        30.0, description="Kafka consumer session timeout: how soon a dead worker's partitions move."
+    )
     loglevel: str = "INFO"
 
     @cached_property

@@ -1,0 +1,45 @@
+"""Integration tests run against a real Kafka broker (KRaft) and Redis on 127.0.0.1.
+
+The session starts its own instance with `deploy/local.sh` on dedicated ports and a state dir of
+its own, and stops it at the end (set SALESPULSE_TEST_KEEP_INFRA=1 to keep it for the next run).
+Tests never touch a broker they did not start. Each test uses its own topics and app id.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import REPO
+
+KAFKA_PORT = os.environ.get("SALESPULSE_TEST_KAFKA_PORT", "49092")
+INFRA_ENV = {
+    **os.environ,
+    "KAFKA_PORT": KAFKA_PORT,
+    "KAFKA_CONTROLLER_PORT": os.environ.get("SALESPULSE_TEST_KAFKA_CONTROLLER_PORT", "49093"),
+    "REDIS_PORT": os.environ.get("SALESPULSE_TEST_REDIS_PORT", "46379"),
+    "SALESPULSE_LOCAL_DIR": os.environ.get("SALESPULSE_TEST_LOCAL_DIR", str(REPO / ".local" / "test")),
+}
+
+
+def _local(command: str) -> None:
+    subprocess.run([str(REPO / "deploy" / "local.sh"), command], env=INFRA_ENV, check=True)
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    _local("up")
+    try:
+        yield f"127.0.0.1:{KAFKA_PORT}"
+    finally:
+        if not os.environ.get("SALESPULSE_TEST_KEEP_INFRA"):
+            _local("down")
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path

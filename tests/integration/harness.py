@@ -1,0 +1,198 @@
+"""Helpers for tests on real parts: a worker process, a producer, a /metrics reader.
+
+Nothing here stands in for Kafka or Redis: tests talk to the broker and Redis that
+`deploy/local.sh` started for this test session (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+TOPIC_KINDS = ("activities", "leads", "deals", "feedback", "reps")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+Samples = dict[tuple[str, frozenset], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+class Worker:
+    """A `salespulse worker` subprocess with its own app id, topics and web port."""
+
+    def __init__(self, bootstrap: str, app_id: str, topics: dict[str, str], log_dir: Path,
+                 **env: str) -> None:
+        self.bootstrap = bootstrap
+        self.app_id = app_id
+        self.topics = topics
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "SALESPULSE_KAFKA_BOOTSTRAP": bootstrap,
+            "SALESPULSE_APP_ID": app_id,
+            "SALESPULSE_WEB_PORT": str(self.port),
+            "SALESPULSE_WEB_HOST": "127.0.0.1",
+            "SALESPULSE_INPUT_TOPICS": ",".join(topics[k] for k in TOPIC_KINDS),
+            "SALESPULSE_DLQ_TOPIC": topics["dlq"],
+            "SALESPULSE_SESSION_TIMEOUT_SECONDS": "6",
+            "SALESPULSE_STATE_FLUSH_SECONDS": "0.2",
+            **env,
+        }
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 90.0) -> Worker:
+        self.starts += 1
+        log = open(self.log_dir / f"worker-{self.app_id}-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=self.log_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Ready = serving /healthz with every keyed-events partition assigned."""
+        deadline = time.monotonic() + timeout
+        partitions = int(self.env.get("SALESPULSE_PARTITIONS", "4"))
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                    if len(json.loads(r.read())["assigned"]) >= partitions:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"worker not ready after {timeout} s:\n{self.log_tail()}")
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def metrics(self) -> Samples:
+        return parse_metrics(self.metrics_text())
+
+    def wait_for(self, predicate: Any, timeout: float = 60.0, what: str = "condition") -> Samples:
+        deadline = time.monotonic() + timeout
+        samples: Samples = {}
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                samples = self.metrics()
+                if predicate(samples):
+                    return samples
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"timed out waiting for {what}:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye to the group."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        path = self.log_dir / f"worker-{self.app_id}-{self.starts}.log"
+        try:
+            text = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+
+def topic_set(prefix: str) -> dict[str, str]:
+    names = {kind: f"{prefix}.sales.{kind}" for kind in TOPIC_KINDS}
+    names["dlq"] = f"{prefix}.sales.events.dlq"
+    return names
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+        )
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None, list]],
+                  pause_every: int = 0, pause: float = 0.0) -> int:
+    """Send (topic, key, value, headers) records in order; optionally pace them."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    n = 0
+    try:
+        for topic, key, val, headers in records:
+            await producer.send(topic, val, key=key, headers=headers or None)
+            n += 1
+            if pause_every and n % pause_every == 0:
+                await producer.flush()
+                await asyncio.sleep(pause)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+def cloudevent(etype: str, data: dict[str, Any], *, t: float, eid: str | None = None,
+               source: str = "test/integration") -> bytes:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+    return json.dumps({
+        "specversion": "1.0", "id": eid or uuid.uuid4().hex, "source": source,
+        "type": etype, "time": stamp, "data": data,
+    }).encode()
