@@ -328,7 +328,7 @@ class Validator:
         except msgspec.ValidationError as exc:
             _check_utf8_object(raw)
             raise RejectedEvent("not_cloudevent", f"not a CloudEvent: {exc}") from None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             _check_utf8_object(raw)
             raise  # pragma: no cover - _check_utf8_object always raises here
         if env.specversion != "1.0":
@@ -344,6 +344,8 @@ class Validator:
             data = decoder.decode(env.data)
         except msgspec.ValidationError as exc:
             raise RejectedEvent(_reason_for(exc), f"{env.type}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise RejectedEvent("invalid_encoding", f"value is not UTF-8: {exc}") from None
         time = parse_time(env.time)
         if time - now > self.max_future_seconds:
             raise RejectedEvent(

@@ -164,17 +164,30 @@ class Service:
     def _wire(self) -> None:
         app, ingest, aggregate = self.app, self.ingest, self.aggregate
 
+        # An unexpected error stops the worker instead of restarting the agent: a restarted
+        # agent would carry on after the failed batch, and only a restart from the committed
+        # offsets keeps every KPI exact. (Bad input is not an error: it is dead-lettered.)
         @app.agent(self.input_topic, name="ingest")
         async def ingest_agent(stream: Any) -> None:
             async for event in stream.events():
                 message = event.message
-                await ingest.process(message.topic, message.partition, event.value)
+                try:
+                    await ingest.process(message.topic, message.partition, event.value)
+                except Exception as exc:
+                    log.exception("ingest failed; stopping the worker")
+                    await app.crash(exc)
+                    raise
 
         @app.agent(self.keyed_topic, name="aggregate")
         async def aggregate_agent(stream: Any) -> None:
             async for event in stream.noack().events():
                 partition = event.message.partition
-                aggregate.apply(partition, event.value)
+                try:
+                    aggregate.apply(partition, event.value)
+                except Exception as exc:
+                    log.exception("aggregate failed; stopping the worker")
+                    await app.crash(exc)
+                    raise
                 aggregate.hold(partition, event)
 
         @app.timer(self.settings.state_flush_seconds, name="flush-state")

@@ -16,6 +16,7 @@ data.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,8 @@ from typing import Any
 from zlib import crc32
 
 from metrics.events import BUNDLE_ENCODER, Bundle, Event, RejectedEvent, Validator
+
+log = logging.getLogger(__name__)
 
 MAX_BUNDLE_EVENTS = 4096
 _ROUTE_FIELDS = ("rep_id", "team_id", "lead_id", "opportunity_id", "customer_id")
@@ -56,6 +59,13 @@ def dead_letter_headers(
         ("salespulse.errors.partition", str(partition).encode()),
         ("salespulse.errors.offset", str(offset).encode()),
     ]
+
+
+def _unexpected(exc: Exception) -> RejectedEvent:
+    """A record that broke the validator in a way it does not name: dead-letter it, log it,
+    keep going. Bad input must never stop the service."""
+    log.exception("unexpected error validating a record; sent to the dead-letter topic")
+    return RejectedEvent("unprocessable", f"{type(exc).__name__}: {exc}")
 
 
 class IngestStage:
@@ -92,7 +102,8 @@ class IngestStage:
         for rec in records:
             try:
                 event = decode(rec.value, rec.offset, now)
-            except RejectedEvent as error:
+            except Exception as exc:
+                error = exc if isinstance(exc, RejectedEvent) else _unexpected(exc)
                 self.rejected[error.reason] += 1
                 self._watch(
                     await self.send(

@@ -128,7 +128,9 @@ class Worker:
             except OSError:
                 pass
             time.sleep(0.25)
-        raise TimeoutError(f"timed out waiting for {what}:\n{self.log_tail()}")
+        health = {k: v for k, v in samples.items() if k[0].startswith(
+            ("salespulse_events", "salespulse_consumer_lag", "salespulse_org_calls_made"))}
+        raise TimeoutError(f"timed out waiting for {what}; last counters {health}:\n{self.log_tail()}")
 
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, no goodbye to the group."""

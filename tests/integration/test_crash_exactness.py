@@ -81,7 +81,7 @@ def test_sigkill_mid_stream_keeps_every_kpi_exact(bootstrap: str, log_dir: Path)
         samples = worker.wait_for(
             lambda s: _lag_zero(s)
             and value(s, "salespulse_org_calls_made", window="day") == org_made,
-            timeout=120, what="input drained",
+            timeout=180, what="input drained",
         )
         time.sleep(1.0)  # anything still in flight would now show as a surplus
         samples = worker.metrics()

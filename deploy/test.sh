@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine:
+#   deploy/test.sh            lint, unit tests, Prometheus rule tests, integration tests
+#   deploy/test.sh -k crash   extra arguments go to pytest
+#
+# Installs what it needs: a virtualenv with the project and its test extras (.venv), Debian's
+# prometheus (promtool) for the rule tests; the integration tests start their own Kafka broker
+# and Redis with deploy/local.sh on ports 49092/49094/46379 and stop them at the end.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '[test] %s\n' "$*" >&2; }
+
+VENV=${SALESPULSE_VENV:-.venv}
+if [[ ! -x $VENV/bin/python ]]; then
+    log "creating $VENV"
+    python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+fi
+log "installing the project and its test extras into $VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+log "ruff"
+"$VENV/bin/ruff" check .
+
+log "Prometheus rules (promtool check + unit tests)"
+bash tests/promtool/run.sh
+
+log "pytest (unit + integration on a real broker)"
+export SALESPULSE_TEST_KAFKA_CONTROLLER_PORT=${SALESPULSE_TEST_KAFKA_CONTROLLER_PORT:-49094}
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
