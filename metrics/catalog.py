@@ -19,7 +19,7 @@ import msgspec
 
 from metrics.windows import WINDOW_KINDS
 
-Aggregation = Literal["count", "sum", "ratio"]
+Aggregation = Literal["count", "sum", "ratio", "quantile", "mean"]
 Scope = Literal["rep", "team", "org"]
 
 
@@ -41,6 +41,8 @@ class KPI(msgspec.Struct, frozen=True, kw_only=True):
     fields: tuple[str, ...] = ()  # summed fields (aggregation "sum")
     numerator: str | None = None  # aggregation "ratio": KPI names
     denominator: str | None = None
+    series: str | None = None  # "quantile" / "mean": a sample series kept by the state
+    quantile: float | None = None
     dimensions: tuple[str, ...] = ()
     windows: tuple[str, ...] = WINDOW_KINDS
     scopes: tuple[str, ...] = ("rep", "team", "org")
@@ -93,7 +95,36 @@ ACTIVITY_KPIS: tuple[KPI, ...] = (
         help="Activities (calls, emails, meetings, conversations) with an existing customer."),
 )
 
-DEFAULT_CATALOG: tuple[KPI, ...] = ACTIVITY_KPIS
+_RESPONSE = "lead_response_seconds"
+
+LEAD_KPIS: tuple[KPI, ...] = (
+    KPI(name="new_leads", aggregation="count", types=("lead.created",),
+        dimensions=("source", "region"), help="New leads, by source and region."),
+    KPI(name="leads_created", aggregation="count", types=("lead.created",), exported=False,
+        help="New leads, all sources (denominator of the acquisition rate)."),
+    KPI(name="leads_qualified_sql", aggregation="count", types=("lead.qualified",),
+        where={"stage": "sql"}, help="Leads qualified as sales-qualified (SQL)."),
+    KPI(name="leads_converted", aggregation="count", types=("lead.converted",),
+        help="Leads converted to customers."),
+    KPI(name="leads_lost", aggregation="count", types=("lead.lost",), dimensions=("reason",),
+        help="Leads lost, by reason."),
+    KPI(name="leads_closed", aggregation="count", types=("lead.lost", "lead.converted"),
+        exported=False, help="Leads lost or converted (denominator of the lost-lead ratio)."),
+    KPI(name="lost_lead_ratio", aggregation="ratio", numerator="leads_lost",
+        denominator="leads_closed", help="Leads lost / leads closed (lost or converted), by reason."),
+    KPI(name="sql_to_customer_ratio", aggregation="ratio", numerator="leads_converted",
+        denominator="leads_qualified_sql", help="Leads converted / leads qualified as SQL."),
+    KPI(name="customer_acquisition_ratio", aggregation="ratio", numerator="leads_converted",
+        denominator="leads_created", help="Leads converted / new leads."),
+    KPI(name="lead_response_seconds_p50", aggregation="quantile", series=_RESPONSE, quantile=0.5,
+        help="Median time from lead creation to its first human touch, leads touched in the window."),
+    KPI(name="lead_response_seconds_p90", aggregation="quantile", series=_RESPONSE, quantile=0.9,
+        help="90th percentile time to first human touch, leads touched in the window."),
+    KPI(name="lead_response_seconds_avg", aggregation="mean", series=_RESPONSE,
+        help="Mean time to first human touch, leads touched in the window."),
+)
+
+DEFAULT_CATALOG: tuple[KPI, ...] = ACTIVITY_KPIS + LEAD_KPIS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,8 +202,19 @@ class Catalog:
                 raise CatalogError(f"KPI {k.name!r}: unknown windows {sorted(unknown)}")
             if k.aggregation == "ratio":
                 for part in (k.numerator, k.denominator):
-                    if part not in self.by_name or self.by_name[part].aggregation == "ratio":
+                    if part not in self.by_name or self.by_name[part].aggregation not in ("count", "sum"):
                         raise CatalogError(f"KPI {k.name!r}: ratio part {part!r} is not a stored KPI")
+                num, den = self.by_name[k.numerator], self.by_name[k.denominator]  # type: ignore[index]
+                if den.dimensions and den.dimensions != num.dimensions:
+                    raise CatalogError(
+                        f"KPI {k.name!r}: the denominator's dimensions must be none or the numerator's"
+                    )
+                continue
+            if k.aggregation in ("quantile", "mean"):
+                if not k.series:
+                    raise CatalogError(f"KPI {k.name!r}: a {k.aggregation} needs a sample series")
+                if k.aggregation == "quantile" and not (k.quantile and 0 < k.quantile < 1):
+                    raise CatalogError(f"KPI {k.name!r}: quantile must be between 0 and 1")
                 continue
             if not k.types:
                 raise CatalogError(f"KPI {k.name!r}: a {k.aggregation} needs event types")
@@ -189,11 +231,15 @@ class Catalog:
 
     @property
     def stored(self) -> tuple[KPI, ...]:
-        return tuple(k for k in self.kpis if k.aggregation != "ratio")
+        return tuple(k for k in self.kpis if k.aggregation in ("count", "sum"))
 
     @property
     def derived(self) -> tuple[KPI, ...]:
         return tuple(k for k in self.kpis if k.aggregation == "ratio")
+
+    @property
+    def sampled(self) -> tuple[KPI, ...]:
+        return tuple(k for k in self.kpis if k.aggregation in ("quantile", "mean"))
 
     def windows_of(self, name: str) -> tuple[str, ...]:
         k = self.by_name[name]

@@ -238,12 +238,21 @@ class Event(Struct, array_like=True, gc=False):
         return self.data.__struct_config__.tag  # type: ignore[return-value]
 
 
+LANE_KPI = 0  # routed by rep: the KPI catalog
+LANE_LEAD = 1  # routed by lead: speed-to-lead state
+
+
 class Bundle(Struct, array_like=True, gc=False):
-    """Events forwarded from one source partition to one aggregate partition, in order."""
+    """Events forwarded from one source partition to one aggregate partition, in order.
+
+    ``lane`` says which state the events feed: the same event may travel in both lanes, routed
+    once by its rep and once by its lead.
+    """
 
     topic: str
     partition: int
     events: list[Event]
+    lane: int = LANE_KPI
 
 
 BUNDLE_ENCODER = msgspec.msgpack.Encoder()

@@ -5,7 +5,7 @@ Why it looks like this (see README, "Exactness"):
 * State lives in memory and is applied per event; it is made durable in *parts* (one per live
   window, one per event-time minute of dedup ids, one ``meta``) that are written to a changelog
   only when dirty, on an interval. A part records the partition offset it reflects (its
-  ``stamp``); ``meta`` is always written last.
+  ``stamp``); ``meta`` is written after every part, only deletions of expired parts after it.
 * After a crash the consumer resumes at or before the last durable snapshot. A record at or
   below ``meta``'s stamp is skipped whole. A record above it but at or below a part's stamp (a
   snapshot that was cut short) is applied only to the parts that do not yet hold it. So each
@@ -33,7 +33,8 @@ import msgspec
 from xxhash import xxh3_64_intdigest
 
 from metrics.catalog import Catalog
-from metrics.events import Bundle, RepUpdated
+from metrics.events import LANE_LEAD, Bundle, RepUpdated
+from metrics.leads import LEAD_LANE_TYPES, Lead, LeadBook, Response, lead_part
 from metrics.windows import WINDOW_KINDS, Calendar
 
 UNASSIGNED = "unassigned"
@@ -48,13 +49,16 @@ def identity_hash(source: str, event_id: str) -> int:
 class WindowPart:
     """Sums of every stored KPI in one window: key (kpi, rep, team, *dims) -> value."""
 
-    __slots__ = ("kind", "start", "end", "values", "stamp", "key")
+    __slots__ = ("kind", "start", "end", "values", "samples", "stamp", "key")
 
     def __init__(self, kind: int, start: float, end: float, stamp: int = -1) -> None:
         self.kind = kind
         self.start = start
         self.end = end
         self.values: dict[tuple, float] = {}
+        #: exact observations of sample series (e.g. lead response seconds), keyed
+        #: (series, rep, team): the source of quantile sketches, and retractable
+        self.samples: dict[tuple, list[float]] = {}
         self.stamp = stamp
         self.key = f"w/{WINDOW_KINDS[kind]}/{int(start)}"
 
@@ -77,6 +81,12 @@ class _WindowRecord(msgspec.Struct, array_like=True):
     start: float
     end: float
     rows: list[tuple]
+    samples: list[tuple[str, str | None, str, list[float]]] = []
+
+
+class _LeadRecord(msgspec.Struct, array_like=True):
+    stamp: int
+    leads: dict[str, Lead]
 
 
 class _SeenRecord(msgspec.Struct, array_like=True):
@@ -97,13 +107,16 @@ class _MetaRecord(msgspec.Struct, array_like=True):
     stamp: int
     watermark: float
     roster: dict[str, RosterEntry]
-    sources: list[tuple[str, int, int]]
+    sources: list[tuple[str, int, int, int]]
 
 
 _ENC = msgspec.msgpack.Encoder()
 _DEC_WINDOW = msgspec.msgpack.Decoder(_WindowRecord)
 _DEC_SEEN = msgspec.msgpack.Decoder(_SeenRecord)
 _DEC_META = msgspec.msgpack.Decoder(_MetaRecord)
+_DEC_LEADS = msgspec.msgpack.Decoder(_LeadRecord)
+_LEAD_LANE_SALT = 0x9E3779B97F4A7C15  # lead-lane copies of an event are deduplicated apart
+RESPONSE_SERIES = "lead_response_seconds"
 
 META_KEY = "meta"
 
@@ -118,6 +131,7 @@ class PartitionState:
         *,
         grace_seconds: float = 300.0,
         dedup_horizon_seconds: float = 86400.0,
+        waited: Any = None,
     ) -> None:
         self.catalog = catalog
         self.calendar = calendar
@@ -126,7 +140,10 @@ class PartitionState:
         self.windows: dict[tuple[int, float], WindowPart] = {}
         self.seen: dict[int, SeenPart] = {}
         self.roster: dict[str, RosterEntry] = {}
-        self.sources: dict[tuple[str, int], int] = {}
+        self.sources: dict[tuple[str, int, int], int] = {}
+        self.leads = LeadBook(waited) if waited is not None else LeadBook()
+        self.lead_stamps: dict[int, int] = {}  # lead part -> stamp
+        self.recorded: list[Response] = []  # responses recorded since the last drain
         self.watermark = float("-inf")
         self.applied = -1  # last partition offset applied
         self.meta_stamp = -1  # stamp of the durable meta: records <= it are skipped whole
@@ -151,11 +168,14 @@ class PartitionState:
         if offset <= self.meta_stamp or offset <= self.applied:
             return  # replayed record: already in the durable state
         replaying = offset <= self.max_stamp
-        src = (bundle.topic, bundle.partition)
+        if bundle.lane == LANE_LEAD:
+            self._apply_leads(bundle, offset, replaying)
+            self.applied = offset
+            return
+        src = (bundle.topic, bundle.partition, bundle.lane)
         src_hw = self.sources.get(src, -1)
         rules_by_type = self.catalog.rules_by_type
         grace = self.grace
-        seen = self.seen
         pending: dict[tuple, float] = {}
         base_seq = offset << _SEQ_BITS
         processed = self.processed
@@ -167,19 +187,9 @@ class PartitionState:
             if t <= self.watermark - self.horizon:
                 self.late += 1
                 continue
-            seq = base_seq | index
-            minute = int(t // 60.0)
-            part = seen.get(minute)
-            if part is None:
-                part = seen[minute] = SeenPart(minute)
-            h = identity_hash(ev.source, ev.id)
-            first = part.ids.get(h)
-            if first is not None and first < seq:
-                self.duplicates += 1
+            if not self._first_sighting(ev, t, base_seq | index, offset, replaying):
                 continue
-            if not (replaying and part.stamp >= offset):
-                part.ids[h] = seq
-                self._mark(part)
+            minute = int(t // 60.0)
             if t > self.watermark:
                 self.watermark = t
             data = ev.data
@@ -203,6 +213,73 @@ class PartitionState:
         if src_hw >= 0:
             self.sources[src] = src_hw
         self.applied = offset
+
+    def _apply_leads(self, bundle: Bundle, offset: int, replaying: bool) -> None:
+        """Lead-lane events: update lead state, file response changes into windows."""
+        src = (bundle.topic, bundle.partition, bundle.lane)
+        src_hw = self.sources.get(src, -1)
+        base_seq = offset << _SEQ_BITS
+        book = self.leads
+        for index, ev in enumerate(bundle.events):
+            if ev.offset <= src_hw:
+                continue
+            src_hw = ev.offset
+            t = ev.time
+            if t <= self.watermark - self.horizon:
+                continue  # counted late in the KPI lane
+            if not self._first_sighting(ev, t, base_seq | index, offset, replaying, _LEAD_LANE_SALT):
+                continue
+            if t > self.watermark:
+                self.watermark = t
+            lead_id = getattr(ev.data, "lead_id", None)
+            if lead_id is None or ev.type not in LEAD_LANE_TYPES:
+                continue
+            if replaying and self.lead_stamps.get(lead_part(lead_id), -1) >= offset:
+                continue  # this lead's part already holds the record
+            old, new = book.apply(lead_id, ev.data, t)
+            if old is not None:
+                self._file_response(old, offset, replaying, retract=True)
+            if new is not None:
+                self._file_response(new, offset, replaying, retract=False)
+                if old is None:
+                    self.recorded.append(new)
+        if src_hw >= 0:
+            self.sources[src] = src_hw
+
+    def _first_sighting(self, ev: Any, t: float, seq: int, offset: int, replaying: bool,
+                        salt: int = 0) -> bool:
+        """Record the event's identity; False when it is a duplicate of an earlier record."""
+        minute = int(t // 60.0)
+        part = self.seen.get(minute)
+        if part is None:
+            part = self.seen[minute] = SeenPart(minute)
+        h = identity_hash(ev.source, ev.id) ^ salt
+        first = part.ids.get(h)
+        if first is not None and first < seq:
+            if not salt:
+                self.duplicates += 1
+            return False
+        if not (replaying and part.stamp >= offset):
+            part.ids[h] = seq
+            self._mark(part)
+        return True
+
+    def _file_response(self, r: Response, offset: int, replaying: bool, *, retract: bool) -> None:
+        key = (RESPONSE_SERIES, r.rep, r.team)
+        wm = self.watermark
+        for kind, (start, end) in enumerate(self.calendar.bounds_all(r.touch_time)):
+            if end + self.grace <= wm:
+                continue
+            wpart = self._window(kind, start, end)
+            if replaying and wpart.stamp >= offset:
+                continue
+            if retract:
+                values = wpart.samples.get(key)
+                if values and r.seconds in values:
+                    values.remove(r.seconds)
+            else:
+                wpart.samples.setdefault(key, []).append(r.seconds)
+            self._mark(wpart)
 
     def _window(self, kind: int, start: float, end: float) -> WindowPart:
         wpart = self.windows.get((kind, start))
@@ -284,6 +361,7 @@ class PartitionState:
                 del self.windows[wkey]
                 self._forget(wpart.key)
                 dropped += 1
+        self.leads.expire(wm - self.horizon)
         for minute, spart in list(self.seen.items()):
             if (minute + 1) * 60.0 + self.horizon <= wm:
                 del self.seen[minute]
@@ -298,36 +376,55 @@ class PartitionState:
     # -- snapshots -----------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty_parts or self._deleted) or self.applied > self.meta_stamp
+        return (
+            bool(self._dirty_parts or self._deleted or self.leads.dirty_parts)
+            or self.applied > self.meta_stamp
+        )
 
     def snapshot(self) -> list[tuple[str, bytes | None]]:
-        """Serialise what changed since the last snapshot, ``meta`` last; ``None`` deletes.
+        """Serialise what changed since the last snapshot, ``meta`` after the parts it covers,
+        then deletions (``None``) of expired parts.
 
         The caller writes the parts in this order to one changelog partition and, once they
         are all durable, acknowledges the records up to :attr:`applied`.
         """
         stamp = self.applied
-        out: list[tuple[str, bytes | None]] = [(k, None) for k in sorted(self._deleted)]
-        for key, part in self._dirty_parts.items():
+        out: list[tuple[str, bytes | None]] = []
+        # Windows before seen ids before leads, meta last: a snapshot cut short leaves a prefix,
+        # and a replayed lead event re-files its response only into windows that lack it.
+        for key in sorted(self._dirty_parts, key=lambda k: k[0] != "w"):
+            part = self._dirty_parts[key]
             part.stamp = stamp
             if isinstance(part, WindowPart):
                 rows = [(*k, v) for k, v in part.values.items()]
-                rec: Any = _WindowRecord(stamp, part.kind, part.start, part.end, rows)
+                samples = [(*k, v) for k, v in part.samples.items() if v]
+                rec: Any = _WindowRecord(stamp, part.kind, part.start, part.end, rows, samples)
             else:
                 hashes = array("Q", part.ids.keys())
                 seqs = array("q", part.ids.values())
                 rec = _SeenRecord(stamp, part.minute, hashes.tobytes(), seqs.tobytes())
             out.append((key, _ENC.encode(rec)))
+        for lead_part_no, leads in self.leads.parts(sorted(self.leads.dirty_parts)):
+            self.lead_stamps[lead_part_no] = stamp
+            out.append((f"l/{lead_part_no}", _ENC.encode(_LeadRecord(stamp, leads))))
+        self.leads.dirty_parts.clear()
         meta = _MetaRecord(
             stamp,
             self.watermark,
             self.roster,
-            [(t, p, o) for (t, p), o in self.sources.items()],
+            [(t, p, lane, o) for (t, p, lane), o in self.sources.items()],
         )
         out.append((META_KEY, _ENC.encode(meta)))
+        # Deletions of expired parts go after meta: written before it, a cut-short snapshot
+        # could drop a dedup minute that the records replayed after the crash still need.
+        # Expired parts that survive a crash are harmless and expire again.
+        out.extend((k, None) for k in sorted(self._deleted) if k not in self._dirty_parts)
         self._dirty_parts.clear()
         self._deleted.clear()
-        self.meta_stamp = self.max_stamp = stamp
+        self.meta_stamp = stamp
+        # Parts restored from a cut-short snapshot may hold records beyond this stamp: keep
+        # replaying (per-part) until they are passed.
+        self.max_stamp = max(self.max_stamp, stamp)
         return out
 
     @classmethod
@@ -344,13 +441,19 @@ class PartitionState:
                 state.meta_stamp = meta.stamp
                 state.watermark = meta.watermark
                 state.roster = dict(meta.roster)
-                state.sources = {(t, p): o for t, p, o in meta.sources}
+                state.sources = {(t, p, lane): o for t, p, lane, o in meta.sources}
             elif key.startswith("w/"):
                 w = _DEC_WINDOW.decode(raw)
                 part = WindowPart(w.kind, w.start, w.end, w.stamp)
                 part.values = {tuple(r[:-1]): r[-1] for r in w.rows}
+                part.samples = {tuple(r[:-1]): list(r[-1]) for r in w.samples}
                 state.windows[(w.kind, w.start)] = part
                 state.max_stamp = max(state.max_stamp, w.stamp)
+            elif key.startswith("l/"):
+                rec = _DEC_LEADS.decode(raw)
+                state.leads.load(rec.leads)
+                state.lead_stamps[int(key[2:])] = rec.stamp
+                state.max_stamp = max(state.max_stamp, rec.stamp)
             elif key.startswith("s/"):
                 s = _DEC_SEEN.decode(raw)
                 spart = SeenPart(s.minute, s.stamp)
@@ -375,6 +478,16 @@ class PartitionState:
             if key[2] is None:
                 key = (key[0], key[1], self.team_of(key[1]), *key[3:])
             out[key] = out.get(key, 0.0) + v
+        return out
+
+    def window_samples(self, kind: int, start: float) -> dict[tuple, list[float]]:
+        """Sample series of one window keyed (series, rep, team)."""
+        part = self.windows.get((kind, start))
+        return part.samples if part is not None else {}
+
+    def drain_responses(self) -> list[Response]:
+        """Lead responses recorded since the last call (for the cumulative histogram)."""
+        out, self.recorded = self.recorded, []
         return out
 
     def live_windows(self) -> Iterator[WindowPart]:

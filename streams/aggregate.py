@@ -39,12 +39,17 @@ class AggregateStage:
         *,
         grace_seconds: float,
         dedup_horizon_seconds: float,
+        waited: Callable[[str | None, float, float], float] | None = None,
         generation: Callable[[], int] = lambda: 0,
     ) -> None:
         self.table = table
         self.catalog = catalog
         self.calendar = calendar
-        self.state_kw = {"grace_seconds": grace_seconds, "dedup_horizon_seconds": dedup_horizon_seconds}
+        self.state_kw = {
+            "grace_seconds": grace_seconds,
+            "dedup_horizon_seconds": dedup_horizon_seconds,
+            "waited": waited,
+        }
         self.generation = generation
         self.states: dict[int, PartitionState] = {}
         self.held: dict[int, list[Any]] = {}

@@ -20,12 +20,15 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from metrics.business_hours import BusinessCalendar
 from metrics.catalog import Catalog
 from metrics.events import Validator
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage
-from streams.exposition import HealthCollector, KpiCollector
+from streams.exposition import HealthCollector, KpiCollector, LeadCollector
 from streams.ingest import IngestStage
+from streams.kafka_config import kafka_client_kwargs
+from streams.leads import AlertLedger, LeadMonitor
 from streams.settings import Settings
 from streams.transport import BatchTransport
 
@@ -81,6 +84,7 @@ class Service:
         self.settings = settings
         self.catalog = catalog or Catalog()
         self.calendar = Calendar(settings.timezone)
+        self.business = BusinessCalendar.from_json(settings.business_hours)
         s = settings
         self.keyed_topic_name = f"{s.app_id}-keyed-events"
         app = self.app = SalesPulseApp(
@@ -109,6 +113,7 @@ class Service:
             self.keyed_topic_name, partitions=s.partitions, internal=True, schema=schema
         )
         self.dlq_topic = app.topic(s.dlq_topic, partitions=s.partitions, internal=True)
+        self.alerts_topic = app.topic(s.alerts_topic, partitions=1, internal=True)
         self.table = app.Table(
             STATE_TABLE,
             partitions=s.partitions,
@@ -133,7 +138,19 @@ class Service:
             self.calendar,
             grace_seconds=s.grace_seconds,
             dedup_horizon_seconds=s.dedup_horizon_seconds,
+            waited=self.business.waited,
             generation=lambda: app.consumer_generation_id,
+        )
+        self.ledger = AlertLedger(s.kafka_bootstrap, s.alerts_topic, kafka_client_kwargs(s))
+        self.leads = LeadMonitor(
+            lambda: list(self.aggregate.states.values()),
+            self._caught_up,
+            self.business.waited,
+            self._send,
+            self.ledger,
+            sla_seconds=s.lead_sla_seconds,
+            alerts_topic=s.alerts_topic,
+            source=f"salespulse/{s.app_id}",
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
@@ -142,6 +159,7 @@ class Service:
         self.registry.register(
             HealthCollector(self.ingest, self.aggregate, self._lag, s.lead_sla_seconds)
         )
+        self.registry.register(LeadCollector(self.leads))
         self._wire()
 
     async def _send(self, topic: str, *, key: Any, value: bytes, partition: int | None = None,
@@ -160,6 +178,27 @@ class Service:
             if position is not None and highwater is not None:
                 out.append((tp.topic, tp.partition, max(0, highwater - position)))
         return out
+
+    def _caught_up(self) -> bool:
+        """Every owned input and keyed-events partition processed up to its end."""
+        consumer = self.app.consumer
+        topics = self.app.batched_topics
+        committed = consumer._committed_offset
+        for tp in consumer.assignment():
+            if tp.topic not in topics:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                return False
+            if tp.topic == self.keyed_topic_name:
+                position = self.aggregate.position.get(tp.partition)
+            else:
+                position = self.ingest.position.get((tp.topic, tp.partition))
+            if position is None:
+                position = committed.get(tp) or 0
+            if position < highwater:
+                return False
+        return True
 
     def _wire(self) -> None:
         app, ingest, aggregate = self.app, self.ingest, self.aggregate
@@ -196,8 +235,13 @@ class Service:
 
         @app.task
         async def declare_topics() -> None:
-            for topic in (self.dlq_topic, self.input_topic):
+            for topic in (self.dlq_topic, self.input_topic, self.alerts_topic):
                 await topic.maybe_declare()
+            await self.ledger.run()
+
+        @app.timer(self.settings.lead_check_seconds, name="judge-leads")
+        async def judge_leads() -> None:
+            await self.leads.tick()
 
         registry = self.registry
         keyed_name = self.keyed_topic_name
@@ -221,7 +265,7 @@ class Service:
         async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
             aggregate.revoke(tp.partition for tp in revoked if tp.topic == self.keyed_topic_name)
 
-        self._agents = (ingest_agent, aggregate_agent, flush_state, declare_topics)
+        self._agents = (ingest_agent, aggregate_agent, flush_state, declare_topics, judge_leads)
 
 
 def build_service(settings: Settings | None = None) -> Service:

@@ -15,7 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from metrics.catalog import Catalog
@@ -70,6 +75,7 @@ class KpiCollector(Collector):
                 self.catalog,
                 [s.window_values(kind_index, start) for s in states],
                 [s.window_values(kind_index, prev_start) for s in states],
+                [s.window_samples(kind_index, start) for s in states],
             )
             for scope, scoped in (("rep", values.rep), ("team", values.team), ("org", values.org)):
                 width = len(SCOPE_LABELS[scope])
@@ -134,3 +140,46 @@ class HealthCollector(Collector):
             "salespulse_lead_sla_seconds", "The configured first-response SLA for new leads.",
             value=self.sla_seconds,
         )
+
+
+class LeadCollector(Collector):
+    """Leads awaiting a first response, overdue leads, the response-time histogram."""
+
+    def __init__(self, monitor: Any) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        monitor = self.monitor
+        monitor.observe_responses()
+        awaiting = GaugeMetricFamily(
+            "salespulse_team_leads_awaiting_response",
+            "Leads created and not yet touched, lost or converted.", labels=["team"])
+        overdue = GaugeMetricFamily(
+            "salespulse_team_leads_overdue",
+            "Leads awaiting a first response for longer than the SLA, judged with all input read.",
+            labels=["team"])
+        oldest = GaugeMetricFamily(
+            "salespulse_team_lead_oldest_wait_seconds",
+            "How long the longest-waiting lead has waited for a first response.", labels=["team"])
+        for team, (n_awaiting, n_overdue, wait) in sorted(monitor.gauges().items()):
+            awaiting.add_metric([team], n_awaiting)
+            overdue.add_metric([team], n_overdue)
+            oldest.add_metric([team], wait)
+        yield awaiting
+        yield overdue
+        yield oldest
+        hist = HistogramMetricFamily(
+            "salespulse_lead_response_seconds",
+            "Time from lead creation to its first human touch, cumulative since start.",
+            labels=["team"])
+        bounds = [*(str(b) for b in monitor.buckets), "+Inf"]
+        for team, counts in sorted(monitor.histogram.items()):
+            cumulative, total = [], 0
+            for bound, n in zip(bounds, counts, strict=True):
+                total += n
+                cumulative.append((bound, total))
+            hist.add_metric([team], cumulative, sum_value=monitor.histogram_sum[team])
+        yield hist
+        yield CounterMetricFamily(
+            "salespulse_lead_alerts_sent", "lead.response_sla_breached alerts sent by this worker.",
+            value=monitor.alerts_sent)

@@ -23,7 +23,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from zlib import crc32
 
-from metrics.events import BUNDLE_ENCODER, Bundle, Event, RejectedEvent, Validator
+from metrics.events import (
+    BUNDLE_ENCODER,
+    LANE_KPI,
+    LANE_LEAD,
+    Bundle,
+    Event,
+    RejectedEvent,
+    Validator,
+)
+from metrics.leads import LEAD_LANE_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +106,7 @@ class IngestStage:
             raise RuntimeError("a send of an earlier batch failed") from self._failure
         now = self.clock()
         decode = self.validator.decode
-        by_dest: dict[int, list[Event]] = {}
+        by_dest: dict[tuple[int, int], list[Event]] = {}
         parts = self.partitions
         for rec in records:
             try:
@@ -114,15 +123,24 @@ class IngestStage:
                     )
                 )
                 continue
-            dest = crc32(route_key(event).encode()) % parts
+            dest = (crc32(route_key(event).encode()) % parts, LANE_KPI)
             bucket = by_dest.get(dest)
             if bucket is None:
                 bucket = by_dest[dest] = []
             bucket.append(event)
-        for dest, events in by_dest.items():
+            lead_id = getattr(event.data, "lead_id", None)
+            if lead_id and event.type in LEAD_LANE_TYPES:
+                # Speed to lead needs the lead's creation and its touches together: a second
+                # copy travels in the lead lane, routed by the lead.
+                dest = (crc32(lead_id.encode()) % parts, LANE_LEAD)
+                bucket = by_dest.get(dest)
+                if bucket is None:
+                    bucket = by_dest[dest] = []
+                bucket.append(event)
+        for (dest, lane), events in by_dest.items():
             for i in range(0, len(events), MAX_BUNDLE_EVENTS):
                 value = BUNDLE_ENCODER.encode(
-                    Bundle(topic, partition, events[i : i + MAX_BUNDLE_EVENTS])
+                    Bundle(topic, partition, events[i : i + MAX_BUNDLE_EVENTS], lane)
                 )
                 self._watch(await self.send(self.keyed_topic, key=None, value=value, partition=dest))
         if records:

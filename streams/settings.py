@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         86400.0, description="How far behind the watermark (event time) producer duplicates are still recognised."
     )
     state_flush_seconds: float = Field(0.5, description="Interval of state snapshots to the changelog.")
+    business_hours: str | None = Field(
+        None,
+        description="JSON: working days and hours per team for lead response time (see README).",
+    )
+    lead_check_seconds: float = Field(1.0, description="How often overdue leads are judged.")
     session_timeout_seconds: float = Field(
         30.0, description="Kafka consumer session timeout: how soon a dead worker's partitions move."
     )

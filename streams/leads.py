@@ -1,0 +1,199 @@
+"""Overdue leads and SLA alerts, judged against everything already in the input (SPEC §4).
+
+A lead is overdue, and raises its one ``lead.response_sla_breached`` alert, when its SLA has
+passed and no first touch for it has been read although the worker has read its input up to
+the end. So the monitor only judges while the worker is caught up (every owned input and
+keyed-events partition read to its end, twice in a row a tick apart, so that a touch just
+forwarded by the ingest stage has been seen); while catching up on a backlog the overdue gauge
+keeps the verdict of the last caught-up moment and nobody is paged.
+
+Exactly one alert per lead, across restarts and SIGKILLs: the alerts topic itself is the
+ledger. Each worker reads it from the beginning (no consumer group) into the set of alerted
+leads before it judges anything, and sends an alert only for a lead not in that set, awaiting
+delivery before adding it. A crash after the send leaves the alert in the topic, where the next
+start reads it. The alert's id is derived from the lead, so even a consumer that sees the
+topic's records twice can tell them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from metrics.leads import UNASSIGNED, Lead
+
+log = logging.getLogger(__name__)
+
+ALERT_TYPE = "lead.response_sla_breached"
+#: Histogram buckets a sales manager reads: 30 s, 1, 2, 5, 10, 30 min, 1, 4 h, 1 day.
+RESPONSE_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0, 86400.0)
+
+
+def rfc3339(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alert_event(lead_id: str, lead: Lead, waited: float, sla: float, source: str, now: float) -> bytes:
+    """The CloudEvent of one breach. Its id is derived from the lead: a re-emission is the same."""
+    return json.dumps({
+        "specversion": "1.0",
+        "id": f"{ALERT_TYPE}:{lead_id}",
+        "source": source,
+        "type": ALERT_TYPE,
+        "time": rfc3339(now),
+        "subject": lead_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "lead_id": lead_id,
+            "rep_id": lead.owner,
+            "team_id": lead.team or UNASSIGNED,
+            "created_time": rfc3339(lead.created or now),
+            "waited_seconds": round(waited, 3),
+            "sla_seconds": sla,
+        },
+    }).encode()
+
+
+class AlertLedger:
+    """The set of leads already alerted, read from the alerts topic (the source of truth)."""
+
+    def __init__(self, bootstrap: str, topic: str, client_kwargs: dict[str, Any] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.client_kwargs = client_kwargs or {}
+        self.alerted: set[str] = set()
+        self.ready = asyncio.Event()
+
+    def add(self, lead_id: str) -> None:
+        self.alerted.add(lead_id)
+
+    async def run(self) -> None:
+        """Read the topic from the beginning, then follow it. Sets :attr:`ready` at the end."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", **self.client_kwargs,
+        )
+        await consumer.start()
+        try:
+            partitions = await self._partitions(consumer)
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions) if partitions else {}
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for rec in records:
+                        if rec.key:
+                            self.alerted.add(rec.key.decode())
+                if not self.ready.is_set() and await self._at_end(consumer, ends):
+                    log.info("alert ledger ready: %d leads already alerted", len(self.alerted))
+                    self.ready.set()
+        finally:
+            await consumer.stop()
+
+    @staticmethod
+    async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        for _ in range(60):
+            parts = consumer.partitions_for_topic(self.topic)
+            if parts:
+                return [TopicPartition(self.topic, p) for p in sorted(parts)]
+            await consumer._client.force_metadata_update()  # topic created at start-up
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"alerts topic {self.topic!r} does not exist")
+
+
+class LeadMonitor:
+    """Overdue gauges, the response-time histogram, and SLA alerts."""
+
+    def __init__(
+        self,
+        states: Callable[[], Iterable[Any]],
+        caught_up: Callable[[], bool],
+        waited: Callable[[str | None, float, float], float],
+        send: Callable[..., Any],
+        ledger: AlertLedger,
+        *,
+        sla_seconds: float,
+        alerts_topic: str,
+        source: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.states = states
+        self.caught_up = caught_up
+        self.waited = waited
+        self.send = send
+        self.ledger = ledger
+        self.sla = sla_seconds
+        self.alerts_topic = alerts_topic
+        self.source = source
+        self.clock = clock
+        self.buckets = RESPONSE_BUCKETS
+        self.judged_at: float | None = None  # last moment the worker was caught up
+        self._was_caught_up = False
+        self.alerts_sent = 0
+        self.histogram: dict[str, list[int]] = defaultdict(lambda: [0] * (len(RESPONSE_BUCKETS) + 1))
+        self.histogram_sum: Counter[str] = Counter()
+
+    def observe_responses(self) -> None:
+        """Move newly recorded lead responses into the cumulative per-team histogram."""
+        for state in self.states():
+            for r in state.drain_responses():
+                self.histogram[r.team][bisect_left(RESPONSE_BUCKETS, r.seconds)] += 1
+                self.histogram_sum[r.team] += r.seconds
+
+    async def tick(self) -> None:
+        """Judge overdue leads if caught up (twice in a row) and alert new breaches."""
+        self.observe_responses()
+        caught_up = self.caught_up()
+        confirmed = caught_up and self._was_caught_up
+        self._was_caught_up = caught_up
+        if not confirmed or not self.ledger.ready.is_set():
+            return
+        now = self.clock()
+        self.judged_at = now
+        for lead_id, lead, waited in self.overdue(now):
+            if lead_id in self.ledger.alerted:
+                continue
+            value = alert_event(lead_id, lead, waited, self.sla, self.source, now)
+            await (await self.send(self.alerts_topic, key=lead_id.encode(), value=value))
+            self.ledger.add(lead_id)
+            self.alerts_sent += 1
+            log.info("lead %s breached its SLA after %.0f s: alert sent", lead_id, waited)
+
+    def overdue(self, at: float) -> Iterable[tuple[str, Lead, float]]:
+        for state in self.states():
+            for lead_id, lead in state.leads.awaiting():
+                waited = self.waited(lead.team, lead.created, at)  # type: ignore[arg-type]
+                if waited > self.sla:
+                    yield lead_id, lead, waited
+
+    def gauges(self) -> dict[str, tuple[int, int, float]]:
+        """Per team: (awaiting, overdue as of the last caught-up moment, oldest wait now)."""
+        now = self.clock()
+        out: dict[str, list] = defaultdict(lambda: [0, 0, 0.0])
+        for state in self.states():
+            for _, lead in state.leads.awaiting():
+                team = lead.team or UNASSIGNED
+                row = out[team]
+                row[0] += 1
+                judged = self.judged_at
+                if judged is not None and self.waited(lead.team, lead.created, judged) > self.sla:  # type: ignore[arg-type]
+                    row[1] += 1
+                row[2] = max(row[2], self.waited(lead.team, lead.created, now))  # type: ignore[arg-type]
+        return {team: (a, o, w) for team, (a, o, w) in out.items()}
