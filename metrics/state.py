@@ -24,6 +24,7 @@ Why it looks like this (see README, "Exactness"):
 
 from __future__ import annotations
 
+import heapq
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -143,7 +144,8 @@ class PartitionState:
         self.sources: dict[tuple[str, int, int], int] = {}
         self.leads = LeadBook(waited) if waited is not None else LeadBook()
         self.lead_stamps: dict[int, int] = {}  # lead part -> stamp
-        self.recorded: list[Response] = []  # responses recorded since the last drain
+        # (touch_time + grace, lead, response): responses waiting to become final
+        self._unsettled: list[tuple[float, str, Response]] = []
         self.watermark = float("-inf")
         self.applied = -1  # last partition offset applied
         self.meta_stamp = -1  # stamp of the durable meta: records <= it are skipped whole
@@ -241,8 +243,7 @@ class PartitionState:
                 self._file_response(old, offset, replaying, retract=True)
             if new is not None:
                 self._file_response(new, offset, replaying, retract=False)
-                if old is None:
-                    self.recorded.append(new)
+                heapq.heappush(self._unsettled, (new.touch_time + self.grace, lead_id, new))
         if src_hw >= 0:
             self.sources[src] = src_hw
 
@@ -486,8 +487,19 @@ class PartitionState:
         return part.samples if part is not None else {}
 
     def drain_responses(self) -> list[Response]:
-        """Lead responses recorded since the last call (for the cumulative histogram)."""
-        out, self.recorded = self.recorded, []
+        """Lead responses that became final since the last call (for the cumulative histogram).
+
+        A response is final once the watermark is a grace period past its touch: any event
+        that could still change it (an earlier touch, a loss before it) would be late. So a
+        histogram that only grows counts each lead once, with its in-order answer.
+        """
+        out = []
+        heap = self._unsettled
+        while heap and heap[0][0] <= self.watermark:
+            _, lead_id, response = heapq.heappop(heap)
+            lead = self.leads.leads.get(lead_id)
+            if lead is not None and lead.response == response:
+                out.append(response)
         return out
 
     def live_windows(self) -> Iterator[WindowPart]:

@@ -261,6 +261,14 @@ class Service:
                 )
                 return self.json({"ok": True, "assigned": assigned, "partitions": sorted(aggregate.states)})
 
+        @self.table.on_recover
+        async def restore_states() -> None:
+            # Rebuild the state of every owned partition as soon as its changelog is read, not
+            # on its first new record: a restarted worker serves its KPIs with no new input.
+            for tp in app.consumer.assignment():
+                if tp.topic == keyed_name:
+                    aggregate.state_for(tp.partition)
+
         @app.on_partitions_revoked.connect
         async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
             aggregate.revoke(tp.partition for tp in revoked if tp.topic == self.keyed_topic_name)

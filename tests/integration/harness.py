@@ -193,7 +193,8 @@ async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, byt
 
 def cloudevent(etype: str, data: dict[str, Any], *, t: float, eid: str | None = None,
                source: str = "test/integration") -> bytes:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+    seconds, millis = divmod(round(t * 1000), 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
     return json.dumps({
         "specversion": "1.0", "id": eid or uuid.uuid4().hex, "source": source,
         "type": etype, "time": stamp, "data": data,

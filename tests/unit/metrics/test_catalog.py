@@ -58,12 +58,14 @@ def test_default_catalog_compiles():
     cat = Catalog()
     assert cat.kpis == DEFAULT_CATALOG
     names = set(cat.by_name)
-    assert SPEC_ACTIVITY_NAMES <= names
+    assert names >= SPEC_ACTIVITY_NAMES
     assert len(names) == len(cat.kpis)
     for kpi in cat.derived:
         num, den = cat.by_name[kpi.numerator], cat.by_name[kpi.denominator]
         assert num.aggregation != "ratio" and den.aggregation != "ratio"
-    for kpi in cat.stored:
+    for kpi in cat.kpis:
+        if kpi.aggregation not in ("count", "sum"):
+            continue
         assert kpi.types, kpi.name
         assert cat.kinds_of[kpi.name] == tuple(WINDOW_KINDS.index(w) for w in kpi.windows)
         for t in kpi.types:
@@ -73,7 +75,7 @@ def test_default_catalog_compiles():
 def test_default_catalog_exports_the_spec_names_and_hides_ratio_parts():
     cat = Catalog()
     exported = {k.name for k in cat.kpis if k.exported}
-    assert SPEC_ACTIVITY_NAMES <= exported
+    assert exported >= SPEC_ACTIVITY_NAMES
     aht = cat.by_name["average_handle_seconds"]
     assert not cat.by_name[aht.numerator].exported
     assert not cat.by_name[aht.denominator].exported
@@ -82,10 +84,10 @@ def test_default_catalog_exports_the_spec_names_and_hides_ratio_parts():
     assert cat.by_name["tool_uses"].dimensions == ("tool",)
 
 
-def test_every_default_kpi_is_kept_for_every_window_kind():
+def test_every_activity_kpi_is_kept_for_every_window_kind():
     cat = Catalog()
-    for kpi in cat.kpis:
-        assert cat.windows_of(kpi.name) == WINDOW_KINDS
+    for name in SPEC_ACTIVITY_NAMES:
+        assert cat.windows_of(name) == WINDOW_KINDS
 
 
 # -- validation ---------------------------------------------------------------------------------

@@ -385,7 +385,7 @@ def test_a_record_at_or_below_the_applied_offset_is_ignored():
     before = window(state, DAY, T0)
     state.apply(Bundle(TOPIC, 0, [ev(1, T0, call)]), 5)  # same partition offset again
     state.apply(Bundle(TOPIC, 0, [ev(2, T0, call)]), 3)  # an older one
-    assert window(state, DAY, T0) == before == {k: v for k, v in before.items()}
+    assert window(state, DAY, T0) == before
     assert of(before, "calls_made") == {("r", "t"): 1}
     assert state.applied == 5
     state.apply(Bundle(TOPIC, 0, [ev(3, T0, call)]), 6)
