@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from metrics.events import DATA_TYPES
 from metrics.windows import WINDOW_KINDS
 
 Aggregation = Literal["count", "sum", "ratio", "quantile", "mean"]
@@ -180,6 +181,19 @@ def _dims(kpi: KPI) -> Callable[[Any], tuple]:
     return lambda d: tuple(str(getattr(d, f, None) or "unknown") for f in dims)
 
 
+def _check_fields(k: KPI) -> None:
+    """Every type exists and carries every field the entry reads: a typo must not silently
+    leave a user's KPI at zero."""
+    for t in k.types:
+        cls = DATA_TYPES.get(t)
+        if cls is None:
+            raise CatalogError(f"KPI {k.name!r}: unknown event type {t!r}")
+        known = set(cls.__struct_fields__)
+        for f in (*k.where, *k.fields, *k.dimensions):
+            if f not in known:
+                raise CatalogError(f"KPI {k.name!r}: {t} has no field {f!r}")
+
+
 class Catalog:
     """A validated, compiled catalog."""
 
@@ -218,6 +232,7 @@ class Catalog:
                 continue
             if not k.types:
                 raise CatalogError(f"KPI {k.name!r}: a {k.aggregation} needs event types")
+            _check_fields(k)
             if k.aggregation == "sum" and not k.fields:
                 raise CatalogError(f"KPI {k.name!r}: a sum needs fields")
             kinds = tuple(WINDOW_KINDS.index(w) for w in k.windows)

@@ -210,7 +210,7 @@ class Envelope(Struct):
     """CloudEvents 1.0 attributes we rely on. Extension attributes are ignored."""
 
     specversion: str
-    id: Id
+    id: Annotated[str, Meta(min_length=1)]  # CloudEvents sets no upper bound on the event id
     source: Annotated[str, Meta(min_length=1)]
     type: Annotated[str, Meta(min_length=1)]
     time: str
@@ -332,6 +332,12 @@ class Validator:
             raise RejectedEvent(
                 "too_large", f"record is {len(raw)} bytes, the limit is {self.max_bytes}"
             )
+        if not raw.isascii():
+            # msgspec skips the fields it ignores without checking their UTF-8: check it all.
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RejectedEvent("invalid_encoding", f"value is not UTF-8: {exc}") from None
         try:
             env = _ENVELOPE.decode(raw)
         except msgspec.ValidationError as exc:

@@ -307,7 +307,6 @@ def test_conditions_compile_as_declared():
         count("in", types=("call.completed",), where={"outcome": ["busy", "failed"]}),
         count("present", types=("call.completed",), where={"lead_id": PRESENT}),
         count("both", types=("call.completed",), where={"direction": "inbound", "lead_id": PRESENT}),
-        count("missing_field", types=("call.completed",), where={"no_such_field": "x"}),
         KPI(name="s", help="h", aggregation="sum", types=("call.completed",),
             fields=("talk_seconds", "wrap_seconds")),
     ])
@@ -324,7 +323,6 @@ def test_conditions_compile_as_declared():
         assert rules["in"].match(c) == (c.outcome in ("busy", "failed"))
         assert rules["present"].match(c) == (c.lead_id is not None)
         assert rules["both"].match(c) == (c.direction == "inbound" and c.lead_id is not None)
-        assert not rules["missing_field"].match(c)
         assert rules["s"].value(c) == c.talk_seconds + c.wrap_seconds
         assert rules["eq"].value(c) == 1.0
 
@@ -334,3 +332,17 @@ def test_dimension_of_a_missing_value_is_unknown():
     (rule,) = cat.rules_by_type["call.completed"]
     assert rule.dims(CallCompleted("r", "inbound", "busy", lead_id="l-9")) == ("l-9",)
     assert rule.dims(CallCompleted("r", "inbound", "busy")) == ("unknown",)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (dict(types=("call.teleported",)), "unknown event type"),
+        (dict(types=("call.completed",), where={"no_such_field": "x"}), "no field 'no_such_field'"),
+        (dict(types=("call.completed",), dimensions=("toool",)), "no field 'toool'"),
+        (dict(types=("email.sent", "tool.used"), dimensions=("tool",)), "email.sent has no field 'tool'"),
+    ],
+)
+def test_a_typo_in_a_kpi_entry_is_an_error_not_a_silent_zero(entry: dict, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        Catalog([KPI(name="k", help="h", aggregation="count", **entry)])

@@ -596,3 +596,19 @@ def test_reporting_currency_is_configurable():
     assert decode(body, v).data.amount == 5000
     body = raw(envelope("opportunity.won", {**SPEC["opportunity.won"][0], "currency": "USD"}))
     assert rejected(body, v).reason == "currency_mismatch"
+
+
+def test_a_long_cloudevent_id_is_accepted_the_128_limit_is_for_data_ids():
+    ev = decode(raw(envelope("email.sent", {"rep_id": "r"}, id="x" * 300)))
+    assert ev.id == "x" * 300
+
+
+def test_invalid_utf8_in_an_ignored_extension_attribute_is_rejected():
+    body = raw(envelope("email.sent", {"rep_id": "r"}, ext="PLACEHOLDER"))
+    value = body.replace(b"PLACEHOLDER", b"\xc3\x28")  # an invalid 2-byte sequence
+    assert rejected(value).reason == "invalid_encoding"
+
+
+def test_non_ascii_utf8_is_fine():
+    ev = decode(raw(envelope("email.sent", {"rep_id": "rép-ü"}, ext="ünïcode")))
+    assert ev.data.rep_id == "rép-ü"
