@@ -31,6 +31,8 @@ readonly KAFKA_VERSION=4.1.1
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_DIR=$(dirname "$DEPLOY_DIR")
 readonly DEPLOY_DIR REPO_DIR
+# shellcheck source=lib/common.sh
+source "$DEPLOY_DIR/lib/common.sh"
 readonly KAFKA_CONF_DIR="$DEPLOY_DIR/kafka"
 readonly POM="$KAFKA_CONF_DIR/pom.xml"
 readonly SERVER_TEMPLATE="$KAFKA_CONF_DIR/server.properties.in"
@@ -47,22 +49,12 @@ LIBS=${SALESPULSE_KAFKA_LIBS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/salespuls
 STATE=${SALESPULSE_LOCAL_DIR:-$REPO_DIR/.local}
 
 log() { printf '[local] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
 
 usage() {
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
 }
 
 # --- validation and paths -------------------------------------------------------------------
-
-check_port() { # name value
-    if ! [[ $2 =~ ^[0-9]+$ ]] || ((10#$2 < 1 || 10#$2 > 65535)); then
-        die "$1 must be a TCP port (1-65535), got '$2'"
-    fi
-}
 
 validate_config() {
     check_port KAFKA_PORT "$KAFKA_PORT"
@@ -109,45 +101,12 @@ set_paths() {
     REDIS_LOG="$LOG_DIR/redis.log"
 }
 
-# One command at a time per state dir (fd 9; closed in the daemons so they never hold it).
 lock_state() {
-    mkdir -p "$STATE" "$RUN_DIR"
-    exec 9>"$STATE/.lock"
-    flock -w 600 9 || die "another deploy/local.sh is busy with $STATE (lock $STATE/.lock)"
+    mkdir -p "$RUN_DIR"
+    lock_dir "$STATE" 600 deploy/local.sh
 }
 
 # --- prerequisites --------------------------------------------------------------------------
-
-APT_UPDATED=
-apt_install() { # packages...
-    local sudo=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "need to install $* but am not root and have no sudo"
-        sudo=(sudo)
-    fi
-    command -v apt-get >/dev/null 2>&1 || die "need $* but there is no apt-get: install it by hand"
-    # Debian's postinst scripts would start the packages' own services (e.g. a system Redis
-    # on 6379): forbid that while installing, unless a policy already exists.
-    local policy=/usr/sbin/policy-rc.d made_policy=
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-        "${sudo[@]}" chmod 755 "$policy"
-        made_policy=1
-    fi
-    local rc=0
-    {
-        if [[ -z $APT_UPDATED ]]; then
-            log "apt-get update"
-            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-            APT_UPDATED=1
-        fi
-        log "apt-get install $*"
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends "$@" >&2
-    } || rc=$?
-    if [[ -n $made_policy ]]; then "${sudo[@]}" rm -f "$policy"; fi
-    ((rc == 0)) || die "apt-get install $* failed (exit $rc)"
-}
 
 java_major() { # java binary -> major version on stdout
     "$1" -version 2>&1 | sed -n 's/.*version "\([0-9]*\)[."].*/\1/p' | head -n 1
@@ -240,11 +199,6 @@ ensure_libs() {
 
 # --- process helpers ------------------------------------------------------------------------
 
-port_open() { # port: something accepts TCP connections on 127.0.0.1:port
-    # shellcheck disable=SC2016 # expanded by the inner bash
-    timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
-}
-
 # Our broker: a java process whose last argument is this state dir's server.properties.
 # (Builtins only: find_pid may run this for every process on the machine.)
 is_our_kafka() {
@@ -289,55 +243,6 @@ find_pid() { # kafka|redis -> pid on stdout, exit 1 if not running
 
 # Start a daemon in its own session, detached from our stdin/stdout/stderr and lock fds, and
 # write its pid (the exec'd program keeps the pid of the bash that wrote it).
-spawn() { # pidfile logfile workdir cmd...
-    local pidfile=$1 logfile=$2 workdir=$3 prog
-    shift 3
-    prog=$(basename "$1")
-    rm -f "$pidfile"
-    (
-        cd "$workdir"
-        # shellcheck disable=SC2016 # expanded by the inner bash
-        exec setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" "$@" \
-            </dev/null >>"$logfile" 2>&1 8>&- 9>&-
-    ) &
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $pidfile ]] && return 0
-        sleep 0.05
-    done
-    die "could not start $prog (no pid file $pidfile after 5 s); log: $logfile"
-}
-
-stop_pid() { # name pid timeout
-    local name=$1 pid=$2 timeout=$3 i
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < timeout * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    log "$name did not stop within ${timeout}s of SIGTERM: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    die "$name (pid $pid) survived SIGKILL"
-}
-
-show_tail() { # file...
-    local f
-    for f in "$@"; do
-        [[ -s $f ]] || continue
-        log "---- last lines of $f ----"
-        tail -n 40 "$f" >&2
-    done
-}
-
-who_listens() { # port -> a hint about who holds it, if ss can tell
-    command -v ss >/dev/null 2>&1 || return 0
-    ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:(\(.*\))$/\1/p' | head -n 1
-}
 
 # A service of ours that is not running needs its ports free (checked for both services before
 # starting either, so that a conflict does not leave one half started).

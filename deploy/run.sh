@@ -12,13 +12,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf '[run] %s\n' "$*" >&2; }
+# shellcheck source=lib/common.sh
+source deploy/lib/common.sh
 
 VENV=${SALESPULSE_VENV:-.venv}
-if [[ ! -x $VENV/bin/salespulse ]]; then
-    log "creating $VENV and installing salespulse"
-    python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e .
-fi
+ensure_venv "$VENV" .
 
 deploy/local.sh up
 eval "$(deploy/local.sh env)"

@@ -10,14 +10,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf '[test] %s\n' "$*" >&2; }
+# shellcheck source=lib/common.sh
+source deploy/lib/common.sh
 
 VENV=${SALESPULSE_VENV:-.venv}
-if [[ ! -x $VENV/bin/python ]]; then
-    log "creating $VENV"
-    python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
-fi
-log "installing the project and its test extras into $VENV"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+ensure_venv "$VENV" '.[test]'
 
 log "ruff"
 "$VENV/bin/ruff" check .
