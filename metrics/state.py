@@ -81,7 +81,8 @@ class _WindowRecord(msgspec.Struct, array_like=True):
     kind: int
     start: float
     end: float
-    rows: list[tuple]
+    keys: list[tuple]  # (kpi, rep, team, *dims), parallel to values
+    values: list[float]
     samples: list[tuple[str, str | None, str, list[float]]] = []
 
 
@@ -147,6 +148,8 @@ class PartitionState:
         # (touch_time + grace, lead, response): responses waiting to become final
         self._unsettled: list[tuple[float, str, Response]] = []
         self.watermark = float("-inf")
+        self._next_expiry = float("-inf")  # the earliest watermark at which anything expires
+        self._leads_expired_at = float("-inf")
         self.applied = -1  # last partition offset applied
         self.meta_stamp = -1  # stamp of the durable meta: records <= it are skipped whole
         self.max_stamp = -1  # largest part stamp: records <= it may be partly applied
@@ -203,13 +206,23 @@ class PartitionState:
             if not rules:
                 continue
             rep, team = self._attribution(data)  # team None: resolved from the roster when read
-            if replaying or (minute + 1) * 60.0 + grace <= self.watermark:
+            if replaying:
                 self._apply_slow(data, rules, rep, team, t, offset, replaying)
                 continue
+            first_open = 0  # windows are nested: if a kind is late, so are all smaller ones
+            if (minute + 1) * 60.0 + grace <= self.watermark:
+                first_open = self._first_open_kind(t)
+                if first_open == len(WINDOW_KINDS):
+                    self.late += 1
+                    continue
+            matched = False
             for r in rules:
                 if r.match(data):
-                    key = (minute, r.kpi, rep, team, *r.dims(data))
+                    key = (minute, first_open, r.kpi, rep, team, *r.dims(data))
                     pending[key] = pending.get(key, 0.0) + r.value(data)
+                    matched = True
+            if matched and first_open:
+                self.late += 1
         if pending:
             self._fold(pending)
         if src_hw >= 0:
@@ -254,6 +267,7 @@ class PartitionState:
         part = self.seen.get(minute)
         if part is None:
             part = self.seen[minute] = SeenPart(minute)
+            self._next_expiry = min(self._next_expiry, (minute + 1) * 60.0 + self.horizon)
         h = identity_hash(ev.source, ev.id) ^ salt
         first = part.ids.get(h)
         if first is not None and first < seq:
@@ -286,15 +300,26 @@ class PartitionState:
         wpart = self.windows.get((kind, start))
         if wpart is None:
             wpart = self.windows[(kind, start)] = WindowPart(kind, start, end)
+            self._next_expiry = min(self._next_expiry, end + self.grace)
         return wpart
+
+    def _first_open_kind(self, t: float) -> int:
+        """Index of the smallest window kind of ``t`` still within its grace period."""
+        wm, grace = self.watermark, self.grace
+        for kind, (_, end) in enumerate(self.calendar.bounds_all(t)):
+            if end + grace > wm:
+                return kind
+        return len(WINDOW_KINDS)
 
     def _fold(self, pending: dict[tuple, float]) -> None:
         kinds_of = self.catalog.kinds_of
         bounds_all = self.calendar.bounds_all
         touched: dict[tuple[int, int], WindowPart] = {}
-        for (minute, *key), value in pending.items():
+        for (minute, first_open, *key), value in pending.items():
             key = tuple(key)
             for kind in kinds_of[key[0]]:
+                if kind < first_open:
+                    continue
                 wpart = touched.get((minute, kind))
                 if wpart is None:
                     start, end = bounds_all(minute * 60.0)[kind]
@@ -354,20 +379,34 @@ class PartitionState:
 
     # -- expiry --------------------------------------------------------------------------
     def expire(self) -> int:
-        """Drop windows closed beyond the grace and dedup minutes beyond the horizon."""
+        """Drop windows closed beyond the grace and dedup minutes beyond the horizon.
+
+        Cheap when nothing is due: it keeps the earliest moment anything expires. Settled leads
+        are forgotten at most once per minute of watermark (that changes no result: events older
+        than the horizon are dropped anyway).
+        """
         wm = self.watermark
+        if wm >= self._leads_expired_at + 60.0:
+            self._leads_expired_at = wm
+            self.leads.expire(wm - self.horizon)
+        if wm < self._next_expiry:
+            return 0
         dropped = 0
         for wkey, wpart in list(self.windows.items()):
             if wpart.end + self.grace <= wm:
                 del self.windows[wkey]
                 self._forget(wpart.key)
                 dropped += 1
-        self.leads.expire(wm - self.horizon)
         for minute, spart in list(self.seen.items()):
             if (minute + 1) * 60.0 + self.horizon <= wm:
                 del self.seen[minute]
                 self._forget(spart.key)
                 dropped += 1
+        self._next_expiry = min(
+            [w.end + self.grace for w in self.windows.values()]
+            + [(m + 1) * 60.0 + self.horizon for m in self.seen],
+            default=float("inf"),
+        )
         return dropped
 
     def _forget(self, key: str) -> None:
@@ -397,9 +436,11 @@ class PartitionState:
             part = self._dirty_parts[key]
             part.stamp = stamp
             if isinstance(part, WindowPart):
-                rows = [(*k, v) for k, v in part.values.items()]
                 samples = [(*k, v) for k, v in part.samples.items() if v]
-                rec: Any = _WindowRecord(stamp, part.kind, part.start, part.end, rows, samples)
+                rec: Any = _WindowRecord(
+                    stamp, part.kind, part.start, part.end,
+                    list(part.values), list(part.values.values()), samples,
+                )
             else:
                 hashes = array("Q", part.ids.keys())
                 seqs = array("q", part.ids.values())
@@ -446,7 +487,7 @@ class PartitionState:
             elif key.startswith("w/"):
                 w = _DEC_WINDOW.decode(raw)
                 part = WindowPart(w.kind, w.start, w.end, w.stamp)
-                part.values = {tuple(r[:-1]): r[-1] for r in w.rows}
+                part.values = dict(zip(map(tuple, w.keys), w.values, strict=True))
                 part.samples = {tuple(r[:-1]): list(r[-1]) for r in w.samples}
                 state.windows[(w.kind, w.start)] = part
                 state.max_stamp = max(state.max_stamp, w.stamp)
