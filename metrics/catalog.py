@@ -181,6 +181,47 @@ def _dims(kpi: KPI) -> Callable[[Any], tuple]:
     return lambda d: tuple(str(getattr(d, f, None) or "unknown") for f in dims)
 
 
+def _accumulator(rules: list[tuple[KPI, Rule]]) -> Callable[..., int]:
+    """One function per event type that adds all its KPI hits to a pending dict.
+
+    The hot path of the aggregate stage: instead of three closure calls per KPI per event, one
+    generated function with the catalog's conditions inlined as attribute comparisons. Field
+    names are checked against the event structs before this runs (``_check_fields``); every
+    literal is passed in the namespace, never pasted into the source.
+    """
+    ns: dict[str, Any] = {}
+    body = ["def accumulate(d, m, fo, rep, team, pending):", "    n = 0"]
+    for i, (kpi, _) in enumerate(rules):
+        conds = []
+        for j, (f, expected) in enumerate(kpi.where.items()):
+            const = f"_c{i}_{j}"
+            if isinstance(expected, Present):
+                conds.append(f"d.{f} is not None")
+                continue
+            if isinstance(expected, (list, tuple, set, frozenset)):
+                ns[const] = frozenset(expected)
+                conds.append(f"d.{f} in {const}")
+            else:
+                ns[const] = expected
+                conds.append(f"d.{f} == {const}")
+        ns[f"_k{i}"] = kpi.name
+        if kpi.aggregation == "count":
+            value = "1.0"
+        else:
+            value = " + ".join(f"(d.{f} or 0.0)" for f in kpi.fields)
+        dims = "".join(f", str(d.{f} or 'unknown')" for f in kpi.dimensions)
+        indent = "    "
+        if conds:
+            body.append(f"    if {' and '.join(conds)}:")
+            indent = "        "
+        body.append(f"{indent}k = (m, fo, _k{i}, rep, team{dims})")
+        body.append(f"{indent}pending[k] = pending.get(k, 0.0) + {value}")
+        body.append(f"{indent}n += 1")
+    body.append("    return n")
+    exec(compile("\n".join(body), "<catalog>", "exec"), ns)  # noqa: S102 - generated from checked data
+    return ns["accumulate"]
+
+
 def _check_fields(k: KPI) -> None:
     """Every type exists and carries every field the entry reads: a typo must not silently
     leave a user's KPI at zero."""
@@ -205,11 +246,14 @@ class Catalog:
                 raise CatalogError(f"KPI {k.name!r} is defined twice")
             self.by_name[k.name] = k
         self.rules_by_type: dict[str, tuple[Rule, ...]] = {}
+        #: event type -> generated ``accumulate(d, minute, first_open, rep, team, pending)``
+        self.accumulators: dict[str, Callable[..., int]] = {}
         self.kinds_of: dict[str, tuple[int, ...]] = {}
         self._compile()
 
     def _compile(self) -> None:
         rules: dict[str, list[Rule]] = {}
+        entries: dict[str, list[tuple[KPI, Rule]]] = {}
         for k in self.kpis:
             unknown = set(k.windows) - set(WINDOW_KINDS)
             if unknown:
@@ -239,7 +283,9 @@ class Catalog:
             rule = Rule(k.name, _match(k.where), _value(k), _dims(k), kinds)
             for t in k.types:
                 rules.setdefault(t, []).append(rule)
+                entries.setdefault(t, []).append((k, rule))
         self.rules_by_type = {t: tuple(r) for t, r in rules.items()}
+        self.accumulators = {t: _accumulator(e) for t, e in entries.items()}
         self.kinds_of: dict[str, tuple[int, ...]] = {
             rule.kpi: rule.kinds for rs in rules.values() for rule in rs
         }

@@ -18,8 +18,12 @@ Why it looks like this (see README, "Exactness"):
   horizon behind the watermark are counted as late, because a duplicate of them could no longer
   be recognised. The first sighting's sequence number is kept beside the hash, so a replayed
   record is not mistaken for a duplicate of itself.
-* Lateness is judged against the partition's watermark (the largest event time applied), not
-  the wall clock, so a replay after a crash makes the same decisions as the first pass.
+* Lateness is judged against event time, never the wall clock, so a replay after a crash makes
+  the same decisions as the first pass: an event is late for a window that closed more than the
+  grace period before the newest event already read from the event's own input partition.
+  Input partitions are read at different paces (a backlog especially), so a partition-wide
+  clock would make an on-time event of a slower partition "late". Windows are dropped a second
+  grace period after that, by the partition's watermark (its newest event time).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import msgspec
 from xxhash import xxh3_64_intdigest
 
 from metrics.catalog import Catalog
-from metrics.events import LANE_LEAD, Bundle, RepUpdated
+from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated
 from metrics.leads import LEAD_LANE_TYPES, Lead, LeadBook, Response, lead_part
 from metrics.windows import WINDOW_KINDS, Calendar
 
@@ -110,6 +114,7 @@ class _MetaRecord(msgspec.Struct, array_like=True):
     watermark: float
     roster: dict[str, RosterEntry]
     sources: list[tuple[str, int, int, int]]
+    source_times: list[tuple[str, int, int, float]] = []
 
 
 _ENC = msgspec.msgpack.Encoder()
@@ -121,6 +126,7 @@ _LEAD_LANE_SALT = 0x9E3779B97F4A7C15  # lead-lane copies of an event are dedupli
 RESPONSE_SERIES = "lead_response_seconds"
 
 META_KEY = "meta"
+TYPE_OF = {cls: name for name, cls in DATA_TYPES.items()}
 
 
 class PartitionState:
@@ -143,6 +149,9 @@ class PartitionState:
         self.seen: dict[int, SeenPart] = {}
         self.roster: dict[str, RosterEntry] = {}
         self.sources: dict[tuple[str, int, int], int] = {}
+        #: newest event time read per input partition: lateness is judged against the event's
+        #: own input partition, so it does not depend on how partitions interleave
+        self.source_times: dict[tuple[str, int, int], float] = {}
         self.leads = LeadBook(waited) if waited is not None else LeadBook()
         self.lead_stamps: dict[int, int] = {}  # lead part -> stamp
         # (touch_time + grace, lead, response): responses waiting to become final
@@ -150,6 +159,9 @@ class PartitionState:
         self.watermark = float("-inf")
         self._next_expiry = float("-inf")  # the earliest watermark at which anything expires
         self._leads_expired_at = float("-inf")
+        #: KPI hits of the bundle being applied, not yet in their windows: (minute, first open
+        #: kind, kpi, rep, team, *dims) -> value.
+        self._pending: dict[tuple, float] = {}
         self.applied = -1  # last partition offset applied
         self.meta_stamp = -1  # stamp of the durable meta: records <= it are skipped whole
         self.max_stamp = -1  # largest part stamp: records <= it may be partly applied
@@ -164,11 +176,12 @@ class PartitionState:
     def apply(self, bundle: Bundle, offset: int) -> None:
         """Apply one forwarded bundle, the record at ``offset`` of this partition.
 
-        Fast path: an event that is on time for all its windows adds its KPI hits to a
-        per-bundle accumulator keyed by (event-time minute, key), folded into the windows of
-        every kind once per bundle. All window boundaries are minute-aligned, so events of one
-        minute share every window. Late events and records being replayed after a cut-short
-        snapshot take the exact per-window path.
+        Fast path: an event adds its KPI hits to an accumulator keyed by (event-time minute,
+        first window kind still open, key), folded into the windows of every kind at the end of
+        the bundle. All window boundaries are minute-aligned, so events of one minute share
+        every window. Whatever looks at which windows exist folds first, so the result is the
+        same as folding each event at once. Records replayed after a cut-short snapshot take
+        the exact per-window path.
         """
         if offset <= self.meta_stamp or offset <= self.applied:
             return  # replayed record: already in the durable state
@@ -179,54 +192,72 @@ class PartitionState:
             return
         src = (bundle.topic, bundle.partition, bundle.lane)
         src_hw = self.sources.get(src, -1)
+        src_wm = self.source_times.get(src, float("-inf"))
         rules_by_type = self.catalog.rules_by_type
+        accumulators = self.catalog.accumulators
         grace = self.grace
-        pending: dict[tuple, float] = {}
+        pending = self._pending
         base_seq = offset << _SEQ_BITS
-        processed = self.processed
+        counts: dict[type, int] = {}
+        seen = self.seen
+        horizon = self.horizon
         for index, ev in enumerate(bundle.events):
             if ev.offset <= src_hw:
                 continue  # forwarded again by the ingest stage
             src_hw = ev.offset
             t = ev.time
-            if t <= self.watermark - self.horizon:
+            if t <= self.watermark - horizon:
                 self.late += 1
                 continue
-            if not self._first_sighting(ev, t, base_seq | index, offset, replaying):
-                continue
+            # identity: first sighting, or a duplicate of an earlier record
             minute = int(t // 60.0)
+            spart = seen.get(minute)
+            if spart is None:
+                spart = seen[minute] = SeenPart(minute)
+                self._next_expiry = min(self._next_expiry, (minute + 1) * 60.0 + horizon)
+            h = identity_hash(ev.source, ev.id)
+            first = spart.ids.get(h)
+            seq = base_seq | index
+            if first is not None and first < seq:
+                self.duplicates += 1
+                continue
+            if not (replaying and spart.stamp >= offset):
+                spart.ids[h] = seq
+                if spart.key not in self._dirty_parts:
+                    self._dirty_parts[spart.key] = spart
             if t > self.watermark:
                 self.watermark = t
+            if t > src_wm:
+                src_wm = t
             data = ev.data
-            etype = ev.type
-            processed[etype] += 1
-            if etype == "rep.updated":
+            cls = type(data)
+            counts[cls] = counts.get(cls, 0) + 1
+            if cls is RepUpdated:
                 self._roster_update(data, t)  # type: ignore[arg-type]
-            rules = rules_by_type.get(etype)
-            if not rules:
+            etype = TYPE_OF[cls]
+            accumulate = accumulators.get(etype)
+            if accumulate is None:
                 continue
-            rep, team = self._attribution(data)  # team None: resolved from the roster when read
+            rep = getattr(data, "rep_id", None)
+            team = getattr(data, "team_id", None)  # None: resolved from the roster when read
             if replaying:
-                self._apply_slow(data, rules, rep, team, t, offset, replaying)
+                self._apply_slow(data, rules_by_type[etype], rep, team, t, offset, replaying, src_wm)
                 continue
             first_open = 0  # windows are nested: if a kind is late, so are all smaller ones
-            if (minute + 1) * 60.0 + grace <= self.watermark:
-                first_open = self._first_open_kind(t)
+            minute_end = (minute + 1) * 60.0
+            if minute_end + grace <= src_wm or minute_end + 2 * grace <= self.watermark:
+                first_open = self._first_open_kind(t, src_wm)
                 if first_open == len(WINDOW_KINDS):
                     self.late += 1
                     continue
-            matched = False
-            for r in rules:
-                if r.match(data):
-                    key = (minute, first_open, r.kpi, rep, team, *r.dims(data))
-                    pending[key] = pending.get(key, 0.0) + r.value(data)
-                    matched = True
-            if matched and first_open:
+            if accumulate(data, minute, first_open, rep, team, pending) and first_open:
                 self.late += 1
-        if pending:
-            self._fold(pending)
+        for cls, n in counts.items():
+            self.processed[TYPE_OF[cls]] += n
+        self._fold_pending()
         if src_hw >= 0:
             self.sources[src] = src_hw
+            self.source_times[src] = src_wm
         self.applied = offset
 
     def _apply_leads(self, bundle: Bundle, offset: int, replaying: bool) -> None:
@@ -280,11 +311,12 @@ class PartitionState:
         return True
 
     def _file_response(self, r: Response, offset: int, replaying: bool, *, retract: bool) -> None:
+        self._fold_pending()
         key = (RESPONSE_SERIES, r.rep, r.team)
         wm = self.watermark
         for kind, (start, end) in enumerate(self.calendar.bounds_all(r.touch_time)):
-            if end + self.grace <= wm:
-                continue
+            if end + 2 * self.grace <= wm and (kind, start) not in self.windows:
+                continue  # expired
             wpart = self._window(kind, start, end)
             if replaying and wpart.stamp >= offset:
                 continue
@@ -300,16 +332,29 @@ class PartitionState:
         wpart = self.windows.get((kind, start))
         if wpart is None:
             wpart = self.windows[(kind, start)] = WindowPart(kind, start, end)
-            self._next_expiry = min(self._next_expiry, end + self.grace)
+            self._next_expiry = min(self._next_expiry, end + 2 * self.grace)
         return wpart
 
-    def _first_open_kind(self, t: float) -> int:
-        """Index of the smallest window kind of ``t`` still within its grace period."""
-        wm, grace = self.watermark, self.grace
-        for kind, (_, end) in enumerate(self.calendar.bounds_all(t)):
-            if end + grace > wm:
+    def _open(self, kind: int, start: float, end: float, src_wm: float) -> bool:
+        """Whether the window still takes an event whose input partition has reached
+        ``src_wm``: within the grace by that partition's own clock, and not yet expired."""
+        if end + self.grace <= src_wm:
+            return False
+        return end + 2 * self.grace > self.watermark or (kind, start) in self.windows
+
+    def _first_open_kind(self, t: float, src_wm: float) -> int:
+        """Index of the smallest window kind of ``t`` still open (see :meth:`_open`)."""
+        self._fold_pending()  # _open looks at which windows exist
+        for kind, (start, end) in enumerate(self.calendar.bounds_all(t)):
+            if self._open(kind, start, end, src_wm):
                 return kind
         return len(WINDOW_KINDS)
+
+    def _fold_pending(self) -> None:
+        """Move the accumulated hits into their windows (see :meth:`apply`)."""
+        if self._pending:
+            self._fold(self._pending)
+            self._pending.clear()  # in place: apply() holds a reference to it
 
     def _fold(self, pending: dict[tuple, float]) -> None:
         kinds_of = self.catalog.kinds_of
@@ -330,15 +375,16 @@ class PartitionState:
             self._mark(wpart)
 
     def _apply_slow(
-        self, data: Any, rules: tuple, rep: str | None, team: str, t: float, offset: int, replaying: bool
+        self, data: Any, rules: tuple, rep: str | None, team: str | None, t: float, offset: int,
+        replaying: bool, src_wm: float,
     ) -> None:
         hits = [(r.kinds, (r.kpi, rep, team, *r.dims(data)), r.value(data)) for r in rules if r.match(data)]
         if not hits:
             return
-        wm = self.watermark
+        self._fold_pending()
         was_late = False
         for kind, (start, end) in enumerate(self.calendar.bounds_all(t)):
-            if end + self.grace <= wm:
+            if not self._open(kind, start, end, src_wm):
                 was_late = True
                 continue
             wpart = self._window(kind, start, end)
@@ -385,6 +431,7 @@ class PartitionState:
         are forgotten at most once per minute of watermark (that changes no result: events older
         than the horizon are dropped anyway).
         """
+        self._fold_pending()
         wm = self.watermark
         if wm >= self._leads_expired_at + 60.0:
             self._leads_expired_at = wm
@@ -393,7 +440,7 @@ class PartitionState:
             return 0
         dropped = 0
         for wkey, wpart in list(self.windows.items()):
-            if wpart.end + self.grace <= wm:
+            if wpart.end + 2 * self.grace <= wm:
                 del self.windows[wkey]
                 self._forget(wpart.key)
                 dropped += 1
@@ -403,7 +450,7 @@ class PartitionState:
                 self._forget(spart.key)
                 dropped += 1
         self._next_expiry = min(
-            [w.end + self.grace for w in self.windows.values()]
+            [w.end + 2 * self.grace for w in self.windows.values()]
             + [(m + 1) * 60.0 + self.horizon for m in self.seen],
             default=float("inf"),
         )
@@ -428,6 +475,7 @@ class PartitionState:
         The caller writes the parts in this order to one changelog partition and, once they
         are all durable, acknowledges the records up to :attr:`applied`.
         """
+        self._fold_pending()
         stamp = self.applied
         out: list[tuple[str, bytes | None]] = []
         # Windows before seen ids before leads, meta last: a snapshot cut short leaves a prefix,
@@ -455,6 +503,7 @@ class PartitionState:
             self.watermark,
             self.roster,
             [(t, p, lane, o) for (t, p, lane), o in self.sources.items()],
+            [(t, p, lane, w) for (t, p, lane), w in self.source_times.items()],
         )
         out.append((META_KEY, _ENC.encode(meta)))
         # Deletions of expired parts go after meta: written before it, a cut-short snapshot
@@ -484,6 +533,7 @@ class PartitionState:
                 state.watermark = meta.watermark
                 state.roster = dict(meta.roster)
                 state.sources = {(t, p, lane): o for t, p, lane, o in meta.sources}
+                state.source_times = {(t, p, lane): w for t, p, lane, w in meta.source_times}
             elif key.startswith("w/"):
                 w = _DEC_WINDOW.decode(raw)
                 part = WindowPart(w.kind, w.start, w.end, w.stamp)
@@ -509,6 +559,7 @@ class PartitionState:
     # -- reading -------------------------------------------------------------------------
     def window_values(self, kind: int, start: float) -> dict[tuple, float]:
         """Sums of one window keyed (kpi, rep, team, *dims), teams resolved from the roster."""
+        self._fold_pending()
         part = self.windows.get((kind, start))
         if part is None:
             return {}
@@ -524,6 +575,7 @@ class PartitionState:
 
     def window_samples(self, kind: int, start: float) -> dict[tuple, list[float]]:
         """Sample series of one window keyed (series, rep, team)."""
+        self._fold_pending()
         part = self.windows.get((kind, start))
         return part.samples if part is not None else {}
 
@@ -544,6 +596,7 @@ class PartitionState:
         return out
 
     def live_windows(self) -> Iterator[WindowPart]:
+        self._fold_pending()
         return iter(self.windows.values())
 
     def drain_counters(self) -> tuple[Counter[str], int, int]:

@@ -25,7 +25,7 @@ from metrics.catalog import Catalog
 from metrics.events import Validator
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage
-from streams.exposition import HealthCollector, KpiCollector, LeadCollector
+from streams.exposition import HealthCollector, KpiRenderer, LeadCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
@@ -153,8 +153,8 @@ class Service:
             source=f"salespulse/{s.app_id}",
         )
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(
-            KpiCollector(self.catalog, self.calendar, lambda: list(self.aggregate.states.values()))
+        self.kpis = KpiRenderer(
+            self.catalog, self.calendar, lambda: list(self.aggregate.states.values())
         )
         self.registry.register(
             HealthCollector(self.ingest, self.aggregate, self._lag, s.lead_sla_seconds)
@@ -244,12 +244,13 @@ class Service:
             await self.leads.tick()
 
         registry = self.registry
+        kpis = self.kpis
         keyed_name = self.keyed_topic_name
 
         @app.page("/metrics")
         class Metrics(View):
             async def get(self, request: Request) -> Response:
-                body = generate_latest(registry)
+                body = kpis.render().encode() + generate_latest(registry)
                 return aiohttp_web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         @app.page("/healthz")

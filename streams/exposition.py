@@ -30,8 +30,18 @@ from metrics.windows import WINDOW_KINDS, Calendar
 SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
 
 
-class KpiCollector(Collector):
-    """Windowed KPI families, per scope."""
+def _escape(value: str) -> str:
+    """A label value in the text exposition format."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class KpiRenderer:
+    """Windowed KPI families, per scope, rendered straight to the text exposition format.
+
+    A scrape of 1,000 reps has ~150,000 series. Building a client ``Metric`` and ``Sample``
+    object per series took seconds on the event loop that also processes events; here each
+    series is one f-string, with escaped label fragments cached per id.
+    """
 
     def __init__(
         self,
@@ -44,18 +54,15 @@ class KpiCollector(Collector):
         self.calendar = calendar
         self.partitions = partitions
         self.clock = clock
-
-    def _families(self) -> dict[tuple[str, str], GaugeMetricFamily]:
-        fams = {}
-        for kpi in self.catalog.kpis:
-            if not kpi.exported:
-                continue
-            for scope in kpi.scopes:
-                labels = [*SCOPE_LABELS[scope], "window", *self._dimensions(kpi.name)]
-                fams[(scope, kpi.name)] = GaugeMetricFamily(
-                    f"salespulse_{scope}_{kpi.name}", kpi.help, labels=labels
-                )
-        return fams
+        self._labels: dict[tuple, str] = {}
+        self.families: dict[tuple[str, str], str] = {}  # (scope, kpi) -> metric name
+        self.windows_of: dict[str, frozenset[str]] = {}
+        for kpi in catalog.kpis:
+            self.windows_of[kpi.name] = frozenset(catalog.windows_of(kpi.name))
+            if kpi.exported:
+                for scope in kpi.scopes:
+                    self.families[(scope, kpi.name)] = f"salespulse_{scope}_{kpi.name}"
+        self._dims = {k.name: self._dimensions(k.name) for k in catalog.kpis}
 
     def _dimensions(self, name: str) -> tuple[str, ...]:
         kpi = self.catalog.by_name[name]
@@ -63,11 +70,23 @@ class KpiCollector(Collector):
             kpi = self.catalog.by_name[kpi.numerator]  # type: ignore[index]
         return kpi.dimensions
 
-    def collect(self) -> Iterator[Metric]:
-        fams = self._families()
+    def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
+        """'a="x",b="y",' for label names and values, cached."""
+        key = (names, values)
+        hit = self._labels.get(key)
+        if hit is None:
+            if len(self._labels) > 200_000:
+                self._labels.clear()
+            hit = self._labels[key] = "".join(
+                f'{n}="{_escape(str(v))}",' for n, v in zip(names, values, strict=True)
+            )
+        return hit
+
+    def render(self) -> str:
         states = list(self.partitions())
         now = self.clock()
-        windows_of = {k.name: set(self.catalog.windows_of(k.name)) for k in self.catalog.kpis}
+        lines: dict[tuple[str, str], list[str]] = {fam: [] for fam in self.families}
+        fragment = self._fragment
         for kind_index, kind in enumerate(WINDOW_KINDS):
             start, _ = self.calendar.bounds(kind, now)
             prev_start, _ = self.calendar.bounds(kind, start - 1.0)
@@ -77,17 +96,29 @@ class KpiCollector(Collector):
                 [s.window_values(kind_index, prev_start) for s in states],
                 [s.window_samples(kind_index, start) for s in states],
             )
+            window = f'window="{kind}"'
             for scope, scoped in (("rep", values.rep), ("team", values.team), ("org", values.org)):
-                width = len(SCOPE_LABELS[scope])
+                names = SCOPE_LABELS[scope]
+                width = len(names)
                 for key, value in scoped.items():
-                    fam = fams.get((scope, key[0]))
-                    if fam is None or kind not in windows_of[key[0]]:
+                    kpi = key[0]
+                    out = lines.get((scope, kpi))
+                    if out is None or kind not in self.windows_of[kpi]:
                         continue
-                    labels = key[1 : 1 + width]
-                    if scope == "rep" and labels[0] is None:
+                    ids = key[1 : 1 + width]
+                    if scope == "rep" and ids[0] is None:
                         continue
-                    fam.add_metric([*labels, kind, *key[1 + width :]], value)
-        yield from fams.values()
+                    dims = key[1 + width :]
+                    head = fragment(names, ids)
+                    tail = "," + fragment(self._dims[kpi], dims)[:-1] if dims else ""
+                    out.append(f"{{{head}{window}{tail}}} {value!r}\n")
+        parts = []
+        for (scope, kpi), body in lines.items():
+            name = self.families[(scope, kpi)]
+            help_text = self.catalog.by_name[kpi].help.replace("\\", "\\\\").replace("\n", "\\n")
+            parts.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
+            parts.extend(name + line for line in body)
+        return "".join(parts)
 
 
 class HealthCollector(Collector):

@@ -1,0 +1,1438 @@
+"""`salespulse bench`: throughput against baselines and end-to-end latency, in one run.
+
+Why it is built this way:
+
+* The box is small and shared, so absolute rates swing by ±20 % from one minute to the next
+  (shared notes, faust-internals §4). Only ratios measured within one run mean anything, so one
+  command produces one data set and runs every contender against it back to back; a repeat of
+  the bare consumer at the end shows how much the box drifted meanwhile.
+* Every run uses fresh topics (``bench-<runid>.sales.*``) and fresh consumer groups / app ids,
+  so no contender starts from someone else's offsets or state.
+* Each contender is timed from the first record it processed to the last: Faust start-up and the
+  group rebalance take seconds and say nothing about the streaming rate.
+* The salespulse worker is a black box here, exactly as deployed (``python -m streams.cli
+  worker``, loglevel INFO): everything is read from its /metrics and from the broker. Its
+  completion needs the events accounted for *and* the state durable (keyed-events commits at
+  the end offsets, checked on the broker, because Faust's own view of committed offsets can be
+  wrong: shared notes §3).
+* The worker renders /metrics on the event loop that processes events, and a render of 1,000
+  reps takes seconds, not tens of milliseconds. So (b), polled every 50 ms as specified, also
+  reports the share of its timed interval spent inside scrapes, and (b') times a second fresh
+  worker from the broker alone (no scrape while it works).
+* The latency probe measures what a dashboard sees: from the send of an event to the first
+  /metrics scrape whose KPI includes it, under a steady background load at half the measured
+  rate, so that it is the latency of a worker with headroom, not of a saturated one.
+
+Contenders: (a) bare aiokafka ``getmany`` + ``json.loads`` (the floor any Python consumer pays),
+(b)/(b') the salespulse worker, (c) a stock Faust agent that only decodes, (d) the same plus
+one windowed-table write per event. (c) and (d) are slow (about 4k/s and 1.5k/s here), so by
+default they read only the first ``--stock-events`` of the same records, on their own topics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+
+from streams.demo.mix import DemoRecord, SalesFloor
+from streams.kafka_config import kafka_client_kwargs
+from streams.settings import DEFAULT_INPUT_TOPICS, Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 4  # of every input topic (the brief, and what the shared notes measured)
+HEADERS = [("content-type", b"application/cloudevents+json")]
+
+METRICS_POLL = 0.05  # (b): /metrics is scraped every 50 ms from launch
+RSS_POLL = 0.1  # RSS of the worker process, every 100 ms
+COMMIT_POLL = 0.2  # broker check of committed vs end offsets, once all events are in
+PROBE_EVERY = 0.1  # latency: one probe event per 100 ms
+LOAD_WARMUP = 2.0  # latency: seconds of background load before the first probe
+
+STARTUP_TIMEOUT = 180.0  # launch -> first record processed
+STALL_TIMEOUT = 60.0  # no progress at all for this long: give up on a contender
+COMMIT_TIMEOUT = 60.0  # all events in -> commits at the end offsets
+PROBE_DRAIN_TIMEOUT = 15.0  # last probe sent -> seen on /metrics
+BACKLOG_TIMEOUT = 60.0  # end of the load -> worker has processed all of it
+
+PROBE_REP = "rep-probe"
+PROBE_TEAM = "team-probe"
+
+_HEALTH_RE = re.compile(
+    rb"^(salespulse_events_(?:processed|duplicate|rejected|late)_total|salespulse_consumer_lag_records)"
+    rb"(?:\{[^}]*\})? (\S+)$",
+    re.M,
+)
+_PROBE_PREFIX = f'salespulse_rep_calls_made{{rep="{PROBE_REP}",'.encode()
+_PROBE_RE = re.compile(
+    rb"^" + re.escape(_PROBE_PREFIX) + rb'[^}]*window="day"[^}]*\} (\S+)$', re.M
+)
+_LOG_PROBLEM_RE = re.compile(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback \(most recent call last\)")
+_NUMBER_RE = re.compile(r"[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Result:
+    """One row of the table. ``seconds`` is first record processed -> last record processed."""
+
+    key: str
+    label: str
+    events: int
+    seconds: float | None = None
+    ok: bool = False
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float | None:
+        if not self.ok or not self.seconds or self.seconds <= 0:
+            return None
+        return self.events / self.seconds
+
+
+@dataclass
+class Health:
+    """The worker's own counters, as one /metrics scrape shows them."""
+
+    processed: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    late: int = 0
+    lag: list[int] = field(default_factory=list)
+
+    @property
+    def accounted(self) -> int:
+        """Events the worker has finished with. Late events are not added: an event late for
+        one window is still counted in ``processed`` when another window took it."""
+        return self.processed + self.duplicate + self.rejected
+
+    @property
+    def caught_up(self) -> bool:
+        return bool(self.lag) and not any(self.lag)
+
+
+def parse_health(body: bytes) -> Health:
+    """Pick the health counters out of a scrape without parsing the (large) KPI families.
+
+    The health collector is registered after the KPI collector, so its families come last;
+    scanning starts there, which keeps a 50 ms polling loop cheap for the parent.
+    """
+    health = Health()
+    start = max(body.find(b"# HELP salespulse_events_processed"), 0)
+    for m in _HEALTH_RE.finditer(body, start):
+        name, value = m.group(1), int(float(m.group(2)))
+        if name == b"salespulse_events_processed_total":
+            health.processed += value
+        elif name == b"salespulse_events_duplicate_total":
+            health.duplicate += value
+        elif name == b"salespulse_events_rejected_total":
+            health.rejected += value
+        elif name == b"salespulse_events_late_total":
+            health.late += value
+        else:
+            health.lag.append(value)
+    return health
+
+
+def parse_probe_count(body: bytes) -> int:
+    """Day-window ``calls_made`` of the probe rep (0 while the series does not exist)."""
+    start = body.find(_PROBE_PREFIX)
+    if start < 0:
+        return 0
+    m = _PROBE_RE.search(body, start)  # `start` is a line start, where ^ matches
+    return int(float(m.group(1))) if m else 0
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank quantile: with a few hundred probes, p99 is an observed value, not an
+    interpolation between two."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+# ------------------------------------------------------------------------------ plumbing
+
+
+@dataclass
+class Run:
+    """Names and connections shared by every phase of one benchmark run."""
+
+    runid: str
+    bootstrap: str
+    workdir: Path
+    client_kw: dict[str, Any]
+    topics: list[str]
+    stock_topics: list[str]
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    logs: dict[str, Path] = field(default_factory=dict)
+    #: end offsets of the input partitions right after producing: the N records of the run
+    #: (the latency phase appends more to the same topics)
+    input_ends: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def name(self, suffix: str) -> str:
+        return f"bench-{self.runid}-{suffix}"
+
+    def child_env(self, **extra: str) -> dict[str, str]:
+        """Environment of a child: ours plus the repo on the path (children run in the run's
+        temp dir, so that Faust's ``<app id>-data`` dirs do not land in the work tree)."""
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+        env.update(extra)
+        return env
+
+    async def spawn(self, log_name: str, *argv: str, env: dict[str, str],
+                    stdout: int | IO[bytes] | None = None) -> asyncio.subprocess.Process:
+        """Start a child whose stderr (and stdout, unless piped) goes to a log in the run dir."""
+        err_path = self.workdir / f"{log_name}.stderr.log"
+        self.logs[log_name] = err_path
+        with open(err_path, "wb") as err:
+            if stdout is None:
+                out_path = self.workdir / f"{log_name}.stdout.log"
+                self.logs[f"{log_name} (stdout)"] = out_path
+                with open(out_path, "wb") as out:
+                    proc = await asyncio.create_subprocess_exec(
+                        *argv, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                        stdout=out, stderr=err,
+                    )
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                    stdout=stdout, stderr=err,
+                )
+        self.procs.append(proc)
+        return proc
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 30.0) -> int | None:
+    """SIGTERM (Faust shuts down cleanly on it), then SIGKILL after ``timeout``."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    return proc.returncode
+
+
+class RssSampler:
+    """Peak resident set size of one process, per phase, sampled every ``RSS_POLL`` s."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.phase = "startup"
+        self.peaks: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                rss = self.process.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                return
+            if rss > self.peaks.get(self.phase, 0):
+                self.peaks[self.phase] = rss
+            await asyncio.sleep(RSS_POLL)
+
+    def peak_mb(self, phase: str | None = None) -> float | None:
+        value = max(self.peaks.values(), default=0) if phase is None else self.peaks.get(phase, 0)
+        return value / 2**20 if value else None
+
+
+def scan_log(path: Path, limit: int = 12) -> dict[str, Any]:
+    """Warnings, errors and tracebacks in a child's log: counts per level, the distinct
+    messages (numbers masked, so 'flush took 3.2' and 'flush took 9.8' are one kind) with a
+    count and an example each, and the first error lines verbatim."""
+    counts: dict[str, int] = {}
+    kinds: dict[str, list[Any]] = {}
+    errors: list[str] = []
+    if path.exists():
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = _LOG_PROBLEM_RE.search(line)
+                if not m:
+                    continue
+                level = m.group(1) or "Traceback"
+                counts[level] = counts.get(level, 0) + 1
+                text = line.rstrip()
+                if level != "Traceback":
+                    kind = f"[{level}] " + _NUMBER_RE.sub("#", line[m.end():].strip())[:160]
+                    entry = kinds.setdefault(kind, [0, text[:300]])
+                    entry[0] += 1
+                if level != "WARNING" and len(errors) < limit:
+                    errors.append(text[:300])
+    messages = [
+        {"kind": kind, "count": n, "example": example}
+        for kind, (n, example) in sorted(kinds.items(), key=lambda kv: -kv[1][0])
+    ]
+    return {"path": str(path), "counts": counts, "messages": messages, "errors": errors}
+
+
+async def scrape(session: aiohttp.ClientSession, url: str) -> bytes | None:
+    """One /metrics body, or None while the worker's web server is not up (or hiccups)."""
+    try:
+        async with session.get(url) as resp:
+            if resp.status != 200:
+                return None
+            return await resp.read()
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def generate(n: int, reps: int, teams: int) -> list[DemoRecord]:
+    """The run's data set: the demo floor in bulk mode (event times spread over the recent
+    past, the last one no later than now, so the worker neither rejects nor drops any)."""
+    return list(SalesFloor(reps=reps, teams=teams, seed=7).events(n))
+
+
+def retarget(records: Iterable[DemoRecord], prefix: str) -> Iterable[DemoRecord]:
+    """The same records, addressed to this run's topics (``<prefix><demo topic>``)."""
+    for rec in records:
+        yield DemoRecord(prefix + rec.topic, rec.key, rec.value)
+
+
+async def produce(bootstrap: str, records: Iterable[DemoRecord], client_kw: dict[str, Any]) -> int:
+    """Flat-out produce with the colleague's ``produce_all`` (acks=all, chunked awaits); a
+    minimal equivalent if the demo generator is not there."""
+    try:
+        from streams.demo.generator import produce_all
+    except ImportError:
+        produce_all = None
+    if produce_all is not None:
+        return await produce_all(bootstrap, records, **client_kw)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024, acks="all",
+        **client_kw,
+    )
+    await producer.start()
+    done = 0
+    try:
+        futures: list[asyncio.Future[Any]] = []
+        for rec in records:
+            futures.append(await producer.send(rec.topic, rec.value, key=rec.key, headers=HEADERS))
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                done += len(futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+        done += len(futures)
+    finally:
+        await producer.stop()
+    return done
+
+
+async def create_topics(run: Run, names: Sequence[str]) -> None:
+    """Create the input topics up front with ``PARTITIONS`` partitions (auto-creation would
+    use the broker default and race the first producer)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=run.bootstrap, **run.client_kw)
+    await admin.start()
+    try:
+        resp = await admin.create_topics(
+            [NewTopic(name, PARTITIONS, 1) for name in names], timeout_ms=30_000
+        )
+        failed = [(t[0], t[1]) for t in getattr(resp, "topic_errors", []) if t[1] != 0]
+        if failed:
+            raise RuntimeError(f"create_topics failed: {failed}")
+        deadline = time.monotonic() + 30
+        while True:  # wait until every partition has a leader, so producing does not stall
+            meta = await admin.describe_topics(list(names))
+            ready = {
+                t["topic"] for t in meta
+                if t["error_code"] == 0 and len(t["partitions"]) == PARTITIONS
+                and all(p["leader"] >= 0 for p in t["partitions"])
+            }
+            if ready >= set(names):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics not ready after 30 s: {sorted(set(names) - ready)}")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def delete_run_topics(run: Run) -> list[str]:
+    """Remove every topic of this run (input topics and the apps' internal ones): they all
+    start with ``bench-<runid>``, and a broker shared by people should not fill up with them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=run.bootstrap, **run.client_kw)
+    await admin.start()
+    try:
+        mine = sorted(t for t in await admin.list_topics() if t.startswith(f"bench-{run.runid}"))
+        if mine:
+            await admin.delete_topics(mine, timeout_ms=30_000)
+        return mine
+    finally:
+        await admin.close()
+
+
+# ------------------------------------------------------------------------------ (a) bare
+
+
+async def run_bare(run: Run, n: int, key: str, label: str) -> Result:
+    """aiokafka group consumer: ``getmany`` and ``json.loads`` of each value, nothing else.
+
+    Auto-commit is off: the floor of what a Python consumer pays per record is the point.
+    """
+    result = Result(key, label, n)
+    consumer = AIOKafkaConsumer(
+        *run.topics,
+        bootstrap_servers=run.bootstrap,
+        group_id=run.name(f"bare-{key}"),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **run.client_kw,
+    )
+    launched = time.monotonic()
+    await consumer.start()
+    loads = json.loads
+    ends = run.input_ends
+    count = 0
+    t0: float | None = None
+    progress_at = launched
+    try:
+        while count < n:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            if not batch:
+                if time.monotonic() - progress_at > (STARTUP_TIMEOUT if t0 is None else STALL_TIMEOUT):
+                    result.note = f"stalled at {count:,} of {n:,}"
+                    return result
+                continue
+            if t0 is None:
+                t0 = now
+                result.details["startup_s"] = time.monotonic() - launched
+            for tp, recs in batch.items():
+                end = ends.get(tp, 0)
+                for rec in recs:
+                    if rec.offset < end:  # only the run's N records, not later additions
+                        loads(rec.value)
+                        count += 1
+            progress_at = time.monotonic()
+        result.seconds = time.perf_counter() - t0  # type: ignore[operator]
+        result.ok = True
+    finally:
+        await consumer.stop()
+    return result
+
+
+# ------------------------------------------------------------------------------ (b) salespulse
+
+
+@dataclass
+class Worker:
+    """A running salespulse worker subprocess and how to reach it."""
+
+    proc: asyncio.subprocess.Process
+    key: str
+    app_id: str
+    port: int
+    launched: float
+    sampler: RssSampler
+    topics: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    @property
+    def keyed_topic(self) -> str:
+        return f"{self.app_id}-keyed-events"
+
+
+async def start_worker(run: Run, key: str, topics: list[str]) -> Worker:
+    """Launch ``python -m streams.cli worker`` with a fresh app id (= group, state topics)."""
+    app_id = run.name(f"salespulse-{key}")
+    port = free_port()
+    env = run.child_env(
+        SALESPULSE_APP_ID=app_id,
+        SALESPULSE_WEB_PORT=str(port),
+        SALESPULSE_WEB_HOST="127.0.0.1",
+        SALESPULSE_INPUT_TOPICS=",".join(topics),
+        SALESPULSE_KAFKA_BOOTSTRAP=run.bootstrap,
+        # the worker's other topics are per run too, so that no run reads another's output
+        SALESPULSE_DLQ_TOPIC=f"bench-{run.runid}.sales.events.dlq",
+        SALESPULSE_ALERTS_TOPIC=f"bench-{run.runid}.sales.alerts",
+        SALESPULSE_METRICS_TOPIC=f"bench-{run.runid}.sales.metrics",
+        # INFO on purpose: at WARNING a Faust worker sets the root logger to DEBUG
+        # (shared notes §3), which would bench the logging, not the worker.
+        SALESPULSE_LOGLEVEL="INFO",
+    )
+    launched = time.time()
+    proc = await run.spawn(f"worker-{key}", sys.executable, "-m", "streams.cli", "worker", env=env)
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    return Worker(proc, key, app_id, port, launched, sampler, list(topics))
+
+
+async def broker_offsets(
+    admin: AIOKafkaAdminClient, meta: AIOKafkaConsumer, group: str, tps: list[TopicPartition]
+) -> dict[TopicPartition, tuple[int, int]]:
+    """(committed, end) per partition, both from the broker; committed -1 = none yet."""
+    committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+    ends = await meta.end_offsets(tps)
+    out = {}
+    for tp in tps:
+        c = committed.get(tp)
+        out[tp] = (c.offset if c is not None and c.offset is not None else -1, ends[tp])
+    return out
+
+
+def _all_committed(snapshot: dict[TopicPartition, tuple[int, int]], topics: Iterable[str]) -> bool:
+    wanted = set(topics)
+    return all(
+        end == 0 or committed == end
+        for tp, (committed, end) in snapshot.items()
+        if tp.topic in wanted
+    )
+
+
+async def wait_commits(run: Run, worker: Worker, t_from: float) -> dict[str, Any]:
+    """When the worker's commits (as the broker has them) reached the end offsets: the
+    keyed-events topic (the state is durable) and the input topics (ingest is done)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=run.bootstrap, **run.client_kw)
+    meta = AIOKafkaConsumer(bootstrap_servers=run.bootstrap, **run.client_kw)
+    await admin.start()
+    await meta.start()
+    out: dict[str, Any] = {"keyed_at": None, "input_at": None}
+    try:
+        described = await admin.describe_topics([worker.keyed_topic])
+        keyed_parts = [p["partition"] for t in described for p in t["partitions"]]
+        tps = [TopicPartition(worker.keyed_topic, p) for p in sorted(keyed_parts)]
+        tps += [TopicPartition(t, p) for t in worker.topics for p in range(PARTITIONS)]
+        snapshot: dict[TopicPartition, tuple[int, int]] = {}
+        while time.time() - t_from < COMMIT_TIMEOUT:
+            snapshot = await broker_offsets(admin, meta, worker.app_id, tps)
+            now = time.time()
+            if out["keyed_at"] is None and _all_committed(snapshot, [worker.keyed_topic]):
+                out["keyed_at"] = now
+            if out["input_at"] is None and _all_committed(snapshot, worker.topics):
+                out["input_at"] = now
+            if out["keyed_at"] is not None and out["input_at"] is not None:
+                break
+            await asyncio.sleep(COMMIT_POLL)
+        out["offsets"] = {
+            f"{tp.topic}[{tp.partition}]": {"committed": c, "end": e}
+            for tp, (c, e) in sorted(snapshot.items())
+        }
+        out["keyed_partitions"] = len(keyed_parts)
+    finally:
+        await meta.stop()
+        await admin.close()
+    return out
+
+
+async def run_salespulse(
+    run: Run, worker: Worker, session: aiohttp.ClientSession, n: int, *, interval: float
+) -> Result:
+    """Time (b) from its /metrics: first scrape with processed > 0 to the first scrape with all
+    ``n`` events accounted for; then wait for lag 0 and the broker's commits."""
+    result = Result("b", "(b) salespulse worker, /metrics every 50 ms", n)
+    if interval != METRICS_POLL:
+        result.label = f"(b) salespulse worker, /metrics every {interval * 1000:g} ms"
+    d = result.details
+    d["app_id"] = worker.app_id
+    t0: float | None = None
+    t1: float | None = None
+    t_lag0: float | None = None
+    renders: list[tuple[float, float]] = []  # (request sent, response read)
+    last_total, progress_at = -1, time.time()
+    commit_task: asyncio.Task[dict[str, Any]] | None = None
+    health = Health()
+    body: bytes | None = None
+    last_body = b""
+    pause = interval
+    try:
+        while True:
+            if worker.proc.returncode is not None:
+                result.note = f"worker exited with code {worker.proc.returncode}"
+                break
+            t_req = time.time()
+            body = None
+            if t1 is None or t_lag0 is None:
+                body = await scrape(session, worker.url)
+            t_resp = time.time()
+            if body is not None:
+                last_body = body
+                renders.append((t_req, t_resp))
+                if t1 is not None:
+                    # timing is over: do not let our scrapes hold up the flush and commits
+                    # that are being waited for (keep under a tenth of the worker's time)
+                    pause = max(interval, 9 * (t_resp - t_req))
+                health = parse_health(body)
+                if t0 is None and health.processed > 0:
+                    t0 = t_resp
+                    worker.sampler.phase = "throughput"
+                if health.accounted != last_total:
+                    last_total, progress_at = health.accounted, t_resp
+                if t1 is None and health.accounted >= n:
+                    t1 = t_resp
+                    d["at_completion"] = asdict(health)
+                    commit_task = asyncio.create_task(wait_commits(run, worker, t1))
+                if t1 is not None and t_lag0 is None and health.caught_up:
+                    t_lag0 = t_resp
+            if commit_task is not None and commit_task.done() and t_lag0 is not None:
+                break
+            if t0 is None and t_resp - worker.launched > STARTUP_TIMEOUT:
+                result.note = f"no record processed {STARTUP_TIMEOUT:.0f} s after launch"
+                break
+            if t1 is None and t_resp - progress_at > STALL_TIMEOUT:
+                result.note = f"stalled at {max(last_total, 0):,} of {n:,} events"
+                break
+            if t1 is not None and t_resp - t1 > COMMIT_TIMEOUT + 5:
+                break  # lag never reached 0; reported below
+            await asyncio.sleep(max(0.0, pause - (time.time() - t_req)))
+        commits = await commit_task if commit_task is not None else {}
+        (run.workdir / f"worker-{worker.key}.metrics.txt").write_bytes(last_body)
+    finally:
+        if commit_task is not None and not commit_task.done():
+            commit_task.cancel()
+    d["final"] = asdict(health)
+    durations = [b - a for a, b in renders]
+    d["scrapes"] = len(renders)
+    d["scrape_ms_median"] = 1000 * statistics.median(durations) if durations else None
+    if t0 is not None:
+        d["startup_s"] = t0 - worker.launched
+    if t0 is not None and t1 is not None and t1 > t0:
+        # The worker renders /metrics on the loop that processes events: the share of the
+        # timed interval spent inside scrapes (client-side, so an upper bound) is what the
+        # observer may have cost the measured rate.
+        inside = [b - a for a, b in renders if a >= t0 and b <= t1]
+        d["scrapes_while_timed"] = len(inside)
+        d["scrape_ms_median_while_timed"] = 1000 * statistics.median(inside) if inside else None
+        d["scrape_share_of_timed"] = sum(inside) / (t1 - t0)
+    if t0 is not None and t1 is not None:
+        result.seconds = t1 - t0
+        result.ok = True
+        if health.accounted != n:
+            result.note = f"accounted {health.accounted:,} events, expected {n:,}"
+        d["lag_zero_after_s"] = (t_lag0 - t1) if t_lag0 is not None else None
+        for name in ("keyed", "input"):
+            at = commits.get(f"{name}_at")
+            d[f"{name}_commits_after_s"] = (at - t1) if at is not None else None
+            d[f"{name}_commits_from_t0_s"] = (at - t0) if at is not None else None
+        d["offsets"] = commits.get("offsets")
+        durable = [t for t in (t_lag0, commits.get("keyed_at")) if t is not None]
+        if len(durable) == 2:
+            d["rate_until_durable"] = n / (max(durable) - t0)
+        else:
+            missing = []
+            if t_lag0 is None:
+                missing.append("consumer lag never reached 0 on /metrics")
+            if commits.get("keyed_at") is None:
+                missing.append("keyed-events commits never reached the end offsets")
+            result.note = "; ".join(filter(None, [result.note, *missing]))
+            result.ok = False
+    d["rss_peak_mb"] = worker.sampler.peak_mb("throughput")
+    d["rss_peak_startup_mb"] = worker.sampler.peak_mb("startup")
+    return result
+
+
+async def run_salespulse_quiet(
+    run: Run, worker: Worker, session: aiohttp.ClientSession, n: int
+) -> Result:
+    """Time the worker from the broker alone, without touching /metrics while it works.
+
+    Why: the worker renders /metrics on the event loop that processes events, and at 1,000
+    reps a render takes on the order of a second, so the 50 ms poll of (b) measures mostly the
+    poller. Here everything is read from the broker, which costs the worker nothing:
+
+    * t0: the first bundle appears in ``<app id>-keyed-events`` (ingest has processed its first
+      poll; the aggregate applies it right after);
+    * durable: the input offsets the broker holds for the group are at the run's end offsets
+      (so every bundle has been produced: Faust flushes before it commits), and then the
+      keyed-events offsets are at that topic's end offsets, i.e. every event is applied and in
+      a durable snapshot. This includes up to one flush (0.5 s) and one commit interval (2.8 s)
+      of slack, so ``n / (durable - t0)`` is a lower bound of the rate;
+    * ingest done: the last time the keyed-events end offsets grew, an upper-bound companion.
+
+    One scrape afterwards checks that all ``n`` events are accounted for and the lag is 0.
+    """
+    result = Result("b2", "(b') salespulse worker, no scrapes while timed (to durable)", n)
+    d = result.details
+    d["app_id"] = worker.app_id
+    admin = AIOKafkaAdminClient(bootstrap_servers=run.bootstrap, **run.client_kw)
+    meta = AIOKafkaConsumer(bootstrap_servers=run.bootstrap, **run.client_kw)
+    await admin.start()
+    await meta.start()
+    keyed = worker.keyed_topic
+    input_tps = [tp for tp, end in run.input_ends.items() if end > 0 and tp.topic in worker.topics]
+    keyed_tps: list[TopicPartition] = []
+    t0: float | None = None
+    t_fwd: float | None = None
+    t_input: float | None = None
+    t_durable: float | None = None
+    last_keyed = -1
+    progress_at = time.time()
+    try:
+        while True:
+            now = time.time()
+            if worker.proc.returncode is not None:
+                result.note = f"worker exited with code {worker.proc.returncode}"
+                break
+            if not keyed_tps:  # the worker creates its internal topics at start-up
+                if now - worker.launched > STARTUP_TIMEOUT:
+                    result.note = f"{keyed} not created {STARTUP_TIMEOUT:.0f} s after launch"
+                    break
+                if keyed in await admin.list_topics():
+                    described = await admin.describe_topics([keyed])
+                    keyed_tps = sorted(
+                        TopicPartition(keyed, p["partition"])
+                        for t in described for p in t["partitions"]
+                    )
+                await asyncio.sleep(0.1)
+                continue
+            # committed first, end offsets second: committed == end then really means done
+            committed = await admin.list_consumer_group_offsets(
+                worker.app_id, partitions=keyed_tps + input_tps
+            )
+            ends = await meta.end_offsets(keyed_tps)
+            t = time.time()
+            total = sum(ends.values())
+            if total != last_keyed:
+                last_keyed, t_fwd, progress_at = total, t, t
+                if t0 is None and total > 0:
+                    t0 = t
+                    worker.sampler.phase = "throughput"
+
+            def at(tp: TopicPartition, snapshot: dict[TopicPartition, Any] = committed) -> int:
+                c = snapshot.get(tp)
+                return c.offset if c is not None and c.offset is not None else -1
+
+            if t_input is None and all(at(tp) >= run.input_ends[tp] for tp in input_tps):
+                t_input = t
+            if t_input is not None and all(ends[tp] == 0 or at(tp) == ends[tp] for tp in keyed_tps):
+                t_durable = t
+                d["keyed_end_offsets"] = {tp.partition: ends[tp] for tp in keyed_tps}
+                break
+            if t0 is None and t - worker.launched > STARTUP_TIMEOUT:
+                result.note = f"no record processed {STARTUP_TIMEOUT:.0f} s after launch"
+                break
+            if t - progress_at > STALL_TIMEOUT + COMMIT_TIMEOUT:
+                result.note = "no progress on the broker (keyed-events, commits) for too long"
+                break
+            await asyncio.sleep(max(0.0, METRICS_POLL - (time.time() - now)))
+    finally:
+        await meta.stop()
+        await admin.close()
+    if t0 is not None:
+        d["startup_s"] = t0 - worker.launched
+    if t0 is None or t_durable is None:
+        return result
+    assert t_fwd is not None and t_input is not None
+    d["ingest_done_s"] = t_fwd - t0
+    d["input_commits_s"] = t_input - t0
+    d["rate_until_ingest_done"] = n / (t_fwd - t0) if t_fwd > t0 else None
+    t_req = time.time()
+    body = await scrape(session, worker.url)
+    d["check_scrape_ms"] = (time.time() - t_req) * 1000
+    health = parse_health(body) if body is not None else Health()
+    (run.workdir / f"worker-{worker.key}.metrics.txt").write_bytes(body or b"")
+    d["final"] = asdict(health)
+    if health.accounted != n or not health.caught_up:
+        result.note = (
+            f"after the commits /metrics shows {health.accounted:,} of {n:,} events accounted, "
+            f"lag {'0' if health.caught_up else 'not 0'}"
+        )
+        return result
+    result.seconds = t_durable - t0
+    result.ok = True
+    d["rss_peak_mb"] = worker.sampler.peak_mb("throughput")
+    return result
+
+
+# ------------------------------------------------------------------------------ latency
+
+
+def probe_event(run: Run, k: int) -> bytes:
+    """An outbound call of the probe rep, stamped now; counted by ``calls_made``."""
+    now = datetime.now(UTC)
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"probe-{run.runid}-{k:06d}",
+            "source": "bench/probe",
+            "type": "call.completed",
+            "datacontenttype": "application/json",
+            "time": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+            "data": {
+                "rep_id": PROBE_REP,
+                "team_id": PROBE_TEAM,
+                "direction": "outbound",
+                "outcome": "no_answer",
+                "talk_seconds": 0,
+                "wrap_seconds": 0,
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+async def run_latency(
+    run: Run, worker: Worker, session: aiohttp.ClientSession, *, rate: float, seconds: float,
+    reps: int, teams: int, events_before: int, duty: float,
+) -> dict[str, Any]:
+    """Probe latency under a background load of ``rate`` events/s for ``seconds``.
+
+    Scrapes run back to back when ``duty`` is 1. A scrape blocks the worker's event loop for
+    as long as it renders, so a tight loop of slow renders starves the very processing it
+    times; ``duty`` < 1 pauses after each scrape so that at most that share of the wall time
+    is spent inside scrapes (a pause of ``render * (1 / duty - 1)``).
+    """
+    out: dict[str, Any] = {"target_rate": rate, "seconds": seconds, "ok": False, "scrape_duty": duty}
+    worker.sampler.phase = "latency"
+    # before the load starts: a scrape of a big state takes seconds, which the load's fixed
+    # duration must not pay for
+    baseline = parse_probe_count(await scrape(session, worker.url) or b"")
+    if baseline:
+        out["note"] = f"probe rep already had {baseline} calls before the first probe"
+    load = await run.spawn(
+        "load", sys.executable, "-m", "streams.bench_contenders.load",
+        "--bootstrap", run.bootstrap, "--prefix", f"bench-{run.runid}.",
+        "--rate", f"{rate:.1f}", "--seconds", f"{seconds + LOAD_WARMUP + 1.0:.1f}",
+        "--reps", str(reps), "--teams", str(teams), "--seed", "11",
+        env=run.child_env(), stdout=subprocess.PIPE,
+    )
+    assert load.stdout is not None
+    try:
+        line = await asyncio.wait_for(load.stdout.readline(), 60)
+    except TimeoutError:
+        line = b""
+    if line.strip() != b"started":
+        out["note"] = f"load generator did not start (see {run.logs['load']})"
+        await stop_process(load)
+        return out
+
+    activities = f"bench-{run.runid}.sales.activities"
+    producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap, linger_ms=0, **run.client_kw)
+    await producer.start()
+    sends: list[float] = []
+    latencies: list[float] = []  # send -> response of the first scrape that shows the probe
+    early: list[float] = []  # send -> request of that scrape (the render starts after it)
+    renders: list[float] = []
+    futures: list[asyncio.Future[Any]] = []
+    state = {"count": 0, "rollback": False}
+    stop = asyncio.Event()
+
+    async def poll() -> None:
+        """Scrape in a loop (paced by ``duty``): the scrape interval is part of what a
+        dashboard would see, so it is part of the measurement."""
+        while not stop.is_set():
+            t_req = time.perf_counter()
+            body = await scrape(session, worker.url)
+            t_resp = time.perf_counter()
+            if body is None:
+                await asyncio.sleep(0.01)
+                continue
+            renders.append(t_resp - t_req)
+            count = parse_probe_count(body)
+            if count < state["count"]:
+                state["rollback"] = True  # the day window rolled over (UTC midnight)
+            state["count"] = count
+            while len(latencies) < len(sends) and count > len(latencies):
+                early.append(max(0.0, t_req - sends[len(latencies)]))
+                latencies.append(t_resp - sends[len(latencies)])
+            if duty < 1.0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), (t_resp - t_req) * (1.0 / duty - 1.0))
+
+    async def send_probes() -> None:
+        start = time.perf_counter()
+        k = 0
+        while True:
+            due = start + k * PROBE_EVERY
+            if due - start >= seconds:
+                return
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            value = probe_event(run, k)
+            sends.append(time.perf_counter())
+            futures.append(
+                await producer.send(activities, value, key=PROBE_REP.encode(), headers=HEADERS)
+            )
+            k += 1
+
+    poller: asyncio.Task[None] | None = None
+    try:
+        await producer.partitions_for(activities)  # metadata first: not part of any probe
+        await asyncio.sleep(LOAD_WARMUP)
+        poller = asyncio.create_task(poll())
+        await send_probes()
+        # a probe can only show up in the scrape after the one in flight, plus the pause
+        drain_from = time.perf_counter()
+        while len(latencies) < len(sends):
+            slowest = max(renders, default=0.0)
+            if time.perf_counter() - drain_from > PROBE_DRAIN_TIMEOUT + 2 * slowest / duty:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        if poller is not None:
+            await poller
+        await producer.stop()
+    failed_sends = sum(1 for f in futures if f.done() and f.exception() is not None)
+
+    try:
+        tail = await asyncio.wait_for(load.stdout.readline(), seconds + 60)
+        load_stats = json.loads(tail) if tail.strip() else {}
+    except (TimeoutError, ValueError):
+        load_stats = {}
+    await stop_process(load, 10)
+
+    # Did the worker keep up? It must account for everything produced to its topics.
+    expected = events_before + int(load_stats.get("sent", 0)) + len(sends)
+    t_end = time.monotonic()
+    health = Health()
+    while time.monotonic() - t_end < BACKLOG_TIMEOUT:
+        body = await scrape(session, worker.url)
+        if body is not None:
+            health = parse_health(body)
+            if health.accounted >= expected and health.caught_up:
+                break
+        await asyncio.sleep(0.1)
+    out.update(
+        probes_sent=len(sends),
+        probes_seen=len(latencies),
+        probe_send_failures=failed_sends,
+        day_window_rolled_over=state["rollback"],
+        p50_ms=_ms(quantile(latencies, 0.50)),
+        p99_ms=_ms(quantile(latencies, 0.99)),
+        max_ms=_ms(max(latencies, default=None)),
+        min_ms=_ms(min(latencies, default=None)),
+        p50_to_request_ms=_ms(quantile(early, 0.50)),
+        p99_to_request_ms=_ms(quantile(early, 0.99)),
+        scrapes=len(renders),
+        scrape_ms_median=_ms(statistics.median(renders) if renders else None),
+        scrape_ms_p99=_ms(quantile(renders, 0.99)),
+        load=load_stats,
+        worker_expected_total=expected,
+        worker_accounted_total=health.accounted,
+        worker_backlog_drain_s=time.monotonic() - t_end,
+        worker_kept_up=health.accounted >= expected and health.caught_up,
+        rss_peak_mb=worker.sampler.peak_mb("latency"),
+    )
+    out["ok"] = bool(latencies) and len(latencies) == len(sends) and not state["rollback"]
+    return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+# ------------------------------------------------------------------------------ (c), (d) stock
+
+
+async def run_stock(run: Run, mode: str, topics: list[str], n: int, key: str, label: str) -> Result:
+    """A stock Faust worker subprocess; its own timestamps (first and n-th record) time it."""
+    result = Result(key, label, n)
+    progress_path = run.workdir / f"stock-{mode}.json"
+    env = run.child_env(
+        BENCH_APP_ID=run.name(f"stock-{mode}"),
+        BENCH_TOPICS=",".join(topics),
+        BENCH_BOOTSTRAP=run.bootstrap,
+        BENCH_MODE=mode,
+        BENCH_EXPECT=str(n),
+        BENCH_PROGRESS=str(progress_path),
+        BENCH_DATADIR=str(run.workdir / f"stock-{mode}-data"),
+    )
+    launched = time.time()
+    proc = await run.spawn(
+        f"stock-{mode}", sys.executable, "-m", "streams.bench_contenders.stock_faust",
+        "worker", "-l", "info", "--without-web", env=env,
+    )
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    progress: dict[str, Any] = {}
+    last_count, progress_at = -1, time.time()
+    try:
+        while True:
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(OSError, ValueError):
+                progress = json.loads(progress_path.read_text())
+            now = time.time()
+            if progress.get("first") and sampler.phase == "startup":
+                sampler.phase = "run"
+            if progress.get("last") and (mode != "table" or progress.get("flushed")):
+                break
+            if proc.returncode is not None:
+                result.note = f"worker exited with code {proc.returncode}"
+                break
+            count = int(progress.get("count") or 0)
+            if count != last_count:
+                last_count, progress_at = count, now
+            if not progress.get("first") and now - launched > STARTUP_TIMEOUT:
+                result.note = f"no record processed {STARTUP_TIMEOUT:.0f} s after launch"
+                break
+            if progress.get("first") and now - progress_at > STALL_TIMEOUT:
+                result.note = f"stalled at {count:,} of {n:,}"
+                break
+    finally:
+        await stop_process(proc)
+        await sampler.stop()
+    first, last = progress.get("first"), progress.get("last")
+    if first and last:
+        result.seconds = last - first
+        result.ok = True
+        result.details["startup_s"] = first - launched
+        if progress.get("flushed"):
+            result.details["rate_until_changelog_flushed"] = n / (progress["flushed"] - first)
+    result.details["rss_peak_mb"] = sampler.peak_mb("run")
+    result.details["log"] = scan_log(run.logs[f"stock-{mode}"])
+    return result
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def git_state() -> dict[str, Any]:
+    """Which code the workers ran: HEAD and the files that differ from it. The worker is
+    imported from the work tree at each launch, so an edit during a run changes what runs."""
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "head": git("rev-parse", "--short", "HEAD") or None,
+        "modified": [line[3:] for line in status.splitlines() if line.strip()],
+    }
+
+
+def _fmt_rate(x: float | None) -> str:
+    return f"{x:,.0f}" if x is not None else "-"
+
+
+def render_table(results: list[Result]) -> str:
+    base = next((r.rate for r in results if r.key == "a"), None)
+    rows = [("contender", "events", "seconds", "events/s", "ratio to (a)")]
+    for r in results:
+        rate = r.rate
+        rows.append(
+            (
+                r.label,
+                f"{r.events:,}",
+                f"{r.seconds:.2f}" if r.ok and r.seconds is not None else "-",
+                _fmt_rate(rate),
+                f"{rate / base:.3f}" if rate is not None and base else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = []
+    for i, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _say(*parts: Any) -> None:
+    print(*parts, flush=True)
+
+
+async def finish_worker(run: Run, worker: Worker, result: Result) -> None:
+    """Stop a salespulse worker and keep what its life says: RSS, exit code, log problems."""
+    await worker.sampler.stop()
+    result.details["rss_peak_overall_mb"] = worker.sampler.peak_mb()
+    result.details["exit_code"] = await stop_process(worker.proc)
+    result.details["log"] = scan_log(run.logs[f"worker-{worker.key}"])
+    result.details["stdout_log"] = scan_log(run.logs[f"worker-{worker.key} (stdout)"])
+
+
+async def bench(args: argparse.Namespace) -> int:
+    settings = Settings()
+    client_kw = kafka_client_kwargs(settings)
+    runid = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(2)
+    workdir = Path("/tmp") / f"sp-bench-{runid}"
+    workdir.mkdir(parents=True)
+    n = args.events
+    k = min(args.stock_events, n)
+    run = Run(
+        runid=runid,
+        bootstrap=args.bootstrap,
+        workdir=workdir,
+        client_kw=client_kw,
+        topics=[f"bench-{runid}.{t}" for t in DEFAULT_INPUT_TOPICS],
+        stock_topics=[f"bench-{runid}-first{k}.{t}" for t in DEFAULT_INPUT_TOPICS]
+        if k < n else [f"bench-{runid}.{t}" for t in DEFAULT_INPUT_TOPICS],
+    )
+    report: dict[str, Any] = {
+        "runid": runid,
+        "started": datetime.now(UTC).isoformat(),
+        "bootstrap": run.bootstrap,
+        "workdir": str(workdir),
+        "events": n,
+        "stock_events": k,
+        "reps": args.reps,
+        "teams": args.teams,
+        "partitions": PARTITIONS,
+        "topics": run.topics,
+        "stock_topics": run.stock_topics,
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "git_start": git_state(),
+    }
+    results: list[Result] = []
+    worker: Worker | None = None
+    exit_code = 0
+    # aiokafka's own warnings (e.g. produce retries on NotLeaderForPartition right after the
+    # topics are created) go to a file: they are retried, and would clutter the report
+    handler = logging.FileHandler(workdir / "bench.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("aiokafka", "kafka"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).propagate = False
+    _say(f"[bench] run {runid}: {n:,} events ({args.reps} reps, {args.teams} teams), "
+         f"broker {run.bootstrap}, logs in {workdir}")
+    try:
+        t = time.perf_counter()
+        records = generate(n, args.reps, args.teams)
+        report["generate_s"] = time.perf_counter() - t
+        report["mean_value_bytes"] = sum(len(r.value) for r in records) / max(len(records), 1)
+        wanted = set(DEFAULT_INPUT_TOPICS)
+        stray = {r.topic for r in records} - wanted
+        if stray:
+            raise RuntimeError(f"the demo mix produced topics the worker does not read: {stray}")
+        names = list(run.topics) + ([] if k >= n else run.stock_topics)
+        await create_topics(run, names)
+        t = time.perf_counter()
+        sent = await produce(run.bootstrap, retarget(records, f"bench-{runid}."), client_kw)
+        report["produce_s"] = time.perf_counter() - t
+        if sent != n:
+            raise RuntimeError(f"produced {sent:,} of {n:,} events")
+        if k < n:
+            await produce(run.bootstrap, retarget(records[:k], f"bench-{runid}-first{k}."), client_kw)
+        del records
+        _say(f"[bench] produced {n:,} events to {len(run.topics)} topics x {PARTITIONS} "
+             f"partitions in {report['produce_s']:.1f} s"
+             + (f" (+ the first {k:,} to the subset topics)" if k < n else ""))
+
+        meta = AIOKafkaConsumer(bootstrap_servers=run.bootstrap, **client_kw)
+        await meta.start()
+        try:
+            run.input_ends = await meta.end_offsets(
+                [TopicPartition(t, p) for t in {*run.topics, *run.stock_topics}
+                 for p in range(PARTITIONS)]
+            )
+        finally:
+            await meta.stop()
+
+        _say("[bench] (a) bare aiokafka ...")
+        results.append(await run_bare(run, n, "a", "(a) bare aiokafka getmany + json.loads"))
+        _say(f"[bench]     {_fmt_rate(results[-1].rate)} events/s {results[-1].note}")
+
+        suffix = f", first {k:,}" if k < n else ""
+        if not args.skip_stock:
+            _say(f"[bench] (c) stock Faust, decode only ({k:,} events) ...")
+            results.append(await run_stock(run, "decode", run.stock_topics, k, "c",
+                                           f"(c) stock Faust agent, json.loads{suffix}"))
+            _say(f"[bench]     {_fmt_rate(results[-1].rate)} events/s {results[-1].note}")
+            _say(f"[bench] (d) stock Faust + windowed table write ({k:,} events) ...")
+            results.append(await run_stock(run, "table", run.stock_topics, k, "d",
+                                           f"(d) stock Faust + tumbling table write{suffix}"))
+            _say(f"[bench]     {_fmt_rate(results[-1].rate)} events/s {results[-1].note}")
+
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            _say(f"[bench] (b) salespulse worker, /metrics every {args.metrics_interval * 1000:g} ms "
+                 f"({k:,} events) ...")
+            worker = await start_worker(run, "b", run.stock_topics)
+            b = await run_salespulse(run, worker, session, k, interval=args.metrics_interval)
+            if k < n:
+                b.label += f", first {k:,}"
+            results.append(b)
+            await finish_worker(run, worker, b)
+            worker = None
+            _say(f"[bench]     {_fmt_rate(b.rate)} events/s {b.note}")
+
+            _say("[bench] (b') salespulse worker, timed from the broker, no scrapes ...")
+            worker = await start_worker(run, "b2", run.topics)
+            b2 = await run_salespulse_quiet(run, worker, session, n)
+            results.append(b2)
+            _say(f"[bench]     {_fmt_rate(b2.rate)} events/s {b2.note}")
+
+            base_rate = b2.rate if b2.rate is not None else b.rate
+            if args.latency_seconds > 0 and base_rate is not None:
+                which = "(b')" if b2.rate is not None else "(b)"
+                _say(f"[bench] latency on the (b') worker: load {base_rate / 2:,.0f} events/s "
+                     f"(half of {which}) for {args.latency_seconds:g} s, a probe every "
+                     f"{PROBE_EVERY * 1000:.0f} ms, scrape duty {args.latency_scrape_duty:g} ...")
+                report["latency"] = await run_latency(
+                    run, worker, session, rate=base_rate / 2, seconds=args.latency_seconds,
+                    reps=args.reps, teams=args.teams, events_before=n,
+                    duty=args.latency_scrape_duty,
+                )
+                report["latency"]["rate_from"] = which
+            elif args.latency_seconds > 0:
+                report["latency"] = {"ok": False, "note": "skipped: neither (b) nor (b') has a rate"}
+            await finish_worker(run, worker, b2)
+            worker = None
+
+        _say("[bench] (a') bare aiokafka again (drift of the box during the run) ...")
+        results.append(await run_bare(run, n, "a2", "(a') bare aiokafka, repeat"))
+    except Exception as exc:  # report what we have; the traceback is in the JSON and on stderr
+        import traceback
+
+        traceback.print_exc()
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        exit_code = 1
+    finally:
+        if worker is not None:
+            await worker.sampler.stop()
+            await stop_process(worker.proc)
+        for proc in run.procs:
+            await stop_process(proc)
+        if not args.keep_topics:
+            with contextlib.suppress(Exception):
+                report["deleted_topics"] = await delete_run_topics(run)
+
+    report["loadavg_end"] = os.getloadavg()
+    report["git_end"] = git_state()
+    report["results"] = [
+        {**asdict(r), "rate": r.rate} for r in results
+    ]
+    base = next((r.rate for r in results if r.key == "a"), None)
+    for row, r in zip(report["results"], results, strict=True):
+        row["ratio_to_a"] = (r.rate / base) if r.rate is not None and base else None
+    if any(not r.ok for r in results) or not results:
+        exit_code = 1
+    lat = report.get("latency")
+    if lat is not None and not lat.get("ok"):
+        exit_code = 1
+    print_report(report, results, lat)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        _say(f"[bench] figures written to {args.json}")
+    return exit_code
+
+
+def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, Any] | None) -> None:
+    """Everything a person needs to judge the run, as plain text."""
+    _say("")
+    _say(f"salespulse bench {report['runid']}  ({report['events']:,} events, "
+         f"{report['reps']} reps, {report['teams']} teams, {report['partitions']} partitions/topic; "
+         f"load avg {report['loadavg_start'][0]:.1f} -> {report['loadavg_end'][0]:.1f} "
+         f"on {report['cpu_count']} CPUs)")
+    g0, g1 = report.get("git_start") or {}, report.get("git_end") or {}
+    changed = "" if g0 == g1 else "; the work tree CHANGED during the run"
+    _say(f"code: HEAD {g0.get('head')}, {len(g0.get('modified', []))} modified tracked files{changed}")
+    _say(render_table(results))
+    if report["stock_events"] < report["events"]:
+        slow = [r.key for r in results if r.key in ("b", "c", "d")]
+        if slow:
+            _say(f"({'), ('.join(slow)}) read the first {report['stock_events']:,} of the same "
+                 f"records (own topics); rates are events/s all the same.")
+    for r in results:
+        if r.note:
+            _say(f"note {r.key}: {r.note}")
+    for r in results:
+        d = r.details
+        if r.key == "b":
+            _say("")
+            _say(r.label)
+            _say(f"  peak RSS while processing: {_num(d.get('rss_peak_mb'), '.0f')} MB "
+                 f"(whole life: {_num(d.get('rss_peak_overall_mb'), '.0f')} MB)")
+            _say(f"  launch -> first record processed: {_num(d.get('startup_s'), '.1f')} s")
+            _say(f"  all events in -> lag 0 on /metrics: +{_num(d.get('lag_zero_after_s'), '.2f')} s;"
+                 f" keyed-events commits at end offsets (broker): "
+                 f"+{_num(d.get('keyed_commits_after_s'), '.2f')} s;"
+                 f" input commits: +{_num(d.get('input_commits_after_s'), '.2f')} s")
+            _say(f"  rate until durable (first record -> commits caught up): "
+                 f"{_fmt_rate(d.get('rate_until_durable'))} events/s")
+            fin = d.get("final") or {}
+            _say(f"  counters: processed {fin.get('processed', 0):,}, duplicate "
+                 f"{fin.get('duplicate', 0):,}, rejected {fin.get('rejected', 0):,}, "
+                 f"late {fin.get('late', 0):,}")
+            share = d.get("scrape_share_of_timed")
+            _say(f"  /metrics scrapes: {d.get('scrapes', 0)}, median "
+                 f"{_num(d.get('scrape_ms_median'), '.1f')} ms; while timed: "
+                 f"{d.get('scrapes_while_timed', 0)}, median "
+                 f"{_num(d.get('scrape_ms_median_while_timed'), '.1f')} ms, "
+                 f"{_num(share * 100 if share is not None else None, '.0f')}% of the timed "
+                 f"interval spent inside scrapes")
+            if share is not None and share > 0.2:
+                _say("  WARNING: the worker renders /metrics on its event loop; with this share "
+                     "of the interval inside scrapes, (b) measures the observer. See (b').")
+            _log_lines("worker stderr", d.get("log"))
+        elif r.key == "b2":
+            _say("")
+            _say(r.label)
+            _say(f"  launch -> first bundle forwarded: {_num(d.get('startup_s'), '.1f')} s; "
+                 f"ingest done +{_num(d.get('ingest_done_s'), '.2f')} s "
+                 f"({_fmt_rate(d.get('rate_until_ingest_done'))} events/s, an upper bound); "
+                 f"input commits +{_num(d.get('input_commits_s'), '.2f')} s; "
+                 f"durable +{_num(r.seconds, '.2f')} s (the table's figure, a lower bound)")
+            fin = d.get("final") or {}
+            _say(f"  check scrape afterwards ({_num(d.get('check_scrape_ms'), '.0f')} ms): "
+                 f"processed {fin.get('processed', 0):,}, duplicate {fin.get('duplicate', 0):,}, "
+                 f"rejected {fin.get('rejected', 0):,}, late {fin.get('late', 0):,}")
+            _say(f"  peak RSS while processing: {_num(d.get('rss_peak_mb'), '.0f')} MB "
+                 f"(whole life incl. latency phase: {_num(d.get('rss_peak_overall_mb'), '.0f')} MB)")
+            _log_lines("worker stderr", d.get("log"))
+        elif r.key in ("c", "d"):
+            extra = ""
+            if d.get("rate_until_changelog_flushed"):
+                extra = f", until changelog flushed {_fmt_rate(d['rate_until_changelog_flushed'])}/s"
+            _say(f"{r.label}: start-up {_num(d.get('startup_s'), '.1f')} s, "
+                 f"peak RSS {_num(d.get('rss_peak_mb'), '.0f')} MB{extra}")
+            _log_lines(f"stock-{r.key} log", d.get("log"))
+    if lat is not None:
+        _say("")
+        _say("end-to-end latency (send -> first /metrics scrape showing it, day window of calls_made)")
+        if lat.get("probes_sent") is None:
+            _say(f"  not measured: {lat.get('note')}")
+        else:
+            load = lat.get("load") or {}
+            _say(f"  background load: target {_fmt_rate(lat['target_rate'])}/s (half of "
+                 f"{lat.get('rate_from', '?')}), achieved {_fmt_rate(load.get('rate'))}/s "
+                 f"({load.get('sent', 0):,} events)")
+            _say(f"  probes: {lat['probes_seen']} of {lat['probes_sent']} seen; "
+                 f"p50 {_num(lat['p50_ms'], '.0f')} ms, p99 {_num(lat['p99_ms'], '.0f')} ms, "
+                 f"min {_num(lat['min_ms'], '.0f')} ms, max {_num(lat['max_ms'], '.0f')} ms")
+            _say(f"  (counted to the request of that scrape instead of its response: "
+                 f"p50 {_num(lat.get('p50_to_request_ms'), '.0f')} ms, "
+                 f"p99 {_num(lat.get('p99_to_request_ms'), '.0f')} ms)")
+            _say(f"  scrape render (request -> body): median {_num(lat['scrape_ms_median'], '.1f')} ms,"
+                 f" p99 {_num(lat['scrape_ms_p99'], '.1f')} ms, {lat['scrapes']} scrapes "
+                 f"(duty cap {lat['scrape_duty']:g})")
+            _say(f"  worker kept up: {'yes' if lat['worker_kept_up'] else 'NO'} "
+                 f"({lat['worker_accounted_total']:,} of {lat['worker_expected_total']:,} accounted, "
+                 f"{lat['worker_backlog_drain_s']:.1f} s after the load); "
+                 f"peak RSS {_num(lat.get('rss_peak_mb'), '.0f')} MB")
+            if lat.get("day_window_rolled_over"):
+                _say("  WARNING: the day window rolled over during the probes: latencies unreliable")
+            if lat.get("note"):
+                _say(f"  note: {lat['note']}")
+    if report.get("error"):
+        _say(f"\nERROR: {report['error']}")
+    _say(f"\nlogs: {report['workdir']}")
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return format(x, fmt) if x is not None else "-"
+
+
+def _log_lines(what: str, scan: dict[str, Any] | None) -> None:
+    if not scan:
+        return
+    counts = scan.get("counts") or {}
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no warnings or errors"
+    _say(f"  {what} ({scan['path']}): {summary}")
+    for kind in (scan.get("messages") or [])[:6]:
+        _say(f"    {kind['count']:>4} x {kind['kind']}")
+    for line in (scan.get("errors") or [])[:5]:
+        _say(f"    | {line}")
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `salespulse bench` on the main CLI's argparse subparsers."""
+    default_bootstrap = os.environ.get("SALESPULSE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    p = subparsers.add_parser(
+        "bench",
+        help="throughput vs bare aiokafka and stock Faust, and end-to-end latency",
+        description="Produce N demo events to fresh topics, time (a) a bare aiokafka consumer, "
+        "(b) the salespulse worker, (c) a stock Faust agent and (d) stock Faust with a "
+        "windowed-table write on them, then measure end-to-end latency at half of (b)'s rate.",
+    )
+    p.add_argument("--events", type=int, default=200_000, help="events to produce (200000)")
+    p.add_argument(
+        "--stock-events", type=int, default=40_000,
+        help="the first K events that the slow contenders read: (c), (d) and (b), whose 50 ms "
+        "scrapes of /metrics slow it down to about the stock rates (40000)",
+    )
+    p.add_argument("--reps", type=int, default=1000, help="sales reps in the demo floor (1000)")
+    p.add_argument("--teams", type=int, default=40, help="teams in the demo floor (40)")
+    p.add_argument(
+        "--bootstrap", default=default_bootstrap,
+        help=f"Kafka bootstrap (SALESPULSE_KAFKA_BOOTSTRAP or 127.0.0.1:9092; now {default_bootstrap})",
+    )
+    p.add_argument("--skip-stock", action="store_true", help="skip (c) and (d)")
+    p.add_argument(
+        "--latency-seconds", type=float, default=20.0,
+        help="seconds of probes under load (20); 0 skips the latency phase",
+    )
+    p.add_argument(
+        "--metrics-interval", type=float, default=METRICS_POLL,
+        help="seconds between /metrics scrapes while (b) is timed (0.05)",
+    )
+    p.add_argument(
+        "--latency-scrape-duty", type=float, default=0.5,
+        help="latency phase: largest share of wall time spent inside /metrics scrapes; "
+        "1 = back-to-back scrapes (0.5)",
+    )
+    p.add_argument("--json", metavar="PATH", help="also write all figures to PATH as JSON")
+    p.add_argument(
+        "--keep-topics", action="store_true",
+        help="keep this run's topics on the broker (deleted by default)",
+    )
+    p.set_defaults(func=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Exit code: 0 when every contender finished and the latency was measured, else 1."""
+    if args.events < 1 or args.stock_events < 1 or args.latency_seconds < 0:
+        print("[bench] --events and --stock-events must be >= 1, --latency-seconds >= 0",
+              file=sys.stderr)
+        return 2
+    if args.metrics_interval <= 0 or not 0 < args.latency_scrape_duty <= 1:
+        print("[bench] --metrics-interval must be > 0, --latency-scrape-duty in (0, 1]",
+              file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(bench(args))
+    except KeyboardInterrupt:
+        return 130
