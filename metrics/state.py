@@ -22,8 +22,10 @@ Why it looks like this (see README, "Exactness"):
   the same decisions as the first pass: an event is late for a window that closed more than the
   grace period before the newest event already read from the event's own input partition.
   Input partitions are read at different paces (a backlog especially), so a partition-wide
-  clock would make an on-time event of a slower partition "late". Windows are dropped a second
-  grace period after that, by the partition's watermark (its newest event time).
+  clock would make an on-time event of a slower partition "late". Windows are dropped two
+  grace periods after they end by the wall clock the caller passes to :meth:`expire`: only
+  current windows are exported, so that changes no exported value, and a backlog never loses a
+  window that is still filling.
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ class PartitionState:
         # (touch_time + grace, lead, response): responses waiting to become final
         self._unsettled: list[tuple[float, str, Response]] = []
         self.watermark = float("-inf")
-        self._next_expiry = float("-inf")  # the earliest watermark at which anything expires
+        self._next_window_expiry = float("-inf")  # the earliest clock at which a window expires
+        self._next_seen_expiry = float("-inf")  # the earliest watermark at which a dedup minute does
         self._leads_expired_at = float("-inf")
         #: KPI hits of the bundle being applied, not yet in their windows: (minute, first open
         #: kind, kpi, rep, team, *dims) -> value.
@@ -214,7 +217,7 @@ class PartitionState:
             spart = seen.get(minute)
             if spart is None:
                 spart = seen[minute] = SeenPart(minute)
-                self._next_expiry = min(self._next_expiry, (minute + 1) * 60.0 + horizon)
+                self._next_seen_expiry = min(self._next_seen_expiry, (minute + 1) * 60.0 + horizon)
             h = identity_hash(ev.source, ev.id)
             first = spart.ids.get(h)
             seq = base_seq | index
@@ -244,8 +247,7 @@ class PartitionState:
                 self._apply_slow(data, rules_by_type[etype], rep, team, t, offset, replaying, src_wm)
                 continue
             first_open = 0  # windows are nested: if a kind is late, so are all smaller ones
-            minute_end = (minute + 1) * 60.0
-            if minute_end + grace <= src_wm or minute_end + 2 * grace <= self.watermark:
+            if (minute + 1) * 60.0 + grace <= src_wm:
                 first_open = self._first_open_kind(t, src_wm)
                 if first_open == len(WINDOW_KINDS):
                     self.late += 1
@@ -298,7 +300,7 @@ class PartitionState:
         part = self.seen.get(minute)
         if part is None:
             part = self.seen[minute] = SeenPart(minute)
-            self._next_expiry = min(self._next_expiry, (minute + 1) * 60.0 + self.horizon)
+            self._next_seen_expiry = min(self._next_seen_expiry, (minute + 1) * 60.0 + self.horizon)
         h = identity_hash(ev.source, ev.id) ^ salt
         first = part.ids.get(h)
         if first is not None and first < seq:
@@ -313,10 +315,7 @@ class PartitionState:
     def _file_response(self, r: Response, offset: int, replaying: bool, *, retract: bool) -> None:
         self._fold_pending()
         key = (RESPONSE_SERIES, r.rep, r.team)
-        wm = self.watermark
         for kind, (start, end) in enumerate(self.calendar.bounds_all(r.touch_time)):
-            if end + 2 * self.grace <= wm and (kind, start) not in self.windows:
-                continue  # expired
             wpart = self._window(kind, start, end)
             if replaying and wpart.stamp >= offset:
                 continue
@@ -332,21 +331,18 @@ class PartitionState:
         wpart = self.windows.get((kind, start))
         if wpart is None:
             wpart = self.windows[(kind, start)] = WindowPart(kind, start, end)
-            self._next_expiry = min(self._next_expiry, end + 2 * self.grace)
+            self._next_window_expiry = min(self._next_window_expiry, end + 2 * self.grace)
         return wpart
 
-    def _open(self, kind: int, start: float, end: float, src_wm: float) -> bool:
-        """Whether the window still takes an event whose input partition has reached
-        ``src_wm``: within the grace by that partition's own clock, and not yet expired."""
-        if end + self.grace <= src_wm:
-            return False
-        return end + 2 * self.grace > self.watermark or (kind, start) in self.windows
+    def _open(self, end: float, src_wm: float) -> bool:
+        """Whether a window ending at ``end`` still takes an event whose input partition has
+        reached ``src_wm``: within the grace period by that partition's own clock."""
+        return end + self.grace > src_wm
 
     def _first_open_kind(self, t: float, src_wm: float) -> int:
         """Index of the smallest window kind of ``t`` still open (see :meth:`_open`)."""
-        self._fold_pending()  # _open looks at which windows exist
-        for kind, (start, end) in enumerate(self.calendar.bounds_all(t)):
-            if self._open(kind, start, end, src_wm):
+        for kind, (_, end) in enumerate(self.calendar.bounds_all(t)):
+            if self._open(end, src_wm):
                 return kind
         return len(WINDOW_KINDS)
 
@@ -384,7 +380,7 @@ class PartitionState:
         self._fold_pending()
         was_late = False
         for kind, (start, end) in enumerate(self.calendar.bounds_all(t)):
-            if not self._open(kind, start, end, src_wm):
+            if not self._open(end, src_wm):
                 was_late = True
                 continue
             wpart = self._window(kind, start, end)
@@ -424,23 +420,29 @@ class PartitionState:
             self._dirty_parts[key] = part
 
     # -- expiry --------------------------------------------------------------------------
-    def expire(self) -> int:
-        """Drop windows closed beyond the grace and dedup minutes beyond the horizon.
+    def expire(self, now: float | None = None) -> int:
+        """Drop windows and dedup minutes that can no longer matter.
 
-        Cheap when nothing is due: it keeps the earliest moment anything expires. Settled leads
-        are forgotten at most once per minute of watermark (that changes no result: events older
-        than the horizon are dropped anyway).
+        A window is dropped two grace periods after it ended by ``now`` (the caller's wall
+        clock; the watermark when not given). Only windows current by the wall clock, and the
+        one before, are ever exported, so this changes no exported value, while a backlog, whose
+        input partitions run ahead of each other, never loses a window that is still filling.
+        Dedup minutes go a horizon after the partition's watermark. Cheap when nothing is due:
+        it keeps the earliest moment anything expires. Settled leads are forgotten at most
+        once per minute of watermark (that changes no result: events older than the horizon
+        are dropped anyway).
         """
         self._fold_pending()
         wm = self.watermark
+        clock = wm if now is None else now
         if wm >= self._leads_expired_at + 60.0:
             self._leads_expired_at = wm
             self.leads.expire(wm - self.horizon)
-        if wm < self._next_expiry:
+        if clock < self._next_window_expiry and wm < self._next_seen_expiry:
             return 0
         dropped = 0
         for wkey, wpart in list(self.windows.items()):
-            if wpart.end + 2 * self.grace <= wm:
+            if wpart.end + 2 * self.grace <= clock:
                 del self.windows[wkey]
                 self._forget(wpart.key)
                 dropped += 1
@@ -449,10 +451,11 @@ class PartitionState:
                 del self.seen[minute]
                 self._forget(spart.key)
                 dropped += 1
-        self._next_expiry = min(
-            [w.end + 2 * self.grace for w in self.windows.values()]
-            + [(m + 1) * 60.0 + self.horizon for m in self.seen],
-            default=float("inf"),
+        self._next_window_expiry = min(
+            (w.end + 2 * self.grace for w in self.windows.values()), default=float("inf")
+        )
+        self._next_seen_expiry = min(
+            ((m + 1) * 60.0 + self.horizon for m in self.seen), default=float("inf")
         )
         return dropped
 
@@ -557,15 +560,19 @@ class PartitionState:
         return state
 
     # -- reading -------------------------------------------------------------------------
-    def window_values(self, kind: int, start: float) -> dict[tuple, float]:
-        """Sums of one window keyed (kpi, rep, team, *dims), teams resolved from the roster."""
+    def raw_window_values(self, kind: int, start: float) -> dict[tuple, float]:
+        """Sums of one window keyed (kpi, rep, team, *dims), as stored: a team of None means
+        the event named none (``rollup`` resolves it from the roster). The state's own dict:
+        read it, don't change it."""
         self._fold_pending()
         part = self.windows.get((kind, start))
-        if part is None:
-            return {}
-        values = part.values
+        return part.values if part is not None else {}
+
+    def window_values(self, kind: int, start: float) -> dict[tuple, float]:
+        """Sums of one window keyed (kpi, rep, team, *dims), teams resolved from the roster."""
+        values = self.raw_window_values(kind, start)
         if not any(key[2] is None for key in values):
-            return values
+            return dict(values)
         out: dict[tuple, float] = {}
         for key, v in values.items():
             if key[2] is None:

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from metrics.catalog import Catalog
+from metrics.leads import UNASSIGNED
 from metrics.rollup import rollup
 from metrics.windows import WINDOW_KINDS, Calendar
 
@@ -85,6 +86,14 @@ class KpiRenderer:
     def render(self) -> str:
         states = list(self.partitions())
         now = self.clock()
+        roster: dict[str, Any] = {}
+        for state in states:
+            roster.update(state.roster)
+
+        def team_of(rep: str | None) -> str:
+            entry = roster.get(rep) if rep is not None else None
+            return entry.team if entry is not None and entry.team else UNASSIGNED
+
         lines: dict[tuple[str, str], list[str]] = {fam: [] for fam in self.families}
         fragment = self._fragment
         for kind_index, kind in enumerate(WINDOW_KINDS):
@@ -92,9 +101,10 @@ class KpiRenderer:
             prev_start, _ = self.calendar.bounds(kind, start - 1.0)
             values = rollup(
                 self.catalog,
-                [s.window_values(kind_index, start) for s in states],
-                [s.window_values(kind_index, prev_start) for s in states],
+                [s.raw_window_values(kind_index, start) for s in states],
+                [s.raw_window_values(kind_index, prev_start) for s in states],
                 [s.window_samples(kind_index, start) for s in states],
+                team_of,
             )
             window = f'window="{kind}"'
             for scope, scoped in (("rep", values.rep), ("team", values.team), ("org", values.org)):
