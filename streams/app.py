@@ -97,6 +97,12 @@ class Service:
             consumer_auto_offset_reset="earliest",
             stream_buffer_maxsize=16,
             producer_max_request_size=MAX_STATE_RECORD_BYTES,
+            # A bundle (one source poll for one partition) is up to a few hundred KB; with
+            # aiokafka's 16 KB default every bundle gets its own batch and each send waits for
+            # the previous one to drain: the pipeline then idles on round trips.
+            producer_max_batch_size=1024 * 1024,
+            # State is durable at every flush; commit what it covers soon after.
+            broker_commit_interval=1.0,
             producer_linger_ms=2,
             web_port=s.web_port,
             web_bind=s.web_host,
