@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from metrics.events import DATA_TYPES
-from metrics.windows import WINDOW_KINDS
+from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
 
 Aggregation = Literal["count", "sum", "ratio", "quantile", "mean"]
 Scope = Literal["rep", "team", "org"]
@@ -182,7 +182,7 @@ def _dims(kpi: KPI) -> Callable[[Any], tuple]:
 
 
 def _accumulator(rules: list[tuple[KPI, Rule]]) -> Callable[..., int]:
-    """One function per event type that adds all its KPI hits to a pending dict.
+    """One function per event type that adds all its KPI hits to a bucket dict.
 
     The hot path of the aggregate stage: instead of three closure calls per KPI per event, one
     generated function with the catalog's conditions inlined as attribute comparisons. Field
@@ -190,7 +190,7 @@ def _accumulator(rules: list[tuple[KPI, Rule]]) -> Callable[..., int]:
     literal is passed in the namespace, never pasted into the source.
     """
     ns: dict[str, Any] = {}
-    body = ["def accumulate(d, m, fo, rep, team, pending):", "    n = 0"]
+    body = ["def accumulate(d, rep, team, bucket):", "    n = 0"]
     for i, (kpi, _) in enumerate(rules):
         conds = []
         for j, (f, expected) in enumerate(kpi.where.items()):
@@ -214,8 +214,8 @@ def _accumulator(rules: list[tuple[KPI, Rule]]) -> Callable[..., int]:
         if conds:
             body.append(f"    if {' and '.join(conds)}:")
             indent = "        "
-        body.append(f"{indent}k = (m, fo, _k{i}, rep, team{dims})")
-        body.append(f"{indent}pending[k] = pending.get(k, 0.0) + {value}")
+        body.append(f"{indent}k = (_k{i}, rep, team{dims})")
+        body.append(f"{indent}bucket[k] = bucket.get(k, 0.0) + {value}")
         body.append(f"{indent}n += 1")
     body.append("    return n")
     exec(compile("\n".join(body), "<catalog>", "exec"), ns)  # noqa: S102 - generated from checked data
@@ -246,7 +246,7 @@ class Catalog:
                 raise CatalogError(f"KPI {k.name!r} is defined twice")
             self.by_name[k.name] = k
         self.rules_by_type: dict[str, tuple[Rule, ...]] = {}
-        #: event type -> generated ``accumulate(d, minute, first_open, rep, team, pending)``
+        #: event type -> generated ``accumulate(d, rep, team, bucket)`` -> number of hits
         self.accumulators: dict[str, Callable[..., int]] = {}
         self.kinds_of: dict[str, tuple[int, ...]] = {}
         self._compile()
@@ -286,8 +286,11 @@ class Catalog:
                 entries.setdefault(t, []).append((k, rule))
         self.rules_by_type = {t: tuple(r) for t, r in rules.items()}
         self.accumulators = {t: _accumulator(e) for t, e in entries.items()}
+        every = ALL_KIND_INDICES
         self.kinds_of: dict[str, tuple[int, ...]] = {
-            rule.kpi: rule.kinds for rs in rules.values() for rule in rs
+            # the shared ``every`` tuple for KPIs kept in every window: a cheap identity test
+            rule.kpi: every if rule.kinds == every else rule.kinds
+            for rs in rules.values() for rule in rs
         }
 
     @property

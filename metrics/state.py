@@ -42,7 +42,7 @@ from xxhash import xxh3_64_intdigest
 from metrics.catalog import Catalog
 from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated
 from metrics.leads import LEAD_LANE_TYPES, Lead, LeadBook, Response, lead_part
-from metrics.windows import WINDOW_KINDS, Calendar
+from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS, Calendar
 
 UNASSIGNED = "unassigned"
 _SEQ_BITS = 20  # events per bundle < 2**20; sequence = offset << 20 | index
@@ -162,9 +162,9 @@ class PartitionState:
         self._next_window_expiry = float("-inf")  # the earliest clock at which a window expires
         self._next_seen_expiry = float("-inf")  # the earliest watermark at which a dedup minute does
         self._leads_expired_at = float("-inf")
-        #: KPI hits of the bundle being applied, not yet in their windows: (minute, first open
-        #: kind, kpi, rep, team, *dims) -> value.
-        self._pending: dict[tuple, float] = {}
+        #: KPI hits of the bundle being applied, not yet in their windows:
+        #: (minute, first open kind) -> {(kpi, rep, team, *dims): value}
+        self._pending: dict[tuple[int, int], dict[tuple, float]] = {}
         self.applied = -1  # last partition offset applied
         self.meta_stamp = -1  # stamp of the durable meta: records <= it are skipped whole
         self.max_stamp = -1  # largest part stamp: records <= it may be partly applied
@@ -252,7 +252,10 @@ class PartitionState:
                 if first_open == len(WINDOW_KINDS):
                     self.late += 1
                     continue
-            if accumulate(data, minute, first_open, rep, team, pending) and first_open:
+            bucket = pending.get((minute, first_open))
+            if bucket is None:
+                bucket = pending[(minute, first_open)] = {}
+            if accumulate(data, rep, team, bucket) and first_open:
                 self.late += 1
         for cls, n in counts.items():
             self.processed[TYPE_OF[cls]] += n
@@ -352,23 +355,23 @@ class PartitionState:
             self._fold(self._pending)
             self._pending.clear()  # in place: apply() holds a reference to it
 
-    def _fold(self, pending: dict[tuple, float]) -> None:
+    def _fold(self, pending: dict[tuple[int, int], dict[tuple, float]]) -> None:
+        """Add each (minute, first open kind) bucket of hits to the windows of every kind."""
         kinds_of = self.catalog.kinds_of
         bounds_all = self.calendar.bounds_all
-        touched: dict[tuple[int, int], WindowPart] = {}
-        for (minute, first_open, *key), value in pending.items():
-            key = tuple(key)
-            for kind in kinds_of[key[0]]:
-                if kind < first_open:
-                    continue
-                wpart = touched.get((minute, kind))
-                if wpart is None:
-                    start, end = bounds_all(minute * 60.0)[kind]
-                    wpart = touched[(minute, kind)] = self._window(kind, start, end)
+        every = ALL_KIND_INDICES
+        for (minute, first_open), bucket in pending.items():
+            bounds = bounds_all(minute * 60.0)
+            for kind in range(first_open, len(WINDOW_KINDS)):
+                start, end = bounds[kind]
+                wpart = self._window(kind, start, end)
                 values = wpart.values
-                values[key] = values.get(key, 0.0) + value
-        for wpart in touched.values():
-            self._mark(wpart)
+                get = values.get
+                for key, value in bucket.items():
+                    kinds = kinds_of[key[0]]
+                    if kinds is every or kind in kinds:
+                        values[key] = get(key, 0.0) + value
+                self._mark(wpart)
 
     def _apply_slow(
         self, data: Any, rules: tuple, rep: str | None, team: str | None, t: float, offset: int,

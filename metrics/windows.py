@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 WINDOW_KINDS: tuple[str, ...] = ("minute", "hour", "day", "week", "month", "quarter")
 KIND_INDEX = {kind: i for i, kind in enumerate(WINDOW_KINDS)}
+#: the indices of every kind, one shared tuple (compared by identity on hot paths)
+ALL_KIND_INDICES: tuple[int, ...] = tuple(range(len(WINDOW_KINDS)))
 
 Bounds = tuple[float, float]
 
