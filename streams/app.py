@@ -172,37 +172,39 @@ class Service:
                     headers: Any = None) -> Any:
         return await self.app.producer.send(topic, key, value, partition, None, headers)
 
+    def _position(self, tp: TP) -> int | None:
+        """Next offset to process in ``tp``: what the stages processed, else (nothing read yet
+        since start) the committed offset the consumer resumed from."""
+        if tp.topic == self.keyed_topic_name:
+            position = self.aggregate.position.get(tp.partition)
+        else:
+            position = self.ingest.position.get((tp.topic, tp.partition))
+        if position is None:
+            position = self.app.consumer._committed_offset.get(tp)
+        return position
+
+    def _owned(self) -> list[TP]:
+        """The input and keyed-events partitions this worker owns (not changelogs)."""
+        topics = self.app.batched_topics
+        return sorted(tp for tp in self.app.consumer.assignment() if tp.topic in topics)
+
     def _lag(self) -> list[tuple[str, int, int]]:
         consumer = self.app.consumer
         out = []
-        for tp in sorted(consumer.assignment()):
-            if tp.topic == self.keyed_topic_name:
-                position = self.aggregate.position.get(tp.partition)
-            else:
-                position = self.ingest.position.get((tp.topic, tp.partition))
+        for tp in self._owned():
             highwater = consumer.highwater(tp)
-            if position is not None and highwater is not None:
-                out.append((tp.topic, tp.partition, max(0, highwater - position)))
+            if highwater is None:
+                continue
+            position = self._position(tp) or 0
+            out.append((tp.topic, tp.partition, max(0, highwater - position)))
         return out
 
     def _caught_up(self) -> bool:
         """Every owned input and keyed-events partition processed up to its end."""
         consumer = self.app.consumer
-        topics = self.app.batched_topics
-        committed = consumer._committed_offset
-        for tp in consumer.assignment():
-            if tp.topic not in topics:
-                continue
+        for tp in self._owned():
             highwater = consumer.highwater(tp)
-            if highwater is None:
-                return False
-            if tp.topic == self.keyed_topic_name:
-                position = self.aggregate.position.get(tp.partition)
-            else:
-                position = self.ingest.position.get((tp.topic, tp.partition))
-            if position is None:
-                position = committed.get(tp) or 0
-            if position < highwater:
+            if highwater is None or (self._position(tp) or 0) < highwater:
                 return False
         return True
 
