@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -199,3 +199,24 @@ def cloudevent(etype: str, data: dict[str, Any], *, t: float, eid: str | None = 
         "specversion": "1.0", "id": eid or uuid.uuid4().hex, "source": source,
         "type": etype, "time": stamp, "data": data,
     }).encode()
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int | None = None,
+                     timeout: float = 30.0) -> list:
+    """Every record of ``topic`` from the beginning (no consumer group): until ``expect``
+    records arrived, or, without ``expect``, until a poll of 2 s brings nothing."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (expect is None or len(out) < expect):
+            batch = await consumer.getmany(timeout_ms=2000 if expect is None else 500)
+            if not batch and expect is None:
+                break
+            for recs in batch.values():
+                out.extend(recs)
+    finally:
+        await consumer.stop()
+    return out

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from tests.integration.harness import (
     REPO,
@@ -37,6 +36,7 @@ from tests.integration.harness import (
     create_topics,
     free_port,
     produce,
+    read_topic,
     topic_set,
     unique,
     value,
@@ -239,7 +239,7 @@ def test_overdue_lead_pages_its_team_through_prometheus_and_alertmanager(
             assert value(samples, "salespulse_lead_alerts_sent_total") == 1
 
             # The alerts topic: exactly one breach, lead A's, and none for B.
-            breaches = asyncio.run(_read(bootstrap, alerts_topic))
+            breaches = [json.loads(r.value) for r in asyncio.run(read_topic(bootstrap, alerts_topic))]
             assert len(breaches) == 1, breaches
             breach = breaches[0]
             assert breach["type"] == "lead.response_sla_breached"
@@ -284,20 +284,3 @@ def _metrics_text(worker: Worker) -> str:
         return worker.metrics_text()
     except OSError as exc:
         return f"(no /metrics: {exc})"
-
-
-async def _read(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=2000)
-            if not batch:
-                break
-            for recs in batch.values():
-                out.extend(json.loads(r.value) for r in recs)
-    finally:
-        await consumer.stop()
-    return out

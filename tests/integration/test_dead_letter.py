@@ -10,13 +10,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from tests.integration.harness import (
     Worker,
     cloudevent,
     create_topics,
     produce,
+    read_topic,
     topic_set,
     unique,
     value,
@@ -115,7 +115,7 @@ def test_every_bad_record_lands_in_the_dlq_with_reason_and_origin(bootstrap: str
         for reason, n in expected.items():
             assert value(samples, "salespulse_events_rejected_total", reason=reason) == n, reason
 
-        dead = asyncio.run(_read_all(bootstrap, topics["dlq"], len(bad)))
+        dead = asyncio.run(read_topic(bootstrap, topics["dlq"], expect=len(bad)))
         assert len(dead) == len(bad)
         by_key = {rec.key: rec for rec in dead}
         for i, (reason, raw) in enumerate(bad):
@@ -133,19 +133,3 @@ def test_every_bad_record_lands_in_the_dlq_with_reason_and_origin(bootstrap: str
         assert worker.proc is not None and worker.proc.poll() is None  # never a crash
     finally:
         worker.stop()
-
-
-async def _read_all(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    out: list = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(out) < n and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for recs in batch.values():
-                out.extend(recs)
-    finally:
-        await consumer.stop()
-    return out

@@ -17,7 +17,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from metrics.windows import Calendar
 from tests.integration.harness import (
@@ -25,6 +24,7 @@ from tests.integration.harness import (
     cloudevent,
     create_topics,
     produce,
+    read_topic,
     topic_set,
     unique,
     value,
@@ -167,7 +167,7 @@ def test_speed_to_lead_exact_and_alerted_once(bootstrap: str, log_dir: Path) -> 
             assert value(samples, "salespulse_lead_alerts_sent_total") == 0
             check_responses(samples)
 
-        alerts = asyncio.run(_read(bootstrap, alerts_topic))
+        alerts = [json.loads(r.value) for r in asyncio.run(read_topic(bootstrap, alerts_topic))]
         per_lead = Counter(a["data"]["lead_id"] for a in alerts)
         assert per_lead == Counter({lead: 1 for lead in untouched | {"lead-live"}})
         for a in alerts:
@@ -177,20 +177,3 @@ def test_speed_to_lead_exact_and_alerted_once(bootstrap: str, log_dir: Path) -> 
             assert a["data"]["team_id"] in TEAMS and a["data"]["rep_id"].startswith("rep-")
     finally:
         worker.stop()
-
-
-async def _read(bootstrap: str, topic: str) -> list[dict]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=2000)
-            if not batch:
-                break
-            for recs in batch.values():
-                out.extend(json.loads(r.value) for r in recs)
-    finally:
-        await consumer.stop()
-    return out
