@@ -249,7 +249,8 @@ class Service:
 
         @app.timer(self.settings.lead_check_seconds, name="judge-leads")
         async def judge_leads() -> None:
-            await self.leads.tick()
+            if not app.should_stop:
+                await self.leads.tick()
 
         registry = self.registry
         kpis = self.kpis

@@ -171,7 +171,11 @@ class LeadMonitor:
             if lead_id in self.ledger.alerted:
                 continue
             value = alert_event(lead_id, lead, waited, self.sla, self.source, now)
-            await (await self.send(self.alerts_topic, key=lead_id.encode(), value=value))
+            try:
+                await (await self.send(self.alerts_topic, key=lead_id.encode(), value=value))
+            except Exception as exc:  # e.g. the producer is stopping: try again next tick
+                log.warning("alert for lead %s not sent yet: %r", lead_id, exc)
+                return
             self.ledger.add(lead_id)
             self.alerts_sent += 1
             log.info("lead %s breached its SLA after %.0f s: alert sent", lead_id, waited)
