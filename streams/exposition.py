@@ -83,12 +83,30 @@ class KpiRenderer:
             )
         return hit
 
-    def render(self) -> str:
+    def capture(self) -> tuple[float, dict[str, Any], list[tuple]]:
+        """Copy what a render reads: the current and previous window of every kind, from every
+        owned partition, and the roster. Runs on the event loop (dict copies, in C); the copy is
+        consistent because only the loop changes state."""
         states = list(self.partitions())
         now = self.clock()
         roster: dict[str, Any] = {}
         for state in states:
             roster.update(state.roster)
+        windows = []
+        for kind_index, kind in enumerate(WINDOW_KINDS):
+            start, _ = self.calendar.bounds(kind, now)
+            prev_start, _ = self.calendar.bounds(kind, start - 1.0)
+            windows.append((
+                [dict(s.raw_window_values(kind_index, start)) for s in states],
+                [dict(s.raw_window_values(kind_index, prev_start)) for s in states],
+                [{k: list(v) for k, v in s.window_samples(kind_index, start).items()} for s in states],
+            ))
+        return now, roster, windows
+
+    def render(self, captured: tuple[float, dict[str, Any], list[tuple]] | None = None) -> str:
+        """The KPI families as exposition text. Given a :meth:`capture`, it touches no live
+        state and may run off the event loop (in a thread)."""
+        _, roster, windows = captured if captured is not None else self.capture()
 
         def team_of(rep: str | None) -> str:
             entry = roster.get(rep) if rep is not None else None
@@ -96,16 +114,8 @@ class KpiRenderer:
 
         lines: dict[tuple[str, str], list[str]] = {fam: [] for fam in self.families}
         fragment = self._fragment
-        for kind_index, kind in enumerate(WINDOW_KINDS):
-            start, _ = self.calendar.bounds(kind, now)
-            prev_start, _ = self.calendar.bounds(kind, start - 1.0)
-            values = rollup(
-                self.catalog,
-                [s.raw_window_values(kind_index, start) for s in states],
-                [s.raw_window_values(kind_index, prev_start) for s in states],
-                [s.window_samples(kind_index, start) for s in states],
-                team_of,
-            )
+        for kind, (current, previous, samples) in zip(WINDOW_KINDS, windows, strict=True):
+            values = rollup(self.catalog, current, previous, samples, team_of)
             window = f'window="{kind}"'
             for scope, scoped in (("rep", values.rep), ("team", values.team), ("org", values.org)):
                 names = SCOPE_LABELS[scope]
