@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -400,13 +400,6 @@ class PartitionState:
         if was_late:
             self.late += 1
 
-    @staticmethod
-    def _attribution(data: Any) -> tuple[str | None, str | None]:
-        """The rep and the team an event names. A missing team is resolved at read time
-        from the roster (:meth:`team_of`), so the result does not depend on whether the
-        rep's ``rep.updated`` arrived before or after the event."""
-        return getattr(data, "rep_id", None), getattr(data, "team_id", None)
-
     def team_of(self, rep: str | None) -> str:
         """The rep's team from the roster (latest ``rep.updated`` by event time)."""
         entry = self.roster.get(rep) if rep is not None else None
@@ -604,10 +597,6 @@ class PartitionState:
             if lead is not None and lead.response == response:
                 out.append(response)
         return out
-
-    def live_windows(self) -> Iterator[WindowPart]:
-        self._fold_pending()
-        return iter(self.windows.values())
 
     def drain_counters(self) -> tuple[Counter[str], int, int]:
         """Health counters since the last call: processed by type, duplicates, late."""

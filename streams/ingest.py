@@ -52,9 +52,6 @@ def route_key(event: Event) -> str:
     return f"{event.source}\x00{event.id}"
 
 
-def partition_for(key: str, partitions: int) -> int:
-    return crc32(key.encode()) % partitions
-
 
 def dead_letter_headers(
     headers: Sequence[tuple[str, bytes]] | None, error: RejectedEvent, topic: str, partition: int, offset: int
