@@ -11,12 +11,15 @@ consumer group, commits, rebalancing and table recovery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from typing import Any
 
 import faust
 from aiohttp import web as aiohttp_web
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -243,9 +246,7 @@ class Service:
             await aggregate.flush()
 
         @app.task
-        async def declare_topics() -> None:
-            for topic in (self.dlq_topic, self.input_topic, self.alerts_topic):
-                await topic.maybe_declare()
+        async def follow_alerts() -> None:
             await self.ledger.run()
 
         @app.timer(self.settings.lead_check_seconds, name="judge-leads")
@@ -288,7 +289,33 @@ class Service:
         async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
             aggregate.revoke(tp.partition for tp in revoked if tp.topic == self.keyed_topic_name)
 
-        self._agents = (ingest_agent, aggregate_agent, flush_state, declare_topics, judge_leads)
+        self._agents = (ingest_agent, aggregate_agent, flush_state, follow_alerts, judge_leads)
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the input, dead-letter and alerts topics that do not exist yet.
+
+    Before the worker starts: its consumer subscribes by name, and aiokafka discovers a topic
+    created later only at its next metadata refresh (5 minutes), so a fresh installation whose
+    producers start after the worker would sit idle until then.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_client_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = {*settings.input_topic_list, settings.dlq_topic}
+        missing = [
+            NewTopic(name, num_partitions=settings.partitions, replication_factor=1)
+            for name in sorted(wanted - existing)
+        ]
+        if settings.alerts_topic not in existing:
+            missing.append(NewTopic(settings.alerts_topic, num_partitions=1, replication_factor=1))
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
+                await admin.create_topics(missing)
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
 
 
 def build_service(settings: Settings | None = None) -> Service:

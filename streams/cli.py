@@ -8,12 +8,17 @@ import sys
 
 
 def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
     import faust
 
-    from streams.app import build_service
+    from streams.app import build_service, ensure_topics
     from streams.settings import Settings
 
     settings = Settings()
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        logging.getLogger("salespulse").warning("created topics: %s", ", ".join(created))
     service = build_service(settings)
     worker = faust.Worker(service.app, loglevel=args.loglevel or settings.loglevel)
     # Faust's own loggers stay at INFO or above: a DEBUG root logger costs a LogRecord per
