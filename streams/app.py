@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from typing import Any
 
 import faust
@@ -63,21 +62,19 @@ class SalesPulseApp(faust.App):
 
 
 def _credentials(settings: Settings) -> Any:
-    protocol = settings.kafka_security_protocol.upper()
+    """Faust's credentials object for the same security settings every aiokafka client of the
+    project uses (:func:`streams.kafka_config.kafka_client_kwargs`, which also validates them)."""
+    kw = kafka_client_kwargs(settings)
+    protocol = kw["security_protocol"]
     if protocol == "PLAINTEXT":
         return None
-    context = None
-    if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-        if settings.kafka_ssl_certfile:
-            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
     if protocol == "SSL":
-        return faust.SSLCredentials(context)
+        return faust.SSLCredentials(kw["ssl_context"])
     return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
-        password=settings.kafka_sasl_password,
-        mechanism=settings.kafka_sasl_mechanism,
-        ssl_context=context,
+        username=kw["sasl_plain_username"],
+        password=kw["sasl_plain_password"],
+        mechanism=kw["sasl_mechanism"],
+        ssl_context=kw.get("ssl_context"),
     )
 
 
