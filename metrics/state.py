@@ -202,7 +202,6 @@ class PartitionState:
         pending = self._pending
         base_seq = offset << _SEQ_BITS
         counts: dict[type, int] = {}
-        seen = self.seen
         horizon = self.horizon
         for index, ev in enumerate(bundle.events):
             if ev.offset <= src_hw:
@@ -212,22 +211,9 @@ class PartitionState:
             if t <= self.watermark - horizon:
                 self.late += 1
                 continue
-            # identity: first sighting, or a duplicate of an earlier record
-            minute = int(t // 60.0)
-            spart = seen.get(minute)
-            if spart is None:
-                spart = seen[minute] = SeenPart(minute)
-                self._next_seen_expiry = min(self._next_seen_expiry, (minute + 1) * 60.0 + horizon)
-            h = identity_hash(ev.source, ev.id)
-            first = spart.ids.get(h)
-            seq = base_seq | index
-            if first is not None and first < seq:
-                self.duplicates += 1
+            if not self._first_sighting(ev, t, base_seq | index, offset, replaying):
                 continue
-            if not (replaying and spart.stamp >= offset):
-                spart.ids[h] = seq
-                if spart.key not in self._dirty_parts:
-                    self._dirty_parts[spart.key] = spart
+            minute = int(t // 60.0)
             if t > self.watermark:
                 self.watermark = t
             if t > src_wm:
