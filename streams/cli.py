@@ -25,8 +25,24 @@ def _worker(args: argparse.Namespace) -> int:
     # produced message (see the shared notes on faust internals).
     for name in ("faust", "mode", "aiokafka"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
+    _tune_gc()
     worker.execute_from_commandline()
     return 0
+
+
+def _tune_gc() -> None:
+    """Collect young objects every 50,000 allocations instead of every 700.
+
+    A worker allocates a few objects per event (decoded structs, keys) and frees nearly all of
+    them at once; with CPython's default thresholds the young-generation collector ran
+    thousands of times a second and took about a sixth of the worker's time in a backlog
+    (bench, 400k events: 0.28 -> 0.33 of bare). Objects alive at start-up (modules, the app)
+    are frozen out of collection altogether. Cycles are still collected, just in larger steps.
+    """
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def main(argv: list[str] | None = None) -> int:
