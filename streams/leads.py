@@ -167,7 +167,9 @@ class LeadMonitor:
             return
         now = self.clock()
         self.judged_at = now
-        for lead_id, lead, waited in self.overdue(now):
+        # Judge first, then send: each send awaits, and meanwhile the aggregate agent changes
+        # the books (iterating them across the awaits crashed the worker under load).
+        for lead_id, lead, waited in list(self.overdue(now)):
             if lead_id in self.ledger.alerted:
                 continue
             value = alert_event(lead_id, lead, waited, self.sla, self.source, now)
