@@ -78,6 +78,11 @@ class AggregateStage:
             ]
             state = PartitionState.restore(parts, self.catalog, self.calendar, **self.state_kw)
             self.states[partition] = state
+            # The parts live on in ``state``; their bytes in the table would only double the
+            # memory. Faust re-reads the changelog whenever the partition is assigned again
+            # (the memory store persists no offset), after revoke() has dropped the state.
+            for key, _ in parts:
+                self.table.data.pop(prefix + key, None)
             log.info(
                 "partition %d: state restored from %d parts (applied up to offset %d)",
                 partition, len(parts), state.applied,
@@ -145,11 +150,11 @@ class AggregateStage:
             self._flush_cost = cost  # the loop's time, not delivery's
 
     def _write(self, partition: int, key: str, value: bytes | None) -> Any:
+        """Send one part to the changelog. The table's local dict is not kept: the state is
+        the in-memory copy (see :meth:`state_for`)."""
         table_key = f"{partition}/{key}"
         if value is None:
-            self.table.data.pop(table_key, None)
             return self.table.send_changelog(partition, table_key, None, value_serializer="raw")
-        self.table.data[table_key] = value
         return self.table.send_changelog(partition, table_key, value)
 
     # -- rebalancing ----------------------------------------------------------------------
