@@ -223,7 +223,7 @@ def _typed_envelopes() -> msgspec.json.Decoder:
     """One decoder for every valid event in a single pass: an envelope struct per event type,
     tagged by the CloudEvent ``type``, with its ``data`` struct inline. It only accepts; a record
     it rejects is classified by the two-step path (:meth:`Validator._decode_checked`)."""
-    fields = [(name, Envelope.__annotations__[name]) for name in ("specversion", "id", "source", "time")]
+    fields = [(f.name, f.type) for f in msgspec.structs.fields(Envelope) if f.name not in ("type", "data")]
     typed = tuple(
         msgspec.defstruct(f"{cls.__name__}Event", [*fields, ("data", cls)], tag_field="type", tag=name)
         for name, cls in DATA_TYPES.items()

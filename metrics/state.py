@@ -356,22 +356,12 @@ class PartitionState:
         updates per hit instead of six. The hour sums are keyed by the exact windows they feed
         (every kind's start), so no assumption about how windows nest is needed.
         """
-        kinds_of = self.catalog.kinds_of
         bounds_all = self.calendar.bounds_all
-        every = ALL_KIND_INDICES
         hourly: dict[tuple, tuple[tuple, dict[tuple, float]]] = {}
         for (minute, first_open), bucket in pending.items():
             bounds = bounds_all(minute * 60.0)
             if first_open == 0:
-                start, end = bounds[0]
-                wpart = self._window(0, start, end)
-                values = wpart.values
-                get = values.get
-                for key, value in bucket.items():
-                    kinds = kinds_of[key[0]]
-                    if kinds is every or 0 in kinds:
-                        values[key] = get(key, 0.0) + value
-                self._mark(wpart)
+                self._add_hits(0, bounds[0], bucket)
                 first_open = 1
             hkey = (first_open, *(b[0] for b in bounds[1:]))
             entry = hourly.get(hkey)
@@ -382,18 +372,22 @@ class PartitionState:
             get = acc.get
             for key, value in bucket.items():
                 acc[key] = get(key, 0.0) + value
-        n_kinds = len(WINDOW_KINDS)
         for (first_open, *_), (bounds, acc) in hourly.items():
-            for kind in range(first_open, n_kinds):
-                start, end = bounds[kind]
-                wpart = self._window(kind, start, end)
-                values = wpart.values
-                get = values.get
-                for key, value in acc.items():
-                    kinds = kinds_of[key[0]]
-                    if kinds is every or kind in kinds:
-                        values[key] = get(key, 0.0) + value
-                self._mark(wpart)
+            for kind in range(first_open, len(WINDOW_KINDS)):
+                self._add_hits(kind, bounds[kind], acc)
+
+    def _add_hits(self, kind: int, bounds: tuple[float, float], hits: dict[tuple, float]) -> None:
+        """Add summed hits to one window, skipping KPIs not kept in windows of that kind."""
+        kinds_of = self.catalog.kinds_of
+        every = ALL_KIND_INDICES
+        wpart = self._window(kind, *bounds)
+        values = wpart.values
+        get = values.get
+        for key, value in hits.items():
+            kinds = kinds_of[key[0]]
+            if kinds is every or kind in kinds:
+                values[key] = get(key, 0.0) + value
+        self._mark(wpart)
 
     def _apply_slow(
         self, data: Any, rules: tuple, rep: str | None, team: str | None, t: float, offset: int,
@@ -582,8 +576,7 @@ class PartitionState:
         """Sums of one window keyed (kpi, rep, team, *dims), as stored: a team of None means
         the event named none (``rollup`` resolves it from the roster). The state's own dict:
         read it, don't change it."""
-        self._fold_pending()
-        part = self._windows.get((kind, start))
+        part = self.windows.get((kind, start))
         return part.values if part is not None else {}
 
     def window_values(self, kind: int, start: float) -> dict[tuple, float]:
@@ -600,8 +593,7 @@ class PartitionState:
 
     def window_samples(self, kind: int, start: float) -> dict[tuple, list[float]]:
         """Sample series of one window keyed (series, rep, team)."""
-        self._fold_pending()
-        part = self._windows.get((kind, start))
+        part = self.windows.get((kind, start))
         return part.samples if part is not None else {}
 
     def drain_responses(self) -> list[Response]:
