@@ -305,6 +305,13 @@ class Catalog:
     def sampled(self) -> tuple[KPI, ...]:
         return tuple(k for k in self.kpis if k.aggregation in ("quantile", "mean"))
 
+    def dimensions_of(self, name: str) -> tuple[str, ...]:
+        """The dimensions of a KPI's series (a ratio has its numerator's)."""
+        k = self.by_name[name]
+        if k.aggregation == "ratio":
+            k = self.by_name[k.numerator]  # type: ignore[index]
+        return k.dimensions
+
     def windows_of(self, name: str) -> tuple[str, ...]:
         k = self.by_name[name]
         if k.aggregation == "ratio":

@@ -1,10 +1,18 @@
-"""From stored sums to KPI values per scope (rep, team, organisation) for one window.
+"""From stored sums to KPI values per scope (rep, team, organisation), in three steps.
 
-Team and organisation values are sums of their parts across every partition, and ratios are
-computed per scope from those sums (SPEC section 3): never an average of rep ratios. The
-window shown is the current one by the wall clock; series seen in the previous window of the
-same kind stay visible with value 0, so a gauge drops to the new window's value at the boundary
-even when no event arrives.
+1. :func:`split` turns one partition's window (sums keyed (kpi, rep, team, *dims) and sample
+   series keyed (series, rep, team)) into mergeable :class:`Parts` per rep, per team and for
+   the organisation: sums, and for sample series the raw values (reps) or a sketch (teams,
+   organisation).
+2. :func:`merge` adds the parts of one scope from several partitions (or workers): sums of
+   sums, merged sketches. The roll-up stage does this across workers.
+3. :func:`finish` derives the KPI values of a scope from its parts: stored sums as they are,
+   ratios from the summed parts (never an average of rep ratios), quantiles from the merged
+   sketch (exact from the raw values for a rep), means from exact sums and counts.
+
+:func:`rollup` runs the three steps over whole windows; the exposition shows the current
+window, where series seen in the previous window of the same kind stay visible with value 0,
+so a gauge drops to the new window's value at the boundary even when no event arrives.
 """
 
 from __future__ import annotations
@@ -12,16 +20,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ddsketch import DDSketch
-
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
+from metrics.sketch import SKETCH_ACCURACY, Sketch
 
-#: Relative accuracy of quantiles: a p90 of 600 s is reported within 594–606 s.
-SKETCH_ACCURACY = 0.01
+__all__ = ["SKETCH_ACCURACY", "Parts", "ScopeValues", "finish", "merge", "rollup", "split"]
 
 # rep key: (kpi, rep, team, *dims); team key: (kpi, team, *dims); org key: (kpi, *dims)
 Values = dict[tuple, float]
+
+
+@dataclass
+class Parts:
+    """The mergeable parts of one scope's KPIs in one window."""
+
+    sums: dict[tuple, float] = field(default_factory=dict)  # (kpi, *dims) -> sum
+    samples: dict[str, list[float]] = field(default_factory=dict)  # rep scope: raw values
+    sketches: dict[str, Sketch] = field(default_factory=dict)  # team, org scope
 
 
 @dataclass
@@ -33,6 +48,106 @@ class ScopeValues:
     org: Values = field(default_factory=dict)
 
 
+def split(
+    values: Mapping[tuple, float],
+    samples: Mapping[tuple, list[float]] = {},  # noqa: B006 - read only
+    team_of: Callable[[str | None], str] = lambda rep: UNASSIGNED,
+) -> tuple[dict[tuple[str, str], Parts], dict[str, Parts], Parts]:
+    """One partition's window as parts per (rep, team), per team and for the organisation.
+
+    A key whose team is None (the event named none) takes the rep's team from ``team_of``
+    (the roster). Keys without a rep (a lead with no owner) count for the team and org only.
+    """
+    reps: dict[tuple[str, str], Parts] = {}
+    teams: dict[str, Parts] = {}
+    org = Parts()
+    org_sums = org.sums
+    for key, v in values.items():
+        kpi, rep, team, *dims = key
+        if team is None:
+            team = team_of(rep)
+        rest = (kpi, *dims)
+        if rep is not None:
+            rp = reps.get((rep, team))
+            if rp is None:
+                rp = reps[(rep, team)] = Parts()
+            rp.sums[rest] = rp.sums.get(rest, 0.0) + v
+        tp = teams.get(team)
+        if tp is None:
+            tp = teams[team] = Parts()
+        tp.sums[rest] = tp.sums.get(rest, 0.0) + v
+        org_sums[rest] = org_sums.get(rest, 0.0) + v
+    for (series, rep, team), obs in samples.items():
+        if not obs:
+            continue
+        if team is None:
+            team = team_of(rep)
+        if rep is not None:
+            rp = reps.get((rep, team))
+            if rp is None:
+                rp = reps[(rep, team)] = Parts()
+            rp.samples.setdefault(series, []).extend(obs)
+        tp = teams.get(team)
+        if tp is None:
+            tp = teams[team] = Parts()
+        for scope in (tp, org):
+            sketch = scope.sketches.get(series)
+            if sketch is None:
+                sketch = scope.sketches[series] = Sketch()
+            sketch.extend(obs)
+    return reps, teams, org
+
+
+def merge(parts: Iterable[Parts]) -> Parts:
+    """The parts of one scope from several sources, added up (the inputs are not changed)."""
+    out = Parts()
+    sums = out.sums
+    for p in parts:
+        for key, v in p.sums.items():
+            sums[key] = sums.get(key, 0.0) + v
+        for series, obs in p.samples.items():
+            out.samples.setdefault(series, []).extend(obs)
+        for series, sketch in p.sketches.items():
+            mine = out.sketches.get(series)
+            if mine is None:
+                mine = out.sketches[series] = Sketch()
+            mine.merge(sketch)
+    return out
+
+
+def _ratios(catalog: Catalog) -> list[tuple[str, str, str, int]]:
+    out = []
+    for kpi in catalog.derived:
+        num = catalog.by_name[kpi.numerator]  # type: ignore[index]
+        den = catalog.by_name[kpi.denominator]  # type: ignore[index]
+        out.append((kpi.name, num.name, den.name, len(num.dimensions) - len(den.dimensions)))
+    return out
+
+
+def finish(catalog: Catalog, parts: Parts) -> Values:
+    """A scope's KPI values keyed (kpi, *dims): sums, ratios of sums, quantiles and means."""
+    values = dict(parts.sums)
+    _derive(values, _ratios(catalog))
+    for kpi in catalog.sampled:
+        series = kpi.series
+        raw = parts.samples.get(series)  # type: ignore[arg-type]
+        if raw:
+            if kpi.aggregation == "mean":
+                values[(kpi.name,)] = sum(raw) / len(raw)
+            else:
+                ordered = sorted(raw)
+                values[(kpi.name,)] = ordered[int(kpi.quantile * (len(ordered) - 1))]  # type: ignore[operator]
+            continue
+        sketch = parts.sketches.get(series)  # type: ignore[arg-type]
+        if sketch is None or not sketch.count:
+            continue
+        if kpi.aggregation == "mean":
+            values[(kpi.name,)] = sketch.sum / sketch.count
+        else:
+            values[(kpi.name,)] = sketch.quantile(kpi.quantile)  # type: ignore[arg-type,assignment]
+    return values
+
+
 def rollup(
     catalog: Catalog,
     current: Iterable[Mapping[tuple, float]],
@@ -40,92 +155,41 @@ def rollup(
     samples: Iterable[Mapping[tuple, list[float]]] = (),
     team_of: Callable[[str | None], str] = lambda rep: UNASSIGNED,
 ) -> ScopeValues:
-    """Sum stored KPIs of the current window into the three scopes and derive ratios.
-
-    ``current`` and ``previous`` hold one mapping per partition, keyed (kpi, rep, team, *dims);
-    ``samples`` one mapping per partition of sample series keyed (series, rep, team), from
-    which quantile and mean KPIs are computed. A key whose team is None (the event named
-    none) takes the rep's team from ``team_of`` (the roster).
-    """
+    """Values of the current window per scope from every partition's sums and samples, with
+    the series of the previous window at 0 (see the module docstring)."""
+    reps: dict[tuple[str, str], list[Parts]] = {}
+    teams: dict[str, list[Parts]] = {}
+    orgs: list[Parts] = []
+    for values, obs in _pad(list(current), list(samples)):
+        r, t, o = split(values, obs, team_of)
+        for key, p in r.items():
+            reps.setdefault(key, []).append(p)
+        for key, p in t.items():
+            teams.setdefault(key, []).append(p)
+        orgs.append(o)
     out = ScopeValues()
-    rep_v, team_v, org_v = out.rep, out.team, out.org
     for values in previous:
-        for key in values:
-            kpi, rep, team, *dims = key
-            if team is None:
-                team = team_of(rep)
-                key = (kpi, rep, team, *dims)
-            if rep is not None:
-                rep_v[key] = 0.0
-            team_v[(kpi, team, *dims)] = 0.0
-            org_v[(kpi, *dims)] = 0.0
-    for values in current:
-        for key, v in values.items():
-            kpi, rep, team, *dims = key
-            if team is None:
-                team = team_of(rep)
-                key = (kpi, rep, team, *dims)
-            if rep is not None:
-                rep_v[key] = rep_v.get(key, 0.0) + v
-            tk = (kpi, team, *dims)
-            team_v[tk] = team_v.get(tk, 0.0) + v
-            ok = (kpi, *dims)
-            org_v[ok] = org_v.get(ok, 0.0) + v
-    ratios = []
-    for kpi in catalog.derived:
-        num = catalog.by_name[kpi.numerator]  # type: ignore[index]
-        den = catalog.by_name[kpi.denominator]  # type: ignore[index]
-        ratios.append((kpi.name, num.name, den.name, len(num.dimensions) - len(den.dimensions)))
-    for scope in (rep_v, team_v, org_v):
-        _derive(scope, ratios)
-    sampled = catalog.sampled
-    if sampled:
-        _summarise(out, sampled, samples)
+        r, t, o = split(values, {}, team_of)
+        for (rep, team), p in r.items():
+            out.rep.update(((k[0], rep, team, *k[1:]), 0.0) for k in p.sums)
+        for team, p in t.items():
+            out.team.update(((k[0], team, *k[1:]), 0.0) for k in p.sums)
+        out.org.update((k, 0.0) for k in o.sums)
+    for (rep, team), ps in reps.items():
+        out.rep.update(((k[0], rep, team, *k[1:]), v) for k, v in finish(catalog, merge(ps)).items())
+    for team, ps in teams.items():
+        out.team.update(((k[0], team, *k[1:]), v) for k, v in finish(catalog, merge(ps)).items())
+    if orgs:
+        out.org.update(finish(catalog, merge(orgs)))
     return out
 
 
-def _summarise(out: ScopeValues, kpis: tuple, samples: Iterable[Mapping[tuple, list[float]]]) -> None:
-    """Quantiles and means of sample series, per scope.
-
-    A rep's quantiles are exact (its few values, sorted, at DDSketch's rank convention
-    ``q·(n−1)``). Teams and the organisation have one DDSketch each, fed every value of their
-    reps: the same buckets as merging per-rep sketches, without building and merging one per rep.
-    Means are exact at every scope.
-    """
-    series_wanted = {k.series for k in kpis}
-    reps: dict[tuple, list[float]] = {}
-    sketches: dict[str, dict[tuple, DDSketch]] = {"team": {}, "org": {}}
-    for part in samples:
-        for (series, rep, team), values in part.items():
-            if series not in series_wanted or not values:
-                continue
-            if rep is not None:
-                reps.setdefault((series, rep, team), []).extend(values)
-            for scope, key in (("team", (series, team)), ("org", (series,))):
-                sketch = sketches[scope].get(key)
-                if sketch is None:
-                    sketch = sketches[scope][key] = DDSketch(relative_accuracy=SKETCH_ACCURACY)
-                for v in values:
-                    sketch.add(v)
-    for (series, *rest), values in reps.items():
-        values.sort()
-        n = len(values)
-        for kpi in kpis:
-            if kpi.series != series:
-                continue
-            if kpi.aggregation == "mean":
-                out.rep[(kpi.name, *rest)] = sum(values) / n
-            else:
-                out.rep[(kpi.name, *rest)] = values[int(kpi.quantile * (n - 1))]
-    for scope, target in (("team", out.team), ("org", out.org)):
-        for (series, *rest), sketch in sketches[scope].items():
-            for kpi in kpis:
-                if kpi.series != series:
-                    continue
-                if kpi.aggregation == "mean":
-                    target[(kpi.name, *rest)] = sketch.sum / sketch.count
-                else:
-                    target[(kpi.name, *rest)] = sketch.get_quantile_value(kpi.quantile)
+def _pad(current: list, samples: list) -> list[tuple[Mapping, Mapping]]:
+    n = max(len(current), len(samples))
+    return [
+        (current[i] if i < len(current) else {}, samples[i] if i < len(samples) else {})
+        for i in range(n)
+    ]
 
 
 def _derive(values: Values, ratios: list[tuple[str, str, str, int]]) -> None:

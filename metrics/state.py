@@ -170,6 +170,10 @@ class PartitionState:
         self.max_stamp = -1  # largest part stamp: records <= it may be partly applied
         self._dirty_parts: dict[str, WindowPart | SeenPart] = {}
         self._deleted: set[str] = set()
+        #: for the publisher of roll-up partials and snapshots: windows changed since it last
+        #: took them, and windows dropped by expiry (their final values)
+        self.changed_windows: set[tuple[int, float]] = set()
+        self.expired_windows: list[WindowPart] = []
         # Health counters since the last drain (the caller sums them across partitions).
         self.processed: Counter[str] = Counter()
         self.duplicates = 0
@@ -425,11 +429,16 @@ class PartitionState:
         current = self.roster.get(data.rep_id)
         if current is None or t >= current.time:
             self.roster[data.rep_id] = RosterEntry(t, data.team_id, data.region, data.targets)
+            if current is None or current.team != data.team_id:
+                # keys stored without a team are attributed by the roster when read
+                self.changed_windows.update(self._windows)
 
     def _mark(self, part: WindowPart | SeenPart) -> None:
         key = part.key
         if key not in self._dirty_parts:
             self._dirty_parts[key] = part
+            if isinstance(part, WindowPart):
+                self.changed_windows.add((part.kind, part.start))
 
     # -- expiry --------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> int:
@@ -457,6 +466,8 @@ class PartitionState:
             if wpart.end + 2 * self.grace <= clock:
                 del self._windows[wkey]
                 self._forget(wpart.key)
+                self.changed_windows.discard(wkey)
+                self.expired_windows.append(wpart)
                 dropped += 1
         for minute, spart in list(self.seen.items()):
             if (minute + 1) * 60.0 + self.horizon <= wm:
@@ -569,6 +580,7 @@ class PartitionState:
                 state.max_stamp = max(state.max_stamp, s.stamp)
         state.applied = state.meta_stamp
         state.max_stamp = max(state.max_stamp, state.meta_stamp)
+        state.changed_windows.update(state._windows)  # publish all once: the last owner may not have
         return state
 
     # -- reading -------------------------------------------------------------------------

@@ -18,13 +18,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from metrics.catalog import Catalog
 from metrics.events import BUNDLE_DECODER
 from metrics.state import PartitionState
 from metrics.windows import Calendar
+from streams.publisher import Publisher, Record
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class AggregateStage:
         dedup_horizon_seconds: float,
         waited: Callable[[str | None, float, float], float] | None = None,
         generation: Callable[[], int] = lambda: 0,
+        publisher: Publisher | None = None,
+        send: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.table = table
         self.catalog = catalog
@@ -54,6 +57,9 @@ class AggregateStage:
             "waited": waited,
         }
         self.generation = generation
+        self.publisher = publisher
+        self.send = send
+        self.records_published = 0
         self.states: dict[int, PartitionState] = {}
         self.held: dict[int, list[Any]] = {}
         self.position: dict[int, int] = {}
@@ -126,25 +132,30 @@ class AggregateStage:
             return
         async with self._lock:
             generation = self.generation()
-            pending: list[tuple[list[Any], list[Any]]] = []
+            pending: list[tuple[list[Any], list[Any], list[Record]]] = []
             cost = 0.0
             for partition, state in list(self.states.items()):
                 held = self.held.pop(partition, [])
                 state.expire(time.time())
-                if not state.dirty:
-                    pending.append(([], held))
-                    continue
-                began = time.monotonic()
-                futures = [self._write(partition, key, value) for key, value in state.snapshot()]
-                cost += time.monotonic() - began
-                self.parts_written += len(futures)
-                pending.append((futures, held))
-            for futures, held in pending:
+                futures = []
+                if state.dirty:
+                    began = time.monotonic()
+                    futures = [self._write(partition, key, value) for key, value in state.snapshot()]
+                    cost += time.monotonic() - began
+                    self.parts_written += len(futures)
+                # Captured now, from exactly the state the snapshot holds; sent once it is durable.
+                outputs = self.publisher.capture(partition, state) if self.publisher else []
+                pending.append((futures, held, outputs))
+            for futures, held, outputs in pending:
                 if futures:
                     await asyncio.gather(*futures)
-                if self.generation() == generation:
-                    for event in held:
-                        event.ack()
+                if self.generation() != generation:
+                    continue
+                for event in held:
+                    event.ack()
+                for topic, key, value, part in outputs:
+                    await self.send(topic, key=key, value=value, partition=part)  # type: ignore[misc]
+                self.records_published += len(outputs)
             self.flushes += 1
             self._last_flush = time.monotonic()
             self._flush_cost = cost  # the loop's time, not delivery's

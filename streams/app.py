@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 from aiohttp import web as aiohttp_web
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.types import TP
@@ -26,12 +27,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from metrics.business_hours import BusinessCalendar
 from metrics.catalog import Catalog
 from metrics.events import Validator
+from metrics.snapshots import SnapshotFormat
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage
 from streams.exposition import HealthCollector, KpiRenderer, LeadCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
+from streams.publisher import Publisher
+from streams.rollup import RollupStage
 from streams.settings import Settings
 from streams.transport import BatchTransport
 
@@ -88,6 +92,7 @@ class Service:
         self.business = BusinessCalendar.from_json(settings.business_hours)
         s = settings
         self.keyed_topic_name = f"{s.app_id}-keyed-events"
+        self.rollup_topic_name = rollup_topic(s)
         app = self.app = SalesPulseApp(
             s.app_id,
             broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
@@ -140,6 +145,7 @@ class Service:
             partitions=s.partitions,
             dlq_topic=s.dlq_topic,
         )
+        snapshots = SnapshotFormat(self.catalog, self.calendar)
         self.aggregate = AggregateStage(
             self.table,
             self.catalog,
@@ -148,6 +154,19 @@ class Service:
             dedup_horizon_seconds=s.dedup_horizon_seconds,
             waited=self.business.waited,
             generation=lambda: app.consumer_generation_id,
+            publisher=Publisher(
+                self.catalog, snapshots, partitions=s.partitions, rollup_topic=self.rollup_topic_name,
+                metrics_topic=s.metrics_topic, interval=s.metrics_interval_seconds,
+            ),
+            send=self._send,
+        )
+        self.rollup = RollupStage(
+            self.catalog, snapshots, topic=self.rollup_topic_name, metrics_topic=s.metrics_topic,
+            grace_seconds=s.grace_seconds, send=self._send,
+            consumer_factory=lambda: AIOKafkaConsumer(
+                bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                auto_offset_reset="earliest", **kafka_client_kwargs(s),
+            ),
         )
         self.ledger = AlertLedger(s.kafka_bootstrap, s.alerts_topic, kafka_client_kwargs(s))
         self.leads = LeadMonitor(
@@ -162,7 +181,7 @@ class Service:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.kpis = KpiRenderer(
-            self.catalog, self.calendar, lambda: list(self.aggregate.states.values())
+            self.catalog, self.calendar, lambda: list(self.aggregate.states.values()), self.rollup
         )
         self.registry.register(
             HealthCollector(self.ingest, self.aggregate, self._lag, s.lead_sla_seconds)
@@ -247,6 +266,14 @@ class Service:
         async def follow_alerts() -> None:
             await self.ledger.run()
 
+        @app.task
+        async def follow_rollup() -> None:
+            await self.rollup.run()
+
+        @app.timer(self.settings.metrics_interval_seconds, name="publish-rollup")
+        async def publish_rollup() -> None:
+            await self.rollup.publish()
+
         @app.timer(self.settings.lead_check_seconds, name="judge-leads")
         async def judge_leads() -> None:
             if not app.should_stop:
@@ -254,6 +281,7 @@ class Service:
 
         registry = self.registry
         kpis = self.kpis
+        rollup = self.rollup
         keyed_name = self.keyed_topic_name
 
         @app.page("/metrics")
@@ -273,7 +301,10 @@ class Service:
                     tp.partition for tp in app.consumer.assignment()
                     if tp.topic == keyed_name
                 )
-                return self.json({"ok": True, "assigned": assigned, "partitions": sorted(aggregate.states)})
+                return self.json({
+                    "ok": True, "assigned": assigned, "partitions": sorted(aggregate.states),
+                    "rollup": rollup.owned(),
+                })
 
         @self.table.on_recover
         async def restore_states() -> None:
@@ -283,15 +314,23 @@ class Service:
                 if tp.topic == keyed_name:
                     aggregate.state_for(tp.partition)
 
+        @app.on_partitions_assigned.connect
+        async def on_assigned(app: Any, assigned: set[TP], **kwargs: Any) -> None:
+            mine = {tp.partition for tp in assigned if tp.topic == keyed_name}
+            self.rollup.assign(mine)
+            for partition in set(range(self.settings.partitions)) - mine:
+                aggregate.publisher.forget(partition)  # type: ignore[union-attr]
+
         @app.on_partitions_revoked.connect
         async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
             aggregate.revoke(tp.partition for tp in revoked if tp.topic == self.keyed_topic_name)
 
-        self._agents = (ingest_agent, aggregate_agent, flush_state, follow_alerts, judge_leads)
+        self._agents = (ingest_agent, aggregate_agent, flush_state, follow_alerts, judge_leads,
+                        follow_rollup, publish_rollup)
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the input, dead-letter and alerts topics that do not exist yet.
+    """Create the input, dead-letter, alerts, metrics and roll-up topics that do not exist yet.
 
     Before the worker starts: its consumer subscribes by name, and aiokafka discovers a topic
     created later only at its next metadata refresh (5 minutes), so a fresh installation whose
@@ -308,12 +347,22 @@ async def ensure_topics(settings: Settings) -> list[str]:
         ]
         if settings.alerts_topic not in existing:
             missing.append(NewTopic(settings.alerts_topic, num_partitions=1, replication_factor=1))
+        compacted = {"cleanup.policy": "compact"}
+        for name in (settings.metrics_topic, rollup_topic(settings)):
+            if name not in existing:
+                missing.append(NewTopic(name, num_partitions=settings.partitions,
+                                        replication_factor=1, topic_configs=compacted))
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
                 await admin.create_topics(missing)
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+def rollup_topic(settings: Settings) -> str:
+    """The internal topic of roll-up partials (compacted; see :mod:`streams.rollup`)."""
+    return f"{settings.app_id}-rollup"
 
 
 def build_service(settings: Settings | None = None) -> Service:

@@ -49,11 +49,14 @@ class KpiRenderer:
         catalog: Catalog,
         calendar: Calendar,
         partitions: Callable[[], Iterable[Any]],
+        scopes: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
         self.calendar = calendar
         self.partitions = partitions
+        self.scopes = scopes  # the roll-up stage: team and organisation values it owns
+        self._stored = frozenset(k.name for k in catalog.stored)
         self.clock = clock
         self._labels: dict[tuple, str] = {}
         self.families: dict[tuple[str, str], str] = {}  # (scope, kpi) -> metric name
@@ -63,13 +66,7 @@ class KpiRenderer:
             if kpi.exported:
                 for scope in kpi.scopes:
                     self.families[(scope, kpi.name)] = f"salespulse_{scope}_{kpi.name}"
-        self._dims = {k.name: self._dimensions(k.name) for k in catalog.kpis}
-
-    def _dimensions(self, name: str) -> tuple[str, ...]:
-        kpi = self.catalog.by_name[name]
-        if kpi.aggregation == "ratio":
-            kpi = self.catalog.by_name[kpi.numerator]  # type: ignore[index]
-        return kpi.dimensions
+        self._dims = {k.name: catalog.dimensions_of(k.name) for k in catalog.kpis}
 
     def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
         """'a="x",b="y",' for label names and values, cached."""
@@ -93,13 +90,20 @@ class KpiRenderer:
         for state in states:
             roster.update(state.roster)
         windows = []
+        scopes = self.scopes
         for kind_index, kind in enumerate(WINDOW_KINDS):
             start, _ = self.calendar.bounds(kind, now)
             prev_start, _ = self.calendar.bounds(kind, start - 1.0)
+            # Team and org values are the roll-up stage's, finished and never changed in place.
+            rolled = {
+                scope: (scopes.values(scope, kind_index, start), scopes.values(scope, kind_index, prev_start))
+                for scope in ("team", "org")
+            } if scopes is not None else {}
             windows.append((
                 [dict(s.raw_window_values(kind_index, start)) for s in states],
                 [dict(s.raw_window_values(kind_index, prev_start)) for s in states],
                 [{k: list(v) for k, v in s.window_samples(kind_index, start).items()} for s in states],
+                rolled,
             ))
         return now, roster, windows
 
@@ -114,8 +118,11 @@ class KpiRenderer:
 
         lines: dict[tuple[str, str], list[str]] = {fam: [] for fam in self.families}
         fragment = self._fragment
-        for kind, (current, previous, samples) in zip(WINDOW_KINDS, windows, strict=True):
+        for kind, (current, previous, samples, rolled) in zip(WINDOW_KINDS, windows, strict=True):
             values = rollup(self.catalog, current, previous, samples, team_of)
+            if self.scopes is not None:  # across workers: from the roll-up stage
+                values.team = self._scoped(*rolled["team"])
+                values.org = {(k[0], *k[2:]): v for k, v in self._scoped(*rolled["org"]).items()}
             window = f'window="{kind}"'
             for scope, scoped in (("rep", values.rep), ("team", values.team), ("org", values.org)):
                 names = SCOPE_LABELS[scope]
@@ -139,6 +146,18 @@ class KpiRenderer:
             parts.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
             parts.extend(name + line for line in body)
         return "".join(parts)
+
+
+    def _scoped(self, current: dict[str, dict], previous: dict[str, dict]) -> dict[tuple, float]:
+        """{id: {(kpi, *dims): v}} as {(kpi, id, *dims): v}, with the stored KPIs of the
+        previous window at 0 where the current window has none yet."""
+        out: dict[tuple, float] = {}
+        stored = self._stored
+        for scope_id, values in previous.items():
+            out.update(((k[0], scope_id, *k[1:]), 0.0) for k in values if k[0] in stored)
+        for scope_id, values in current.items():
+            out.update(((k[0], scope_id, *k[1:]), v) for k, v in values.items())
+        return out
 
 
 class HealthCollector(Collector):

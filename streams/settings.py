@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         86400.0, description="How far behind the watermark (event time) producer duplicates are still recognised."
     )
     state_flush_seconds: float = Field(0.5, description="Interval of state snapshots to the changelog.")
+    metrics_interval_seconds: float = Field(
+        1.0, description="At most one sales.metrics record (and roll-up partial) per key per interval."
+    )
     business_hours: str | None = Field(
         None,
         description="JSON: working days and hours per team for lead response time (see README).",

@@ -72,6 +72,7 @@ class Worker:
             "SALESPULSE_WEB_HOST": "127.0.0.1",
             "SALESPULSE_INPUT_TOPICS": ",".join(topics[k] for k in TOPIC_KINDS),
             "SALESPULSE_DLQ_TOPIC": topics["dlq"],
+            "SALESPULSE_METRICS_TOPIC": topics["metrics"],
             "SALESPULSE_SESSION_TIMEOUT_SECONDS": "6",
             "SALESPULSE_STATE_FLUSH_SECONDS": "0.2",
             **env,
@@ -132,6 +133,21 @@ class Worker:
             ("salespulse_events", "salespulse_consumer_lag", "salespulse_org_calls_made"))}
         raise TimeoutError(f"timed out waiting for {what}; last counters {health}:\n{self.log_tail()}")
 
+    def until(self, check: Any, timeout: float = 30.0) -> Any:
+        """Scrape until ``check(samples)`` passes its assertions; return what it returned.
+
+        Team and organisation values pass through the roll-up stage (a flush, a publication
+        and a read behind the rep values), so they are asserted eventually, then exactly."""
+        deadline = time.monotonic() + timeout
+        while True:
+            samples = self.metrics()
+            try:
+                return check(samples)
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.25)
+
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, no goodbye to the group."""
         if self.proc and self.proc.poll() is None:
@@ -158,6 +174,7 @@ class Worker:
 def topic_set(prefix: str) -> dict[str, str]:
     names = {kind: f"{prefix}.sales.{kind}" for kind in TOPIC_KINDS}
     names["dlq"] = f"{prefix}.sales.events.dlq"
+    names["metrics"] = f"{prefix}.sales.metrics"
     return names
 
 

@@ -78,23 +78,22 @@ def test_sigkill_mid_stream_keeps_every_kpi_exact(bootstrap: str, log_dir: Path)
         assert done.is_set() and sent == [len(stream)]
 
         org_made = oracle.v[("org", "calls_made")]
-        samples = worker.wait_for(
+        worker.wait_for(
             lambda s: _lag_zero(s)
             and value(s, "salespulse_org_calls_made", window="day") == org_made,
             timeout=180, what="input drained",
         )
         time.sleep(1.0)  # anything still in flight would now show as a surplus
-        samples = worker.metrics()
-        assert assert_matches(samples, oracle) > 100
+        assert worker.until(lambda s: assert_matches(s, oracle)) > 100
 
         worker.kill()
         worker.start()
-        samples = worker.wait_for(
+        worker.wait_for(
             lambda s: value(s, "salespulse_org_calls_made", window="day") is not None,
             timeout=60, what="state recovered",
         )
         time.sleep(1.0)
-        assert assert_matches(worker.metrics(), oracle) > 100
+        assert worker.until(lambda s: assert_matches(s, oracle)) > 100
         assert worker.starts == KILLS + 2
     finally:
         worker.stop()

@@ -1,0 +1,56 @@
+"""The roll-up wire format: one keyed partition's parts of one team (or the org) in one window.
+
+The aggregate stage publishes, for every window that changed, one :class:`Partial` per team and
+one for the organisation, keyed ``<scope>/<id>/<kind>/<window start>/<source partition>`` on a
+compacted internal topic; the roll-up stage keeps the latest partial of every source partition
+and merges them (:func:`metrics.rollup.merge`). ``version`` is the source partition's offset
+that the partial reflects: the partial is published only once the state it was computed from is
+durable, so versions of one source never go backwards, and a stale copy (a worker that has not
+yet noticed it lost the partition) is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from metrics.rollup import Parts
+from metrics.sketch import Sketch
+
+ORG_ID = "org"
+
+
+class Partial(msgspec.Struct, array_like=True):
+    scope: str  # "team" or "org"
+    id: str
+    kind: int  # index into metrics.windows.WINDOW_KINDS
+    start: float
+    end: float
+    source: int  # keyed-events partition
+    version: int
+    keys: list[tuple]  # (kpi, *dims), parallel to values
+    values: list[float]
+    sketches: list[tuple[str, list[int], list[int], int, float]] = []
+
+    @property
+    def parts(self) -> Parts:
+        return Parts(
+            sums=dict(zip(map(tuple, self.keys), self.values, strict=True)),
+            sketches={s[0]: Sketch.decode(s[1:]) for s in self.sketches},
+        )
+
+
+def partial_key(scope: str, scope_id: str, kind: int, start: float, source: int) -> bytes:
+    return f"{scope}/{scope_id}/{kind}/{int(start)}/{source}".encode()
+
+
+def make_partial(scope: str, scope_id: str, kind: int, start: float, end: float, source: int,
+                 version: int, parts: Parts) -> Partial:
+    return Partial(
+        scope, scope_id, kind, start, end, source, version,
+        list(parts.sums), list(parts.sums.values()),
+        [(series, *s.encode()) for series, s in parts.sketches.items()],
+    )
+
+
+ENCODER = msgspec.msgpack.Encoder()
+DECODER = msgspec.msgpack.Decoder(Partial)

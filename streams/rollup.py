@@ -1,0 +1,182 @@
+"""Stage 3: team and organisation values, merged exactly from every aggregate partition.
+
+The aggregate partitions publish their per-team and organisation parts of every changed window
+(:mod:`streams.publisher`) to the compacted ``<app_id>-rollup`` topic, in the partition of the
+team. The worker that owns keyed-events partition ``r`` also owns roll-up partition ``r``: it
+reads it from the beginning when it is assigned (the compacted topic holds the latest partial
+of every team, window and source partition: it is this stage's durable state, so there is
+nothing else to snapshot or recover), keeps the newest partial per source, merges them
+(sums of sums, merged sketches; ratios and quantiles from those), and is the one worker that
+exports the team's and the organisation's families on /metrics and publishes their
+`sales.metrics` records (coalesced to one per window per interval, and a final one when the
+window expires). A worker drops what it gave away at a rebalance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from metrics.catalog import Catalog
+from metrics.partials import DECODER, Partial
+from metrics.rollup import Parts, finish, merge
+from metrics.snapshots import SnapshotFormat
+
+log = logging.getLogger(__name__)
+
+WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
+
+
+class ScopeWindow:
+    """One team's (or the org's) window: the newest partial of every source partition."""
+
+    __slots__ = ("partition", "end", "sources", "_values", "dirty")
+
+    def __init__(self, partition: int, end: float) -> None:
+        self.partition = partition  # the roll-up partition it came from
+        self.end = end
+        self.sources: dict[int, tuple[int, Parts]] = {}  # source -> (version, parts)
+        self._values: dict[tuple, float] | None = None
+        self.dirty = True  # not yet published to sales.metrics
+
+    def put(self, partial: Partial) -> bool:
+        current = self.sources.get(partial.source)
+        if current is not None and current[0] > partial.version:
+            return False  # a stale copy from a worker that lost the partition
+        self.sources[partial.source] = (partial.version, partial.parts)
+        self._values = None
+        self.dirty = True
+        return True
+
+    def remove(self, source: int) -> None:
+        if self.sources.pop(source, None) is not None:
+            self._values = None
+            self.dirty = True
+
+    def values(self, catalog: Catalog) -> dict[tuple, float]:
+        if self._values is None:
+            self._values = finish(catalog, merge(p for _, p in self.sources.values()))
+        return self._values
+
+
+class RollupStage:
+    def __init__(
+        self,
+        catalog: Catalog,
+        fmt: SnapshotFormat,
+        *,
+        topic: str,
+        metrics_topic: str,
+        grace_seconds: float,
+        consumer_factory: Callable[[], AIOKafkaConsumer],
+        send: Callable[..., Any],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.catalog = catalog
+        self.fmt = fmt
+        self.topic = topic
+        self.metrics_topic = metrics_topic
+        self.grace = grace_seconds
+        self.consumer_factory = consumer_factory
+        self.send = send
+        self.clock = clock
+        self.windows: dict[WindowKey, ScopeWindow] = {}
+        self.partials_read = 0
+        self.records_published = 0
+        self._wanted: set[int] = set()
+        self._assigned: set[int] = set()
+        self._changed = asyncio.Event()
+
+    # -- ownership -----------------------------------------------------------------------
+    def assign(self, partitions: Iterable[int]) -> None:
+        """The keyed-events partitions this worker owns now: it owns the same roll-up ones."""
+        self._wanted = set(partitions)
+        self._changed.set()
+
+    def owned(self) -> dict[str, Any]:
+        return {"partitions": sorted(self._assigned), "windows": len(self.windows),
+                "partials_read": self.partials_read}
+
+    def _reassign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        gone = self._assigned - self._wanted
+        if gone:
+            for key in [k for k, w in self.windows.items() if w.partition in gone]:
+                del self.windows[key]
+        added = self._wanted - self._assigned
+        self._assigned = set(self._wanted)
+        log.info("roll-up partitions: %s (new: %s)", sorted(self._assigned), sorted(added))
+        consumer.assign([TopicPartition(self.topic, p) for p in sorted(self._assigned)])
+        return [TopicPartition(self.topic, p) for p in sorted(added)]
+
+    async def run(self) -> None:
+        """Follow the owned roll-up partitions, each read from its beginning when assigned."""
+        consumer = self.consumer_factory()
+        await consumer.start()
+        try:
+            while True:
+                if self._changed.is_set():
+                    self._changed.clear()
+                    added = self._reassign(consumer)
+                    if added:
+                        await consumer.seek_to_beginning(*added)
+                if not self._assigned:
+                    await self._changed.wait()
+                    continue
+                batch = await consumer.getmany(timeout_ms=100)
+                if self._changed.is_set():
+                    continue  # the assignment moved under this batch: re-read what is ours
+                for tp, records in batch.items():
+                    for rec in records:
+                        self._apply(tp.partition, rec.key, rec.value)
+        finally:
+            await consumer.stop()
+
+    def _apply(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self.partials_read += 1
+        if value is None:
+            head, kind, start, source = key.decode().rsplit("/", 3)
+            scope, scope_id = head.split("/", 1)  # ids may contain "/"
+            window = self.windows.get((scope, scope_id, int(kind), float(start)))
+            if window is not None:
+                window.remove(int(source))
+            return
+        partial = DECODER.decode(value)
+        if partial.end + 2 * self.grace <= self.clock():
+            return  # expired before we read it: its final record is already out
+        wkey = (partial.scope, partial.id, partial.kind, partial.start)
+        window = self.windows.get(wkey)
+        if window is None:
+            window = self.windows[wkey] = ScopeWindow(partition, partial.end)
+        window.put(partial)
+
+    # -- outputs -------------------------------------------------------------------------
+    async def publish(self) -> None:
+        """`sales.metrics` records of windows that changed, and final ones of expired windows."""
+        now = self.clock()
+        fmt, catalog = self.fmt, self.catalog
+        for wkey, window in list(self.windows.items()):
+            scope, scope_id, kind, start = wkey
+            final = window.end + 2 * self.grace <= now
+            if not (final or window.dirty):
+                continue
+            window.dirty = False
+            if final:
+                del self.windows[wkey]
+            value = fmt.value(scope, scope_id, None, kind, start, window.end,
+                              window.values(catalog), final=final, now=now)
+            await self.send(self.metrics_topic, key=fmt.key(scope, scope_id, kind, start), value=value)
+            self.records_published += 1
+
+    def values(self, scope: str, kind: int, start: float) -> dict[str, dict[tuple, float]]:
+        """Per scope id: the KPI values of one window, for the exposition."""
+        return {
+            scope_id: window.values(self.catalog)
+            for (s, scope_id, k, st), window in list(self.windows.items())
+            if s == scope and k == kind and st == start
+        }
