@@ -22,6 +22,9 @@ log "ruff"
 log "Prometheus rules (promtool check + unit tests)"
 bash tests/promtool/run.sh
 
+# kcat (Debian's package): an independent Kafka client that reads sales.metrics in the tests.
+command -v kcat >/dev/null 2>&1 || apt_install kcat
+
 log "pytest (unit + integration on a real broker)"
 export SALESPULSE_TEST_KAFKA_CONTROLLER_PORT=${SALESPULSE_TEST_KAFKA_CONTROLLER_PORT:-49094}
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -80,7 +80,9 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 90.0) -> Worker:
+    def start(self, timeout: float = 90.0, *, alone: bool = True) -> Worker:
+        """Start and wait until serving: with every keyed partition when ``alone``, else with
+        at least one (a worker joining a group)."""
         self.starts += 1
         log = open(self.log_dir / f"worker-{self.app_id}-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -88,13 +90,19 @@ class Worker:
             cwd=self.log_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait_ready(timeout)
+        self.wait_ready(timeout, partitions=None if alone else 1)
         return self
 
-    def wait_ready(self, timeout: float) -> None:
-        """Ready = serving /healthz with every keyed-events partition assigned."""
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+            return json.loads(r.read())
+
+    def wait_ready(self, timeout: float, partitions: int | None = None) -> None:
+        """Ready = serving /healthz with ``partitions`` keyed-events partitions assigned
+        (default: all of them)."""
         deadline = time.monotonic() + timeout
-        partitions = int(self.env.get("SALESPULSE_PARTITIONS", "4"))
+        if partitions is None:
+            partitions = int(self.env.get("SALESPULSE_PARTITIONS", "4"))
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:

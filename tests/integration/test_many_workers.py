@@ -1,0 +1,160 @@
+"""Many workers, one truth: a group of real worker processes exports every series exactly once.
+
+Two workers of one app id share a live stream with producer duplicates while the group changes
+under it: a worker joins mid-stream, one is SIGKILLed and restarted, one leaves with SIGTERM.
+After each step, across both workers' /metrics, every rep, team and organisation series of the
+day window is exported by exactly one worker and equals one pass over the distinct events —
+ratios included, which no sum over workers could give. Then the sales.metrics topic, read with
+an independent client (Debian's kcat), holds only records valid against the published JSON
+Schema, and its latest record per key carries the same values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from metrics.windows import Calendar
+from tests.integration.harness import (
+    REPO,
+    Samples,
+    Worker,
+    cloudevent,
+    create_topics,
+    produce,
+    topic_set,
+    unique,
+)
+from tests.integration.oracle import TEAMS, Oracle, assert_matches, make_activity
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 12000
+KPI_FAMILIES = ("salespulse_rep_", "salespulse_team_", "salespulse_org_")
+
+
+def merged(workers: list[Worker]) -> Samples:
+    """Every worker's KPI series in one map; a series exported by two workers fails."""
+    out: Samples = {}
+    owner: dict = {}
+    for w in workers:
+        for key, v in w.metrics().items():
+            if not key[0].startswith(KPI_FAMILIES):
+                continue
+            assert key not in out, f"{key} exported by workers {owner[key]} and {w.port}"
+            out[key] = v
+            owner[key] = w.port
+    return out
+
+
+def check_group(workers: list[Worker], oracle: Oracle, timeout: float = 90.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return assert_matches(merged(workers), oracle)
+        except (AssertionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+def test_two_workers_export_every_series_once_and_exactly(bootstrap: str, log_dir: Path) -> None:
+    topics = topic_set(unique("group"))
+    asyncio.run(create_topics(bootstrap, [t for k, t in topics.items() if k != "metrics"]))
+    now = time.time()
+    day_start, _ = Calendar("UTC").bounds("day", now)
+    earliest = max(day_start + 1, now - 200)
+    rng = random.Random(23)
+    oracle = Oracle()
+    records = []
+    for _ in range(EVENTS):
+        etype, data = make_activity(rng, 0)
+        oracle.add(etype, data)
+        records.append((topics["activities"], None, cloudevent(
+            etype, data, t=rng.uniform(earliest + 1, now)), []))
+    stream = records + rng.sample(records, EVENTS // 10)
+    rng.shuffle(stream)
+    roster = [(topics["reps"], None, cloudevent("rep.updated", {"rep_id": rep, "team_id": team},
+                                                t=earliest), []) for rep, team in TEAMS.items()]
+    app_id = unique("app")
+    a = Worker(bootstrap, app_id, topics, log_dir)
+    b = Worker(bootstrap, app_id, topics, log_dir)
+    a.log_dir = b.log_dir = log_dir
+    b.app_id = app_id + "-b"  # its own log file names; same group (SALESPULSE_APP_ID)
+    a.start()
+    try:
+        asyncio.run(produce(bootstrap, roster))
+        done = threading.Event()
+
+        def feed() -> None:
+            asyncio.run(produce(bootstrap, stream, pause_every=600, pause=0.3))
+            done.set()
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        time.sleep(3.0)
+        b.start(alone=False)  # joins mid-stream
+        time.sleep(3.0)
+        b.kill()  # SIGKILL mid-stream; its partitions move to A after the session timeout
+        time.sleep(2.0)
+        b.start(alone=False)
+        feeder.join(180)
+        assert done.is_set()
+        both = [a, b]
+        assert check_group(both, oracle) > 100
+        assert sorted(a.health()["assigned"] + b.health()["assigned"]) == [0, 1, 2, 3]
+        assert a.health()["assigned"] and b.health()["assigned"]
+
+        b.stop()  # SIGTERM: leaves the group; A takes everything back
+        assert b.proc is not None and b.proc.returncode is not None
+        a.wait_ready(60)
+        assert check_group([a], oracle) > 100
+
+        _check_metrics_topic(topics["metrics"], bootstrap, oracle)
+    finally:
+        b.stop()
+        a.stop()
+
+
+def _check_metrics_topic(topic: str, bootstrap: str, oracle: Oracle) -> None:
+    out = subprocess.run(
+        ["kcat", "-b", bootstrap, "-C", "-t", topic, "-e", "-q", "-J"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    envelopes = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert envelopes, "no record in sales.metrics"
+    schema = json.loads((REPO / "docs" / "schema" / "sales-metrics.v1.json").read_text())
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    latest: dict[str, dict] = {}
+    for env in sorted(envelopes, key=lambda e: (e["partition"], e["offset"])):
+        record = json.loads(env["payload"])
+        errors = [e.message for e in validator.iter_errors(record)]
+        assert not errors, (env["key"], errors)
+        scope, scope_id, window, start = env["key"].split("/", 3)
+        assert (record["scope"], record["id"], record["window"], record["window_start"]) == (
+            scope, scope_id, window, start)
+        latest[env["key"]] = record
+    day = {(r["scope"], r["id"]): r for r in latest.values() if r["window"] == "day"}
+    checked = 0
+    for key, expected in oracle.v.items():
+        if key[-1].startswith("_") or key[-2:-1] == ("tool_uses",) or key[-1] == "tool_uses":
+            continue
+        scope = key[0]
+        ident = key[1] if scope != "org" else "org"
+        record = day[(scope, ident)]
+        if scope == "rep":
+            assert record["team"] == key[2]
+        assert record["kpis"].get(key[-1], 0.0) == pytest.approx(expected), (key, record["kpis"])
+        checked += 1
+    org = day[("org", "org")]["kpis"]
+    assert org["call_connect_ratio"] == pytest.approx(
+        oracle.v[("org", "calls_connected")] / oracle.v[("org", "calls_made")])
+    assert checked > 50

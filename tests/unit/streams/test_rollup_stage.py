@@ -1,0 +1,107 @@
+"""Publisher (aggregate side) and roll-up stage, wired by hand: partials merge exactly."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from metrics.catalog import Catalog
+from metrics.events import Bundle, CallCompleted, Event
+from metrics.partials import DECODER
+from metrics.rollup import rollup
+from metrics.snapshots import SnapshotFormat
+from metrics.state import PartitionState
+from metrics.windows import KIND_INDEX, Calendar
+from streams.publisher import Publisher
+from streams.rollup import RollupStage
+
+CAT = Catalog()
+CAL = Calendar("UTC")
+T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC).timestamp()
+DAY = KIND_INDEX["day"]
+GRACE = 300.0
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def state_with(calls: list[tuple[str, str, str]], offset_base: int = 0) -> PartitionState:
+    state = PartitionState(CAT, CAL, grace_seconds=GRACE)
+    events = [
+        Event(i, "src", f"e{offset_base + i}", T0 + i, CallCompleted(rep, "outbound", outcome, team_id=team))
+        for i, (rep, team, outcome) in enumerate(calls)
+    ]
+    state.apply(Bundle("sales.activities", 0, events), 0)
+    state.snapshot()
+    return state
+
+
+def test_team_and_org_values_from_partials_of_two_partitions_equal_one_rollup() -> None:
+    clock = Clock(T0 + 100)
+    fmt = SnapshotFormat(CAT, CAL)
+    pub = Publisher(CAT, fmt, partitions=4, rollup_topic="r", metrics_topic="m", interval=1.0, clock=clock)
+    stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
+                        consumer_factory=None, send=None, clock=clock)  # type: ignore[arg-type]
+    s1 = state_with([("ann", "east", "connected"), ("ann", "east", "no_answer"), ("cid", "west", "connected")])
+    s2 = state_with([("bob", "east", "no_answer")] * 3 + [("bob", "east", "connected")], 100)
+    records = pub.capture(0, s1) + pub.capture(1, s2)
+    for topic, key, value, partition in records:
+        if topic == "r":
+            stage._apply(partition, key, value)
+    start = CAL.bounds("day", T0)[0]
+    teams = stage.values("team", DAY, start)
+    org = stage.values("org", DAY, start)["org"]
+    expected = rollup(CAT, [s1.window_values(DAY, start), s2.window_values(DAY, start)])
+    assert teams["east"][("calls_made",)] == 6.0
+    assert teams["east"][("call_connect_ratio",)] == pytest.approx(2 / 6)  # not the mean of 1/2 and 1/4
+    assert teams["east"][("call_connect_ratio",)] == pytest.approx(expected.team[("call_connect_ratio", "east")])
+    assert org[("call_connect_ratio",)] == pytest.approx(expected.org[("call_connect_ratio",)])
+    # rep records: one per rep and window, valid JSON with the rep's team
+    reps = [json.loads(v) for t, k, v, _ in records if t == "m" and k.startswith(b"rep/bob/day/")]
+    assert len(reps) == 1 and reps[0]["team"] == "east" and reps[0]["kpis"]["calls_made"] == 4.0
+    # unchanged values are not published again
+    clock.t += 2
+    assert not [r for r in pub.capture(1, s2) if r[0] == "m"]
+
+
+def test_a_stale_partial_never_replaces_a_newer_one_and_windows_end_final() -> None:
+    clock = Clock(T0 + 100)
+    fmt = SnapshotFormat(CAT, CAL)
+    pub = Publisher(CAT, fmt, partitions=1, rollup_topic="r", metrics_topic="m", interval=0.0, clock=clock)
+    sent: list[tuple[bytes, bytes]] = []
+
+    async def send(topic: str, *, key: bytes, value: bytes) -> None:
+        sent.append((key, value))
+
+    stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
+                        consumer_factory=None, send=send, clock=clock)  # type: ignore[arg-type]
+    old = state_with([("ann", "east", "connected")])
+    new = state_with([("ann", "east", "connected")] * 2)
+    new.applied = 5
+    newer = [r for r in pub.capture(0, new) if r[0] == "r"]
+    clock.t += 1
+    older = [r for r in pub.capture(0, old) if r[0] == "r"]
+    for _, key, value, p in newer + older:  # the stale copy arrives last
+        stage._apply(p, key, value)
+    start = CAL.bounds("day", T0)[0]
+    assert stage.values("team", DAY, start)["east"][("calls_made",)] == 2.0
+    assert DECODER.decode(older[0][2]).version < DECODER.decode(newer[0][2]).version
+
+    import asyncio
+
+    asyncio.run(stage.publish())
+    assert any(json.loads(v)["final"] is False for _, v in sent)
+    sent.clear()
+    clock.t = CAL.bounds("quarter", T0)[1] + 2 * GRACE  # every window of T0 has expired
+    asyncio.run(stage.publish())
+    finals = [json.loads(v) for _, v in sent]
+    assert finals and all(r["final"] for r in finals)
+    assert {r["window"] for r in finals} == {"minute", "hour", "day", "week", "month", "quarter"}
+    assert not stage.windows
