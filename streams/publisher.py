@@ -26,6 +26,11 @@ from metrics.rollup import Parts, finish, merge, split
 from metrics.snapshots import SnapshotFormat
 from metrics.state import PartitionState, WindowPart
 
+#: A partition publishes at most once per this many times its last publication's cost: in a
+#: backlog, where every window changes all the time, publishing then takes a bounded share of the
+#: loop (about 40 ms per 250 reps with all six windows changed), and live it keeps the interval.
+PUBLISH_COST_FACTOR = 40.0
+
 #: (topic, key, value or None for a tombstone, partition or None)
 Record = tuple[str, bytes, bytes | None, int | None]
 
@@ -65,7 +70,7 @@ class Publisher:
         expired = state.expired_windows
         if not expired and now < self._next_at.get(partition, float("-inf")):
             return []
-        self._next_at[partition] = now + self.interval
+        began = time.perf_counter()
         state.expired_windows = []
         changed, state.changed_windows = state.changed_windows, set()
         windows = state.windows
@@ -76,6 +81,8 @@ class Publisher:
                 self._window(out, partition, state, wpart, final=False, now=now)
         for wpart in expired:
             self._window(out, partition, state, wpart, final=True, now=now)
+        cost = time.perf_counter() - began
+        self._next_at[partition] = now + max(self.interval, PUBLISH_COST_FACTOR * cost)
         return out
 
     def forget(self, partition: int) -> None:
