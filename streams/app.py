@@ -255,6 +255,7 @@ class Service:
         registry = self.registry
         kpis = self.kpis
         keyed_name = self.keyed_topic_name
+        input_topics = frozenset(self.settings.input_topic_list)
 
         @app.page("/metrics")
         class Metrics(View):
@@ -269,11 +270,13 @@ class Service:
         @app.page("/healthz")
         class Health(View):
             async def get(self, request: Request) -> Response:
-                assigned = sorted(
-                    tp.partition for tp in app.consumer.assignment()
-                    if tp.topic == keyed_name
-                )
-                return self.json({"ok": True, "assigned": assigned, "partitions": sorted(aggregate.states)})
+                owned = app.consumer.assignment()
+                assigned = sorted(tp.partition for tp in owned if tp.topic == keyed_name)
+                inputs = sorted([tp.topic, tp.partition] for tp in owned if tp.topic in input_topics)
+                return self.json({
+                    "ok": True, "assigned": assigned, "inputs": inputs,
+                    "partitions": sorted(aggregate.states),
+                })
 
         @self.table.on_recover
         async def restore_states() -> None:

@@ -79,7 +79,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 90.0) -> Worker:
+    def start(self, timeout: float = 90.0, partitions: int | None = None) -> Worker:
         self.starts += 1
         log = open(self.log_dir / f"worker-{self.app_id}-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -87,13 +87,15 @@ class Worker:
             cwd=self.log_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait_ready(timeout)
+        self.wait_ready(timeout, partitions)
         return self
 
-    def wait_ready(self, timeout: float) -> None:
-        """Ready = serving /healthz with every keyed-events partition assigned."""
+    def wait_ready(self, timeout: float, partitions: int | None = None) -> None:
+        """Ready = serving /healthz with ``partitions`` keyed-events partitions assigned: by
+        default every one (a single worker); fewer for a worker that shares them with others."""
         deadline = time.monotonic() + timeout
-        partitions = int(self.env.get("SALESPULSE_PARTITIONS", "4"))
+        if partitions is None:
+            partitions = int(self.env.get("SALESPULSE_PARTITIONS", "4"))
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -106,6 +108,12 @@ class Worker:
                 pass
             time.sleep(0.3)
         raise TimeoutError(f"worker not ready after {timeout} s:\n{self.log_tail()}")
+
+    def health(self) -> dict[str, Any]:
+        """/healthz: the keyed-events partitions (``assigned``) and the input partitions
+        (``inputs``, [topic, partition] pairs) this worker owns."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
+            return json.loads(r.read())
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
@@ -132,6 +140,16 @@ class Worker:
             ("salespulse_events", "salespulse_consumer_lag", "salespulse_org_calls_made"))}
         raise TimeoutError(f"timed out waiting for {what}; last counters {health}:\n{self.log_tail()}")
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stops mid-flight, still a member of its group until the
+        session timeout expires (a stalled worker, as seen by the rest of the group)."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, no goodbye to the group."""
         if self.proc and self.proc.poll() is None:
@@ -140,6 +158,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused worker could not stop
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
@@ -172,15 +191,16 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         await admin.close()
 
 
-async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None, list]],
-                  pause_every: int = 0, pause: float = 0.0) -> int:
-    """Send (topic, key, value, headers) records in order; optionally pace them."""
+async def produce(bootstrap: str, records: Iterable[tuple], pause_every: int = 0,
+                  pause: float = 0.0) -> int:
+    """Send (topic, key, value, headers[, partition]) records in order; optionally pace them."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     n = 0
     try:
-        for topic, key, val, headers in records:
-            await producer.send(topic, val, key=key, headers=headers or None)
+        for topic, key, val, headers, *partition in records:
+            await producer.send(topic, val, key=key, headers=headers or None,
+                                partition=partition[0] if partition else None)
             n += 1
             if pause_every and n % pause_every == 0:
                 await producer.flush()
