@@ -34,6 +34,7 @@ from streams.exposition import HealthCollector, KpiRenderer, LeadCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
+from streams.progress import GroupProgress, KafkaOffsets
 from streams.publisher import Publisher
 from streams.rollup import RollupStage
 from streams.settings import Settings
@@ -169,9 +170,17 @@ class Service:
             ),
         )
         self.ledger = AlertLedger(s.kafka_bootstrap, s.alerts_topic, kafka_client_kwargs(s))
+        # Leads are judged as of moments the whole group (every worker of the app id) had read
+        # all input: the group's committed offsets, not this worker's positions (SPEC §4).
+        self.progress: GroupProgress = GroupProgress(
+            KafkaOffsets(s.kafka_bootstrap, s.app_id, kafka_client_kwargs(s)),
+            s.input_topic_list,
+            self.keyed_topic_name,
+            lambda: bool(app.consumer.assignment()),
+        )
         self.leads = LeadMonitor(
             lambda: list(self.aggregate.states.values()),
-            self._caught_up,
+            self.progress,
             self.business.waited,
             self._send,
             self.ledger,
@@ -220,15 +229,6 @@ class Service:
             out.append((tp.topic, tp.partition, max(0, highwater - position)))
         return out
 
-    def _caught_up(self) -> bool:
-        """Every owned input and keyed-events partition processed up to its end."""
-        consumer = self.app.consumer
-        for tp in self._owned():
-            highwater = consumer.highwater(tp)
-            if highwater is None or (self._position(tp) or 0) < highwater:
-                return False
-        return True
-
     def _wire(self) -> None:
         app, ingest, aggregate = self.app, self.ingest, self.aggregate
 
@@ -274,15 +274,20 @@ class Service:
         async def publish_rollup() -> None:
             await self.rollup.publish()
 
-        @app.timer(self.settings.lead_check_seconds, name="judge-leads")
+        @app.task
         async def judge_leads() -> None:
-            if not app.should_stop:
-                await self.leads.tick()
+            try:
+                async for _ in app.itertimer(self.settings.lead_check_seconds, name="judge-leads"):
+                    if not app.should_stop:
+                        await self.leads.tick()
+            finally:
+                await self.progress.close()
 
         registry = self.registry
         kpis = self.kpis
         rollup = self.rollup
         keyed_name = self.keyed_topic_name
+        input_topics = frozenset(self.settings.input_topic_list)
 
         @app.page("/metrics")
         class Metrics(View):
@@ -297,13 +302,12 @@ class Service:
         @app.page("/healthz")
         class Health(View):
             async def get(self, request: Request) -> Response:
-                assigned = sorted(
-                    tp.partition for tp in app.consumer.assignment()
-                    if tp.topic == keyed_name
-                )
+                owned = app.consumer.assignment()
+                assigned = sorted(tp.partition for tp in owned if tp.topic == keyed_name)
+                inputs = sorted([tp.topic, tp.partition] for tp in owned if tp.topic in input_topics)
                 return self.json({
-                    "ok": True, "assigned": assigned, "partitions": sorted(aggregate.states),
-                    "rollup": rollup.owned(),
+                    "ok": True, "assigned": assigned, "inputs": inputs,
+                    "partitions": sorted(aggregate.states), "rollup": rollup.owned(),
                 })
 
         @self.table.on_recover

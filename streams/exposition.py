@@ -226,7 +226,7 @@ class LeadCollector(Collector):
             "Leads created and not yet touched, lost or converted.", labels=["team"])
         overdue = GaugeMetricFamily(
             "salespulse_team_leads_overdue",
-            "Leads awaiting a first response for longer than the SLA, judged with all input read.",
+            "Leads awaiting a first response for longer than the SLA, judged with all input read by the group.",
             labels=["team"])
         oldest = GaugeMetricFamily(
             "salespulse_team_lead_oldest_wait_seconds",

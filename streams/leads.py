@@ -1,11 +1,15 @@
 """Overdue leads and SLA alerts, judged against everything already in the input (SPEC §4).
 
 A lead is overdue, and raises its one ``lead.response_sla_breached`` alert, when its SLA has
-passed and no first touch for it has been read although the worker has read its input up to
-the end. So the monitor only judges while the worker is caught up (every owned input and
-keyed-events partition read to its end, twice in a row a tick apart, so that a touch just
-forwarded by the ingest stage has been seen); while catching up on a backlog the overdue gauge
-keeps the verdict of the last caught-up moment and nobody is paged.
+passed and no first touch for it has been read although its input has been read up to the end
+by the whole group: another worker of the app id may hold the lead's touch unread in its input.
+So leads are judged as of moments T0 for which :class:`streams.progress.GroupProgress` has
+confirmed that the group has read, and durably applied, every input record that existed at T0.
+At T0 the monitor notes the leads of its partitions that are awaiting a response past their SLA
+(candidates); when T0 is confirmed, the candidates still awaiting are the verdict: the overdue
+gauge shows it and the new ones are paged. A lead whose creation was read after T0 waits for a
+later round, because its touch, produced after T0, may still be unread elsewhere. While the
+group catches up on a backlog the gauge keeps the last verdict and nobody is paged.
 
 Exactly one alert per lead, across restarts and SIGKILLs: the alerts topic itself is the
 ledger. Each worker reads it from the beginning (no consumer group) into the set of alerted
@@ -124,7 +128,7 @@ class LeadMonitor:
     def __init__(
         self,
         states: Callable[[], Iterable[Any]],
-        caught_up: Callable[[], bool],
+        progress: Any,
         waited: Callable[[str | None, float, float], float],
         send: Callable[..., Any],
         ledger: AlertLedger,
@@ -134,8 +138,9 @@ class LeadMonitor:
         source: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``progress`` has ``async check(mark)`` (:class:`streams.progress.GroupProgress`)."""
         self.states = states
-        self.caught_up = caught_up
+        self.progress = progress
         self.waited = waited
         self.send = send
         self.ledger = ledger
@@ -144,11 +149,12 @@ class LeadMonitor:
         self.source = source
         self.clock = clock
         self.buckets = RESPONSE_BUCKETS
-        self.judged_at: float | None = None  # last moment the worker was caught up
-        self._was_caught_up = False
+        self.judged_at: float | None = None  # the last T0 the whole group had read all input
+        self.verdict: set[str] = set()  # the leads overdue as of judged_at
         self.alerts_sent = 0
         self.histogram: dict[str, list[int]] = defaultdict(lambda: [0] * (len(RESPONSE_BUCKETS) + 1))
         self.histogram_sum: Counter[str] = Counter()
+        self._progress_error: str | None = None
 
     def observe_responses(self) -> None:
         """Move newly recorded lead responses into the cumulative per-team histogram."""
@@ -157,25 +163,44 @@ class LeadMonitor:
                 self.histogram[r.team][bisect_left(RESPONSE_BUCKETS, r.seconds)] += 1
                 self.histogram_sum[r.team] += r.seconds
 
+    def candidates(self, at: float) -> dict[str, float]:
+        """At a round's T0: the leads awaiting a response past their SLA, with their wait."""
+        return {lead_id: waited for lead_id, _, waited in self.overdue(at)}
+
     async def tick(self) -> None:
-        """Judge overdue leads if caught up (twice in a row) and alert new breaches."""
+        """Judge overdue leads as of the last moment the group had read all its input, and
+        alert new breaches."""
         self.observe_responses()
-        caught_up = self.caught_up()
-        confirmed = caught_up and self._was_caught_up
-        self._was_caught_up = caught_up
-        if not confirmed or not self.ledger.ready.is_set():
+        try:
+            done = await self.progress.check(self.candidates)
+        except Exception as exc:  # the broker is away, the coordinator moved: next tick
+            if repr(exc) != self._progress_error:
+                log.warning("group progress unknown, leads not judged: %r", exc)
+            self._progress_error = repr(exc)
             return
-        now = self.clock()
-        self.judged_at = now
+        self._progress_error = None
+        if done is None:
+            return
+        t0, candidates = done
         # Judge first, then send: each send awaits, and meanwhile the aggregate agent changes
         # the books (iterating them across the awaits crashed the worker under load).
-        for lead_id, lead, waited in list(self.overdue(now)):
+        overdue = [
+            (lead_id, lead, candidates[lead_id])
+            for state in self.states()
+            for lead_id, lead in state.leads.awaiting()
+            if lead_id in candidates
+        ]
+        self.judged_at = t0
+        self.verdict = {lead_id for lead_id, _, _ in overdue}
+        if not self.ledger.ready.is_set():
+            return
+        for lead_id, lead, waited in overdue:
             if lead_id in self.ledger.alerted:
                 continue
-            value = alert_event(lead_id, lead, waited, self.sla, self.source, now)
+            value = alert_event(lead_id, lead, waited, self.sla, self.source, t0)
             try:
                 await (await self.send(self.alerts_topic, key=lead_id.encode(), value=value))
-            except Exception as exc:  # e.g. the producer is stopping: try again next tick
+            except Exception as exc:  # e.g. the producer is stopping: try again next round
                 log.warning("alert for lead %s not sent yet: %r", lead_id, exc)
                 return
             self.ledger.add(lead_id)
@@ -190,16 +215,16 @@ class LeadMonitor:
                     yield lead_id, lead, waited
 
     def gauges(self) -> dict[str, tuple[int, int, float]]:
-        """Per team: (awaiting, overdue as of the last caught-up moment, oldest wait now)."""
+        """Per team: (awaiting, overdue in the last verdict and still awaiting, oldest wait now)."""
         now = self.clock()
+        verdict = self.verdict
         out: dict[str, list] = defaultdict(lambda: [0, 0, 0.0])
         for state in self.states():
-            for _, lead in state.leads.awaiting():
+            for lead_id, lead in state.leads.awaiting():
                 team = lead.team or UNASSIGNED
                 row = out[team]
                 row[0] += 1
-                judged = self.judged_at
-                if judged is not None and self.waited(lead.team, lead.created, judged) > self.sla:  # type: ignore[arg-type]
+                if lead_id in verdict:
                     row[1] += 1
                 row[2] = max(row[2], self.waited(lead.team, lead.created, now))  # type: ignore[arg-type]
         return {team: (a, o, w) for team, (a, o, w) in out.items()}

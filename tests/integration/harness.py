@@ -80,9 +80,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 90.0, *, alone: bool = True) -> Worker:
-        """Start and wait until serving: with every keyed partition when ``alone``, else with
-        at least one (a worker joining a group)."""
+    def start(self, timeout: float = 90.0, partitions: int | None = None) -> Worker:
         self.starts += 1
         log = open(self.log_dir / f"worker-{self.app_id}-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -90,16 +88,12 @@ class Worker:
             cwd=self.log_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait_ready(timeout, partitions=None if alone else 1)
+        self.wait_ready(timeout, partitions)
         return self
 
-    def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-            return json.loads(r.read())
-
     def wait_ready(self, timeout: float, partitions: int | None = None) -> None:
-        """Ready = serving /healthz with ``partitions`` keyed-events partitions assigned
-        (default: all of them)."""
+        """Ready = serving /healthz with ``partitions`` keyed-events partitions assigned: by
+        default every one (a single worker); fewer for a worker that shares them with others."""
         deadline = time.monotonic() + timeout
         if partitions is None:
             partitions = int(self.env.get("SALESPULSE_PARTITIONS", "4"))
@@ -115,6 +109,12 @@ class Worker:
                 pass
             time.sleep(0.3)
         raise TimeoutError(f"worker not ready after {timeout} s:\n{self.log_tail()}")
+
+    def health(self) -> dict[str, Any]:
+        """/healthz: the keyed-events partitions (``assigned``) and the input partitions
+        (``inputs``, [topic, partition] pairs) this worker owns."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
+            return json.loads(r.read())
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
@@ -156,6 +156,16 @@ class Worker:
                     raise
             time.sleep(0.25)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stops mid-flight, still a member of its group until the
+        session timeout expires (a stalled worker, as seen by the rest of the group)."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, no goodbye to the group."""
         if self.proc and self.proc.poll() is None:
@@ -164,6 +174,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused worker could not stop
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
@@ -197,15 +208,16 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         await admin.close()
 
 
-async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None, list]],
-                  pause_every: int = 0, pause: float = 0.0) -> int:
-    """Send (topic, key, value, headers) records in order; optionally pace them."""
+async def produce(bootstrap: str, records: Iterable[tuple], pause_every: int = 0,
+                  pause: float = 0.0) -> int:
+    """Send (topic, key, value, headers[, partition]) records in order; optionally pace them."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     n = 0
     try:
-        for topic, key, val, headers in records:
-            await producer.send(topic, val, key=key, headers=headers or None)
+        for topic, key, val, headers, *partition in records:
+            await producer.send(topic, val, key=key, headers=headers or None,
+                                partition=partition[0] if partition else None)
             n += 1
             if pause_every and n % pause_every == 0:
                 await producer.flush()

@@ -1,4 +1,6 @@
-"""LeadMonitor.tick: judging overdue leads and sending their alerts while events keep coming."""
+"""LeadMonitor.tick: judging overdue leads as of confirmed moments, and sending their alerts
+while events keep coming. Only the progress source is faked: it confirms each round one tick
+after it started, as a live group does."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import asyncio
 import json
 from types import SimpleNamespace
 
-from metrics.events import LeadCreated
+from metrics.events import CallCompleted, LeadCreated
 from metrics.leads import LeadBook
 from streams.leads import ALERT_TYPE, AlertLedger, LeadMonitor
 
@@ -14,7 +16,23 @@ NOW = 1_800_000_000.0
 SLA = 300.0
 
 
-def _monitor(book: LeadBook, sent: list[tuple[bytes, dict]], on_send=None) -> LeadMonitor:
+class FakeProgress:
+    """Starts a round at every check and confirms the previous one (unless ``stalled``)."""
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self.pending = None
+        self.stalled = False
+
+    async def check(self, mark):
+        if self.stalled:
+            return None
+        done, t0 = self.pending, self.clock()
+        self.pending = (t0, mark(t0))
+        return done
+
+
+def _monitor(book: LeadBook, sent: list[tuple[bytes, dict]], on_send=None, clock=lambda: NOW):
     async def send(topic: str, *, key: bytes, value: bytes) -> asyncio.Future:
         sent.append((key, json.loads(value)))
         if on_send is not None:
@@ -25,17 +43,19 @@ def _monitor(book: LeadBook, sent: list[tuple[bytes, dict]], on_send=None) -> Le
 
     ledger = AlertLedger("unused:9092", "alerts")
     ledger.ready.set()
-    return LeadMonitor(
+    progress = FakeProgress(clock)
+    monitor = LeadMonitor(
         lambda: [SimpleNamespace(leads=book, drain_responses=list)],
-        lambda: True,
+        progress,
         lambda team, start, end: end - start,
         send,
         ledger,
         sla_seconds=SLA,
         alerts_topic="alerts",
         source="salespulse/test",
-        clock=lambda: NOW,
+        clock=clock,
     )
+    return monitor, progress
 
 
 async def test_leads_created_while_alerts_are_sent_do_not_break_the_tick():
@@ -49,8 +69,8 @@ async def test_leads_created_while_alerts_are_sent_do_not_break_the_tick():
         book.apply(f"lead-{n}", LeadCreated(f"lead-{n}", team_id="t1"), NOW - 10)
 
     sent: list[tuple[bytes, dict]] = []
-    monitor = _monitor(book, sent, new_lead_arrives)
-    await monitor.tick()  # caught up once: not yet confirmed
+    monitor, _ = _monitor(book, sent, new_lead_arrives)
+    await monitor.tick()  # a round starts: not yet confirmed
     assert sent == []
     await monitor.tick()
     assert sorted(key for key, _ in sent) == [b"lead-0", b"lead-1", b"lead-2"]
@@ -59,3 +79,39 @@ async def test_leads_created_while_alerts_are_sent_do_not_break_the_tick():
     assert len(book.waiting) == 6  # the three new leads were applied meanwhile
     await monitor.tick()  # already alerted: never twice
     assert len(sent) == 3
+
+
+async def test_judged_as_of_the_confirmed_moment_only():
+    """A lead read after T0 waits for a later round (its touch may be unread elsewhere); a lead
+    touched before T0 is confirmed never pages; nothing is judged while the group is behind."""
+    now = [NOW]
+    book = LeadBook()
+    book.apply("old", LeadCreated("old", team_id="t1"), NOW - SLA - 5)
+    book.apply("answered", LeadCreated("answered", team_id="t1"), NOW - SLA - 5)
+    sent: list[tuple[bytes, dict]] = []
+    monitor, progress = _monitor(book, sent, clock=lambda: now[0])
+
+    await monitor.tick()  # round at T0 = NOW: candidates "old" and "answered"
+    # Read after T0: a lead long overdue by its event time, and the touch of "answered".
+    book.apply("late", LeadCreated("late", team_id="t1"), NOW - SLA - 100)
+    book.apply("answered", CallCompleted(rep_id="r1", direction="outbound", outcome="connected",
+                                         lead_id="answered"), NOW - 1)
+    now[0] += 1
+    await monitor.tick()  # T0 confirmed
+    assert [key for key, _ in sent] == [b"old"]
+    assert monitor.judged_at == NOW
+    assert monitor.gauges()["t1"][:2] == (2, 1)  # "old" and "late" await; "old" is overdue
+
+    progress.stalled = True  # the group is behind: the last verdict stands, nobody is paged
+    now[0] += 1
+    await monitor.tick()
+    assert [key for key, _ in sent] == [b"old"]
+    assert monitor.gauges()["t1"][:2] == (2, 1)
+
+    progress.stalled = False
+    now[0] += 1
+    await monitor.tick()  # round at NOW + 3 includes "late"
+    now[0] += 1
+    await monitor.tick()
+    assert sorted(key for key, _ in sent) == [b"late", b"old"]
+    assert monitor.gauges()["t1"][:2] == (2, 2)
