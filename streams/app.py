@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -58,9 +59,16 @@ class PassThroughSchema(faust.Schema):
 
 
 class SalesPulseApp(faust.App):
-    """A Faust app whose consumer delivers :attr:`batched_topics` one batch per poll."""
+    """A Faust app whose consumer delivers :attr:`batched_topics` one batch per poll.
+
+    On a stop or a revoke its consumer (``streams.transport.BatchConsumer.wait_empty``) awaits
+    :attr:`settle_held` to make held records durable and acked, for up to :attr:`stop_timeout`
+    seconds (None: no bound).
+    """
 
     batched_topics: frozenset[str] = frozenset()
+    settle_held: Callable[[], Awaitable[None]] | None = None
+    stop_timeout: float | None = None
 
     def _new_transport(self) -> Any:
         return BatchTransport(self.conf.broker_consumer, self)
@@ -121,6 +129,7 @@ class Service:
             broker_heartbeat_interval=max(0.5, s.session_timeout_seconds / 10),
         )
         app.batched_topics = frozenset((*s.input_topic_list, self.keyed_topic_name))
+        app.stop_timeout = s.stop_timeout_seconds
         schema = PassThroughSchema()
         self.input_topic = app.topic(*s.input_topic_list, schema=schema)
         self.keyed_topic = app.topic(
@@ -261,6 +270,13 @@ class Service:
         @app.timer(self.settings.state_flush_seconds, name="flush-state")
         async def flush_state() -> None:
             await aggregate.flush()
+
+        async def settle_held() -> None:
+            # A stop or a revoke: the flush timer may already be stopped, and what the
+            # aggregate stage holds must become durable and acked now, not at the next tick.
+            await aggregate.flush(force=True)
+
+        app.settle_held = settle_held
 
         @app.task
         async def follow_alerts() -> None:

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(
         30.0, description="Kafka consumer session timeout: how soon a dead worker's partitions move."
     )
+    stop_timeout_seconds: float = Field(
+        10.0,
+        description="How long a stop (or a rebalance) waits to make held records durable and "
+        "commit them; what is still unacknowledged then is replayed by the next owner.",
+    )
     loglevel: str = "INFO"
 
     @cached_property

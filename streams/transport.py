@@ -17,16 +17,30 @@ Offset bookkeeping (see shared notes on faust-internals, §2–3):
   last and would mark the whole new batch as an implicit ack. We trim that to the real gap
   (before the batch's first record: transaction markers, compacted or deleted records).
 * Revokes and seeks drop the range map of the partitions concerned.
+
+Settling on a stop or a revoke: Faust's ``wait_empty`` (run by ``App._stop_consumer`` on a stop
+and by ``App._on_partitions_revoked`` on a rebalance) waits until every message handed to an
+agent is acked. The aggregate stage acks only once the state holding a record is durable, on
+its flush timer, and on a stop that timer is already stopped, so stock ``wait_empty`` waited
+forever. :meth:`BatchConsumer.wait_empty` asks the app to settle what it holds first
+(``app.settle_held``: snapshot, await delivery, ack), commits, and gives up after
+``app.stop_timeout`` seconds: what is then still unacked is simply not committed, and the next
+owner replays it (exactly: durable state records the offsets it reflects).
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from faust.transport.consumer import CONSUMER_WAIT_EMPTY
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from faust.types.tuples import ConsumerMessage
+from mode import Service
 
 #: How long the broker may hold a fetch that finds no new data. Faust hard-codes 1,500 ms.
 #: aiokafka keeps one fetch in flight per broker, covering every partition without buffered
@@ -134,6 +148,39 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def _forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:
             self._batch_first.pop(tp, None)
+
+    @Service.transitions_to(CONSUMER_WAIT_EMPTY)
+    async def wait_empty(self) -> None:
+        """Settle held records, commit, and wait for the remaining acks, within the stop timeout.
+
+        Called with flow stopped and the agents' buffers cleared, so the set of unacked
+        messages only shrinks. The app's settle hook runs shielded: cut short by the timeout it
+        still completes in the background (a snapshot is never abandoned half-sent).
+        """
+        timeout = getattr(self.app, "stop_timeout", None)
+        settle = getattr(self.app, "settle_held", None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.should_stop and self._unacked_messages:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self.log.warning(
+                    "stop timeout (%.1f s): %d messages still unacknowledged are not committed; "
+                    "their next owner replays them", timeout, len(self._unacked_messages),
+                )
+                break
+            if settle is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(settle())), left)
+                except TimeoutError:
+                    continue
+            gc.collect()  # messages dropped from cleared buffers leave the weak set
+            self._clean_unacked_messages()
+            await self.commit()
+            if not self._unacked_messages:
+                break
+            await self._wait_for_ack(timeout=1.0)  # woken by any ack, else after 1 s
+            self._clean_unacked_messages()
+        await self.commit_and_end_transactions()
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._forget(revoked)

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,24 +92,25 @@ class Worker:
         self.wait_ready(timeout, partitions)
         return self
 
-    def wait_ready(self, timeout: float, partitions: int | None = None) -> None:
-        """Ready = serving /healthz with ``partitions`` keyed-events partitions assigned: by
-        default every one (a single worker); fewer for a worker that shares them with others."""
+    def wait_ready(self, timeout: float, at_least: int | None = None) -> dict:
+        """Ready = serving /healthz with every keyed-events partition assigned (or, with
+        ``at_least``, that many of them) and the state of each assigned one in memory.
+        Returns the last /healthz answer."""
         deadline = time.monotonic() + timeout
-        if partitions is None:
-            partitions = int(self.env.get("SALESPULSE_PARTITIONS", "4"))
+        wanted = at_least if at_least is not None else int(self.env.get("SALESPULSE_PARTITIONS", "4"))
+        health: dict = {}
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                    if len(json.loads(r.read())["assigned"]) >= partitions:
-                        return
+                health = self.health()
+                if len(health["assigned"]) >= wanted and set(health["assigned"]) <= set(health["partitions"]):
+                    return health
             except OSError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"worker not ready after {timeout} s:\n{self.log_tail()}")
+        raise TimeoutError(f"worker not ready after {timeout} s (last /healthz {health}):\n{self.log_tail()}")
 
     def health(self) -> dict[str, Any]:
         """/healthz: the keyed-events partitions (``assigned``) and the input partitions
@@ -181,6 +183,24 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> tuple[float, int | None]:
+        """Send ``sig`` (a clean stop) and wait up to ``timeout`` s for the process to exit.
+        Returns (seconds until it exited, its return code); a process still running then is
+        SIGKILLed and reported with return code None."""
+        assert self.proc is not None and self.proc.poll() is None
+        began = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            code: int | None = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = None
+        return time.monotonic() - began, code
+
+    def log_text(self) -> str:
+        path = self.log_dir / f"worker-{self.app_id}-{self.starts}.log"
+        return path.read_text(errors="replace")
+
     def log_tail(self, lines: int = 60) -> str:
         path = self.log_dir / f"worker-{self.app_id}-{self.starts}.log"
         try:
@@ -188,6 +208,28 @@ class Worker:
         except OSError:
             return "(no log)"
         return "\n".join(text[-lines:])
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """The consumer group's committed offsets, from the broker: {(topic, partition): offset}."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+
+
+async def end_offsets(bootstrap: str, topics: Iterable[str], partitions: int = 4) -> dict[tuple[str, int], int]:
+    """The end offset (next offset to be written) of partitions 0..``partitions``-1 of ``topics``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(t, p) for t in topics for p in range(partitions)])
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
 
 def topic_set(prefix: str) -> dict[str, str]:
