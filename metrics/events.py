@@ -282,6 +282,10 @@ class RejectedEvent(Exception):
         self.message = message
 
 
+#: The earliest event time accepted (the Unix epoch): older times are rejected as out_of_range.
+EARLIEST_TIME = 0.0
+
+
 def _reason_for(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     if text.startswith("Object missing required field"):
@@ -382,6 +386,13 @@ class Validator:
     ) -> Event:
         """The checks on a decoded event that depend on configuration: future time, currency."""
         time = when.timestamp()
+        if time < EARLIEST_TIME:
+            # Years before 1970 (down to year 0 in UTC with an offset of +14:00) break calendar
+            # arithmetic downstream; no sales activity is that old.
+            raise RejectedEvent(
+                "out_of_range",
+                f"time {when.isoformat()} is before 1970-01-01T00:00:00Z, the earliest accepted",
+            )
         if time - now > self.max_future_seconds:
             raise RejectedEvent(
                 "future_time",

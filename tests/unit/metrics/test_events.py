@@ -618,3 +618,19 @@ def test_an_offset_without_colon_is_accepted_it_is_unambiguous():
     # names the same instant, so the service accepts it rather than dead-lettering the event.
     ev = decode(raw(envelope("email.sent", {"rep_id": "r"}, time="2026-11-22T14:03:11+0200")))
     assert ev.time == datetime(2026, 11, 22, 12, 3, 11, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize("text", [
+    "0001-01-01T00:00:00+14:00",  # year 0 in UTC: crashed the worker downstream
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999Z",
+    "1900-06-01T12:00:00-05:00",
+])
+def test_times_before_the_epoch_are_out_of_range(text):
+    err = rejected(raw(envelope("email.sent", {"rep_id": "r"}, time=text)))
+    assert err.reason == "out_of_range"
+    assert "1970" in err.message
+
+
+def test_the_epoch_itself_is_accepted():
+    assert decode(raw(envelope("email.sent", {"rep_id": "r"}, time="1970-01-01T00:00:00Z"))).time == 0.0
