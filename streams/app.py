@@ -123,6 +123,12 @@ class Service:
             web_port=s.web_port,
             web_bind=s.web_host,
             web_enabled=True,
+            # Only /metrics, /healthz and "/" ({"status": "OK"}) unless asked: Faust's router and
+            # table pages show keys and partition maps to anyone who can reach the port.
+            web_router_enabled=s.web_faust_pages,
+            web_tables_enabled=s.web_faust_pages,
+            web_graph_enabled=s.web_faust_pages,
+            web_stats_enabled=s.web_faust_pages,
             web_in_thread=False,
             table_standby_replicas=0,
             broker_session_timeout=s.session_timeout_seconds,

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     web_port: int = 6066
     web_host: str = "0.0.0.0"
+    web_faust_pages: bool = Field(
+        False, description="Also serve Faust's own pages (/router, /table, /graph, /stats): off by default."
+    )
     timezone: str = "UTC"
     lead_sla_seconds: float = 300.0
     input_topics: str = ",".join(DEFAULT_INPUT_TOPICS)

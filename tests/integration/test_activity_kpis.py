@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,11 @@ def test_activity_kpis_exact_with_duplicates_and_out_of_order(bootstrap: str, lo
         assert not any(
             dict(labels).get("team") == "unassigned" for (_, labels) in samples
         )
+        # The web port serves /metrics and /healthz, not Faust's router or table pages.
+        for page in ("/router/", "/table/", "/graph/", "/stats/"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{worker.port}{page}", timeout=5)
+            assert err.value.code == 404, page
         # All events lie in the current day, hence also in the current week, month and quarter.
         for window in ("week", "month", "quarter"):
             assert value(samples, "salespulse_org_calls_made", window=window) == oracle.v[("org", "calls_made")]
