@@ -260,6 +260,12 @@ class PartitionState:
             self.source_times[src] = src_wm
         self.applied = offset
 
+    def skip(self, offset: int) -> None:
+        """Record ``offset`` as applied without effect: an undecodable record, dead-lettered by
+        the caller. A replay then skips it like any applied record."""
+        if offset > self.applied:
+            self.applied = offset
+
     def _apply_leads(self, bundle: Bundle, offset: int, replaying: bool) -> None:
         """Lead-lane events: update lead state, file response changes into windows."""
         src = (bundle.topic, bundle.partition, bundle.lane)

@@ -21,8 +21,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import msgspec
+
 from metrics.catalog import Catalog
-from metrics.events import BUNDLE_DECODER
+from metrics.events import BUNDLE_DECODER, RejectedEvent
 from metrics.state import PartitionState
 from metrics.windows import Calendar
 from streams.publisher import Publisher, Record
@@ -95,17 +97,30 @@ class AggregateStage:
             )
         return state
 
-    def apply(self, partition: int, records: Iterable[Any]) -> None:
-        """Apply the records (aiokafka ConsumerRecords holding bundles) of one batch."""
+    def apply(self, partition: int, records: Iterable[Any]) -> list[tuple[Any, RejectedEvent]]:
+        """Apply the records (aiokafka ConsumerRecords holding bundles) of one batch.
+
+        The keyed-events topic is input too: a record that is not a bundle (written there by
+        something else, or damaged) is skipped and returned with why, for the dead-letter
+        topic, instead of stopping the worker on it after every restart."""
         state = self.state_for(partition)
         decode = BUNDLE_DECODER.decode
         last = None
+        bad: list[tuple[Any, RejectedEvent]] = []
         for rec in records:
-            state.apply(decode(rec.value), rec.offset)
             last = rec.offset
+            try:
+                bundle = decode(rec.value)
+            except (msgspec.DecodeError, TypeError) as exc:
+                log.error("partition %d offset %d: not a bundle (%s); dead-lettered", partition, rec.offset, exc)
+                bad.append((rec, RejectedEvent("unprocessable", f"not a salespulse bundle: {exc}")))
+                state.skip(rec.offset)
+                continue
+            state.apply(bundle, rec.offset)
         if last is not None:
             self.position[partition] = last + 1
         self._collect(state)
+        return bad
 
     def hold(self, partition: int, event: Any) -> None:
         """Keep ``event`` unacknowledged until the state containing it is durable."""

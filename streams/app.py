@@ -32,7 +32,7 @@ from metrics.snapshots import SnapshotFormat
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage
 from streams.exposition import HealthCollector, KpiRenderer, LeadCollector
-from streams.ingest import IngestStage
+from streams.ingest import IngestStage, dead_letter_headers
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
 from streams.progress import GroupProgress, KafkaOffsets
@@ -266,7 +266,12 @@ class Service:
             async for event in stream.noack().events():
                 partition = event.message.partition
                 try:
-                    aggregate.apply(partition, event.value)
+                    bad = aggregate.apply(partition, event.value)
+                    for rec, error in bad:
+                        ingest.rejected[error.reason] += 1
+                        await self._send(self.settings.dlq_topic, key=rec.key, value=rec.value,
+                                         headers=dead_letter_headers(rec.headers, error, rec.topic,
+                                                                     partition, rec.offset))
                 except Exception as exc:
                     log.exception("aggregate failed; stopping the worker")
                     await app.crash(exc)

@@ -133,3 +133,52 @@ def test_every_bad_record_lands_in_the_dlq_with_reason_and_origin(bootstrap: str
         assert worker.proc is not None and worker.proc.poll() is None  # never a crash
     finally:
         worker.stop()
+
+
+def test_an_undecodable_record_on_the_internal_topic_is_dead_lettered_not_fatal(
+    bootstrap: str, log_dir: Path
+) -> None:
+    """The keyed-events topic is input too: a record there that is not a bundle (damaged, or
+    written by something else) used to stop the worker, and again after every restart."""
+    topics = topic_set(unique("internal"))
+    asyncio.run(create_topics(bootstrap, topics.values()))
+    app_id = unique("app")
+    keyed = f"{app_id}-keyed-events"
+    worker = Worker(bootstrap, app_id, topics, log_dir).start()
+    try:
+        def emails(n: int) -> list:
+            return [(topics["activities"], None, cloudevent(
+                "email.sent", {"rep_id": f"rep-{i % 7}", "team_id": "t"}, t=time.time() - 5), [])
+                for i in range(n)]
+
+        asyncio.run(produce(bootstrap, emails(300)))
+        worker.wait_for(lambda s: value(s, "salespulse_org_emails_sent", window="day") == 300,
+                        what="first emails counted")
+        hostile = [
+            (keyed, b"junk", b"\xc1 not msgpack at all", [("trace", b"1")]),
+            (keyed, b"shape", b"\x93\x01\x02\x03", []),  # valid msgpack, not a bundle
+            (keyed, b"tomb", None, []),
+        ]
+        asyncio.run(produce(bootstrap, hostile))
+        asyncio.run(produce(bootstrap, emails(200)))
+        samples = worker.wait_for(
+            lambda s: value(s, "salespulse_org_emails_sent", window="day") == 500
+            and value(s, "salespulse_events_rejected_total", reason="unprocessable") == 3,
+            what="later emails counted, the internal records dead-lettered")
+        assert worker.proc is not None and worker.proc.poll() is None
+        dead = {rec.key: rec for rec in asyncio.run(read_topic(bootstrap, topics["dlq"], expect=3))}
+        assert set(dead) == {b"junk", b"shape", b"tomb"}
+        junk = dict(dead[b"junk"].headers)
+        assert dead[b"junk"].value == b"\xc1 not msgpack at all"
+        assert junk["trace"] == b"1"
+        assert junk["salespulse.errors.reason"] == b"unprocessable"
+        assert junk["salespulse.errors.topic"].decode() == keyed
+        assert b"bundle" in junk["salespulse.errors.message"]
+        assert value(samples, "salespulse_org_emails_sent", window="day") == 500
+        worker.kill()  # and a restart replays past them without stopping
+        worker.start()
+        worker.wait_for(lambda s: value(s, "salespulse_org_emails_sent", window="day") == 500,
+                        what="state recovered past the dead-lettered records")
+        assert worker.proc.poll() is None
+    finally:
+        worker.stop()
