@@ -178,6 +178,8 @@ class PartitionState:
         self.processed: Counter[str] = Counter()
         self.duplicates = 0
         self.late = 0
+        #: (topic, partition, high-water mark, offset) of sources whose offsets went backwards
+        self.offset_resets: list[tuple[str, int, int, int]] = []
 
     @property
     def windows(self) -> dict[tuple[int, float], WindowPart]:
@@ -214,10 +216,10 @@ class PartitionState:
         counts: dict[type, int] = {}
         horizon = self.horizon
         for index, ev in enumerate(bundle.events):
-            if ev.offset <= src_hw:
-                continue  # forwarded again by the ingest stage
-            src_hw = ev.offset
             t = ev.time
+            if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
+                continue
+            src_hw = ev.offset
             if t <= self.watermark - horizon:
                 self.late += 1
                 continue
@@ -273,10 +275,10 @@ class PartitionState:
         base_seq = offset << _SEQ_BITS
         book = self.leads
         for index, ev in enumerate(bundle.events):
-            if ev.offset <= src_hw:
+            t = ev.time
+            if ev.offset <= src_hw and self._forwarded_again(ev, t, src, _LEAD_LANE_SALT):
                 continue
             src_hw = ev.offset
-            t = ev.time
             if t <= self.watermark - self.horizon:
                 continue  # counted late in the KPI lane
             if not self._first_sighting(ev, t, base_seq | index, offset, replaying, _LEAD_LANE_SALT):
@@ -296,6 +298,25 @@ class PartitionState:
                 heapq.heappush(self._unsettled, (new.touch_time + self.grace, lead_id, new))
         if src_hw >= 0:
             self.sources[src] = src_hw
+
+    def _forwarded_again(self, ev: Any, t: float, src: tuple, salt: int = 0) -> bool:
+        """An event at or below its source partition's high-water mark: forwarded again by the
+        ingest stage (after its crash or a rebalance), or a new record because the source's
+        offsets went backwards (the topic deleted and recreated, the group reset).
+
+        A re-forward is an event already sighted: its identity is in the dedup minutes, which
+        are durable with the high-water mark. One that is not, and that would have been
+        recorded (inside the dedup horizon), is new: it is processed (true duplicates are still
+        recognised by their identity), and the reset is reported (KPI lane only).
+        """
+        if t <= self.watermark - self.horizon:
+            return True  # too old to tell, and would be dropped as late anyway
+        part = self.seen.get(int(t // 60.0))
+        if part is not None and (identity_hash(ev.source, ev.id) ^ salt) in part.ids:
+            return True
+        if not salt:
+            self.offset_resets.append((src[0], src[1], self.sources.get(src, -1), ev.offset))
+        return False
 
     def _first_sighting(self, ev: Any, t: float, seq: int, offset: int, replaying: bool,
                         salt: int = 0) -> bool:

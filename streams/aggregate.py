@@ -62,6 +62,7 @@ class AggregateStage:
         self.publisher = publisher
         self.send = send
         self.records_published = 0
+        self.offset_resets = 0
         self.states: dict[int, PartitionState] = {}
         self.held: dict[int, list[Any]] = {}
         self.position: dict[int, int] = {}
@@ -127,6 +128,15 @@ class AggregateStage:
         self.held.setdefault(partition, []).append(event)
 
     def _collect(self, state: PartitionState) -> None:
+        for topic, partition, mark, offset in state.offset_resets:
+            log.warning(
+                "%s[%d]: offset %d is at or below the %d already read, and its event is new: the "
+                "partition's offsets went backwards (topic recreated or group reset); its records "
+                "are counted again from here (duplicates still recognised by source and id)",
+                topic, partition, offset, mark,
+            )
+        self.offset_resets += len(state.offset_resets)
+        state.offset_resets.clear()
         processed, duplicates, late = state.drain_counters()
         self.processed.update(processed)
         self.duplicates += duplicates

@@ -200,6 +200,11 @@ class HealthCollector(Collector):
             lag.add_metric([topic, str(partition)], behind)
         yield lag
         yield CounterMetricFamily(
+            "salespulse_source_offset_resets",
+            "Times an input partition's offsets went backwards (topic recreated, group reset).",
+            value=agg.offset_resets,
+        )
+        yield CounterMetricFamily(
             "salespulse_state_flushes", "State snapshots taken.", value=agg.flushes
         )
         yield CounterMetricFamily(

@@ -366,6 +366,29 @@ def test_reforwarded_events_are_skipped():
     assert duplicates == 0  # re-forwarding is not a producer duplicate
 
 
+def test_offsets_that_go_backwards_are_new_records_and_reported():
+    """An input topic deleted and recreated (or a group reset) restarts its offsets: records at
+    or below the remembered high-water mark used to be skipped silently as re-forwards."""
+    call = CallCompleted("r", "outbound", "busy", team_id="t")
+    state = new_state()
+    old = Feed()
+    first = old.events((T0 + i, call) for i in range(10))
+    state.apply(old.bundle(first), 0)
+    recreated = Feed()  # same topic and partition, offsets from 0 again, new events
+    fresh = recreated.events(((T0 + 20 + i, call) for i in range(6)), source="dialer/new")
+    state.apply(recreated.bundle(fresh[:3]), 1)
+    dup = ev(6, first[4].time, call, eid=first[4].id, source=first[4].source)  # a true duplicate
+    state.apply(recreated.bundle(fresh[3:] + [dup]), 2)
+    assert of(window(state, DAY, T0), "calls_made") == {("r", "t"): 16}
+    assert [(t, p, mark, off) for t, p, mark, off in state.offset_resets] == [(TOPIC, 0, 9, 0)]
+    processed, duplicates, _ = state.drain_counters()
+    assert processed["call.completed"] == 16
+    assert duplicates == 1
+    # and a re-forward of the recreated topic's own records is still recognised
+    state.apply(recreated.bundle(fresh[1:]), 3)
+    assert of(window(state, DAY, T0), "calls_made") == {("r", "t"): 16}
+
+
 def test_reforwarding_is_tracked_per_source_partition():
     call = CallCompleted("r", "outbound", "busy", team_id="t")
     a = [ev(i, T0 + i, call, eid=f"a{i}") for i in range(3)]
