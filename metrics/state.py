@@ -119,7 +119,14 @@ class _MetaRecord(msgspec.Struct, array_like=True):
     source_times: list[tuple[str, int, int, float]] = []
 
 
+class _Stamped(msgspec.Struct, array_like=True):
+    """The leading field every part record shares; the rest is skipped when decoding."""
+
+    stamp: int
+
+
 _ENC = msgspec.msgpack.Encoder()
+_DEC_STAMP = msgspec.msgpack.Decoder(_Stamped)
 _DEC_WINDOW = msgspec.msgpack.Decoder(_WindowRecord)
 _DEC_SEEN = msgspec.msgpack.Decoder(_SeenRecord)
 _DEC_META = msgspec.msgpack.Decoder(_MetaRecord)
@@ -128,6 +135,11 @@ _LEAD_LANE_SALT = 0x9E3779B97F4A7C15  # lead-lane copies of an event are dedupli
 RESPONSE_SERIES = "lead_response_seconds"
 
 META_KEY = "meta"
+
+
+def part_stamp(raw: bytes) -> int:
+    """The partition offset a serialised part (any kind) reflects, without decoding the rest."""
+    return _DEC_STAMP.decode(raw).stamp
 TYPE_OF = {cls: name for name, cls in DATA_TYPES.items()}
 
 

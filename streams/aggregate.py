@@ -10,6 +10,15 @@ iterates without acks and hands each batch to :meth:`AggregateStage.hold`; the f
 timer) serialises the dirty parts, writes them, awaits their delivery and then acks what it
 held. So a committed offset never runs ahead of durable state, and the number of state writes
 is bounded by time (parts per partition per flush interval), not by the event rate.
+
+Rebalancing (Faust's eager protocol revokes every partition, then assigns the new set): a
+revoke drops the held records (they belong to the old generation and are never acked) and
+suspends writes; the state stays. The new assignment (:meth:`AggregateStage.assign`) forgets
+the partitions given away. When recovery completes (:meth:`AggregateStage.recovered`), a kept
+partition keeps its in-memory state: Faust resumed its changelog where the previous recovery
+stopped, so the table then holds only parts this worker wrote since, already in memory. A
+partition new to this worker, or back after being given away (Faust then re-reads its
+changelog from the start), is rebuilt from the changelog.
 """
 
 from __future__ import annotations
@@ -25,13 +34,19 @@ import msgspec
 
 from metrics.catalog import Catalog
 from metrics.events import BUNDLE_DECODER, RejectedEvent
-from metrics.state import PartitionState
+from metrics.state import PartitionState, part_stamp
 from metrics.windows import Calendar
 from streams.publisher import Publisher, Record
 
 log = logging.getLogger(__name__)
 
 FLUSH_COST_FACTOR = 10.0  # flush at most once per ten times the last flush's duration
+
+
+class StaleState(RuntimeError):
+    """A kept partition's changelog holds parts newer than the state in memory: another worker
+    wrote it meanwhile (this one was out of the group without noticing). Only a restart,
+    which recovers the whole changelog, makes the state exact again."""
 
 
 class AggregateStage:
@@ -66,6 +81,7 @@ class AggregateStage:
         self.states: dict[int, PartitionState] = {}
         self.held: dict[int, list[Any]] = {}
         self.position: dict[int, int] = {}
+        self.suspended: set[int] = set()  # revoked, new assignment not known yet: no writes
         self.processed: Counter[str] = Counter()
         self.duplicates = 0
         self.late = 0
@@ -88,8 +104,8 @@ class AggregateStage:
             state = PartitionState.restore(parts, self.catalog, self.calendar, **self.state_kw)
             self.states[partition] = state
             # The parts live on in ``state``; their bytes in the table would only double the
-            # memory. Faust re-reads the changelog whenever the partition is assigned again
-            # (the memory store persists no offset), after revoke() has dropped the state.
+            # memory. Faust re-reads the whole changelog of a partition newly assigned (the
+            # memory store persists no offset), and assign() has then dropped any old state.
             for key, _ in parts:
                 self.table.data.pop(prefix + key, None)
             log.info(
@@ -160,6 +176,8 @@ class AggregateStage:
             pending: list[tuple[list[Any], list[Any], list[Record]]] = []
             cost = 0.0
             for partition, state in list(self.states.items()):
+                if partition in self.suspended:
+                    continue  # maybe no longer ours: another worker may be recovering it
                 held = self.held.pop(partition, [])
                 state.expire(time.time())
                 futures = []
@@ -195,11 +213,62 @@ class AggregateStage:
 
     # -- rebalancing ----------------------------------------------------------------------
     def revoke(self, partitions: Iterable[int]) -> None:
-        """Forget partitions this worker no longer owns; their new owner recovers them."""
+        """A rebalance began. Held records belong to the old generation and are never acked
+        now (the consumer settled what it could before the revoke); drop them. The state stays
+        until :meth:`assign` tells whether the partition is kept; meanwhile it is not written."""
         for partition in partitions:
-            self.states.pop(partition, None)
             self.held.pop(partition, None)
-            self.position.pop(partition, None)
-            prefix = f"{partition}/"
-            for key in [k for k in self.table.data if k.startswith(prefix)]:
-                self.table.data.pop(key, None)
+            self.suspended.add(partition)
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """The new assignment: forget the partitions no longer owned; their new owner recovers
+        them, and should one come back it is rebuilt from its whole changelog."""
+        owned = set(partitions)
+        for partition in {*self.states, *self.held, *self.position, *self.suspended} - owned:
+            self._forget(partition)
+        self.suspended.clear()
+
+    def recovered(self, partitions: Iterable[int]) -> None:
+        """Recovery of the assignment completed: have the state of every owned partition.
+
+        A kept partition's state is in memory, and the table holds only the parts this worker
+        wrote since the previous recovery (Faust resumed the changelog there): their bytes are
+        dropped. Any other partition is rebuilt from the table (its whole changelog).
+        """
+        owned = set(partitions)
+        for partition in set(self.states) - owned:
+            self._forget(partition)
+        for partition in sorted(owned):
+            if partition in self.states:
+                self._drop_reread(partition)
+            else:
+                self.state_for(partition)
+
+    def _drop_reread(self, partition: int) -> None:
+        state = self.states[partition]
+        known = max(state.applied, state.max_stamp)
+        prefix = f"{partition}/"
+        keys = [k for k in self.table.data if k.startswith(prefix)]
+        newer = [k for k in keys if self.table.data[k] is not None and part_stamp(self.table.data[k]) > known]
+        if newer:
+            raise StaleState(
+                f"partition {partition}: changelog parts {newer[:3]} are newer than the state in "
+                f"memory (offset {known}): another worker wrote them"
+            )
+        for key in keys:
+            self.table.data.pop(key, None)
+        log.info(
+            "partition %d: state kept through the rebalance (applied up to offset %d, %d parts re-read)",
+            partition, state.applied, len(keys),
+        )
+
+    def _forget(self, partition: int) -> None:
+        self.states.pop(partition, None)
+        self.held.pop(partition, None)
+        self.position.pop(partition, None)
+        self.suspended.discard(partition)
+        if self.publisher is not None:
+            self.publisher.forget(partition)
+        prefix = f"{partition}/"
+        for key in [k for k in self.table.data if k.startswith(prefix)]:
+            self.table.data.pop(key, None)

@@ -30,7 +30,7 @@ from metrics.catalog import Catalog
 from metrics.events import Validator
 from metrics.snapshots import SnapshotFormat
 from metrics.windows import Calendar
-from streams.aggregate import AggregateStage
+from streams.aggregate import AggregateStage, StaleState
 from streams.exposition import HealthCollector, KpiRenderer, LeadCollector
 from streams.ingest import IngestStage, dead_letter_headers
 from streams.kafka_config import kafka_client_kwargs
@@ -339,22 +339,26 @@ class Service:
 
         @self.table.on_recover
         async def restore_states() -> None:
-            # Rebuild the state of every owned partition as soon as its changelog is read, not
-            # on its first new record: a restarted worker serves its KPIs with no new input.
-            for tp in app.consumer.assignment():
-                if tp.topic == keyed_name:
-                    aggregate.state_for(tp.partition)
+            # Have the state of every owned partition as soon as its changelog is read, not on
+            # its first new record: a restarted worker serves its KPIs with no new input. Kept
+            # partitions keep their state in memory (see streams.aggregate).
+            owned = [tp.partition for tp in app.consumer.assignment() if tp.topic == keyed_name]
+            try:
+                aggregate.recovered(owned)
+            except StaleState as exc:
+                log.critical("%s; stopping the worker: a restart recovers the whole changelog", exc)
+                await app.crash(exc)
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
+            aggregate.revoke(tp.partition for tp in revoked if tp.topic == keyed_name)
 
         @app.on_partitions_assigned.connect
         async def on_assigned(app: Any, assigned: set[TP], **kwargs: Any) -> None:
             mine = {tp.partition for tp in assigned if tp.topic == keyed_name}
-            self.rollup.assign(mine)
-            for partition in set(range(self.settings.partitions)) - mine:
-                aggregate.publisher.forget(partition)  # type: ignore[union-attr]
-
-        @app.on_partitions_revoked.connect
-        async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
-            aggregate.revoke(tp.partition for tp in revoked if tp.topic == self.keyed_topic_name)
+            aggregate.assign(mine)
+            rollup.assign(mine)  # roll-up partition r goes with keyed-events partition r
+            ingest.retain({(tp.topic, tp.partition) for tp in assigned})
 
         self._agents = (ingest_agent, aggregate_agent, flush_state, follow_alerts, judge_leads,
                         follow_rollup, publish_rollup)

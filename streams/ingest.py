@@ -143,6 +143,12 @@ class IngestStage:
         if records:
             self.position[(topic, partition)] = records[-1].offset + 1
 
+    def retain(self, owned: set[tuple[str, int]]) -> None:
+        """After a rebalance: forget the read positions of source partitions no longer owned
+        (one that comes back resumes from its committed offset, not from a stale position)."""
+        for key in [k for k in self.position if k not in owned]:
+            del self.position[key]
+
     def _watch(self, fut: Any) -> None:
         if isinstance(fut, asyncio.Future):
             fut.add_done_callback(self._on_sent)

@@ -58,9 +58,10 @@ class Worker:
     """A `salespulse worker` subprocess with its own app id, topics and web port."""
 
     def __init__(self, bootstrap: str, app_id: str, topics: dict[str, str], log_dir: Path,
-                 **env: str) -> None:
+                 name: str = "", **env: str) -> None:
         self.bootstrap = bootstrap
         self.app_id = app_id
+        self.name = name  # tells apart the logs of several workers of one app id
         self.topics = topics
         self.port = free_port()
         self.log_dir = log_dir
@@ -81,15 +82,15 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 90.0, partitions: int | None = None) -> Worker:
+    def start(self, timeout: float = 90.0, at_least: int | None = None) -> Worker:
         self.starts += 1
-        log = open(self.log_dir / f"worker-{self.app_id}-{self.starts}.log", "wb")  # noqa: SIM115
+        log = open(self.log_dir / f"worker-{self.app_id}{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
             cwd=self.log_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait_ready(timeout, partitions)
+        self.wait_ready(timeout, at_least)
         return self
 
     def wait_ready(self, timeout: float, at_least: int | None = None) -> dict:
@@ -198,11 +199,11 @@ class Worker:
         return time.monotonic() - began, code
 
     def log_text(self) -> str:
-        path = self.log_dir / f"worker-{self.app_id}-{self.starts}.log"
+        path = self.log_dir / f"worker-{self.app_id}{self.name}-{self.starts}.log"
         return path.read_text(errors="replace")
 
     def log_tail(self, lines: int = 60) -> str:
-        path = self.log_dir / f"worker-{self.app_id}-{self.starts}.log"
+        path = self.log_dir / f"worker-{self.app_id}{self.name}-{self.starts}.log"
         try:
             text = path.read_text(errors="replace").splitlines()
         except OSError:

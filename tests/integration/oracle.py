@@ -96,12 +96,17 @@ def _labels(scope: tuple) -> dict[str, str]:
 
 
 
-def assert_matches(samples: Samples, oracle: Oracle) -> int:
-    """Assert every day-window KPI of every rep, team and the org equals the oracle's."""
-    stored = ["calls_made", "calls_connected", "calls_received", "talk_seconds", "emails_sent",
-              "emails_automated", "conversations", "meetings_scheduled", "crm_updates",
-              "customer_engagements"]
+STORED = ("calls_made", "calls_connected", "calls_received", "talk_seconds", "emails_sent",
+          "emails_automated", "conversations", "meetings_scheduled", "crm_updates",
+          "customer_engagements")
+
+
+def assert_matches(samples: Samples, oracle: Oracle, kinds: tuple[str, ...] = ("rep", "team", "org")) -> int:
+    """Assert every day-window KPI of every rep, team and the org (or only the scope ``kinds``
+    named) equals the oracle's."""
+    stored = STORED
     scopes = {("rep", r, TEAMS[r]) for r in TEAMS} | {("team", t) for t in set(TEAMS.values())} | {("org",)}
+    scopes = {scope for scope in scopes if scope[0] in kinds}
     checked = 0
     for scope in scopes:
         labels = _labels(scope)

@@ -95,7 +95,7 @@ def test_no_page_while_another_worker_has_the_touch_unread(bootstrap: str, log_d
     b.log_dir.mkdir()
     a.start()
     try:
-        b.start(partitions=1)  # shares the work with A: holds only some partitions
+        b.start(at_least=1)  # shares the work with A: holds only some partitions
         ha, hb = settled(a, b, inputs=len(inputs) * PARTITIONS)
         keyed_a, keyed_b = set(ha["assigned"]), set(hb["assigned"])
         a_input = tuple(ha["inputs"][0])  # where A reads the leads' creation

@@ -101,11 +101,11 @@ def test_two_workers_export_every_series_once_and_exactly(bootstrap: str, log_di
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         time.sleep(3.0)
-        b.start(partitions=1)  # joins mid-stream
+        b.start(at_least=1)  # joins mid-stream
         time.sleep(3.0)
         b.kill()  # SIGKILL mid-stream; its partitions move to A after the session timeout
         time.sleep(2.0)
-        b.start(partitions=1)
+        b.start(at_least=1)
         feeder.join(180)
         assert done.is_set()
         both = [a, b]
