@@ -1,12 +1,13 @@
 """Many workers, one truth: a group of real worker processes exports every series exactly once.
 
-Two workers of one app id share a live stream with producer duplicates while the group changes
-under it: a worker joins mid-stream, one is SIGKILLed and restarted, one leaves with SIGTERM.
+Three workers of one app id share a live stream with producer duplicates while the group
+changes under it: two join mid-stream, one is SIGKILLed and restarted, two leave with SIGTERM.
 After each step, across both workers' /metrics, every rep, team and organisation series of the
 day window is exported by exactly one worker and equals one pass over the distinct events —
 ratios included, which no sum over workers could give. Then the sales.metrics topic, read with
 an independent client (Debian's kcat), holds only records valid against the published JSON
-Schema, and its latest record per key carries the same values.
+Schema, its latest record per key carries the same values, and the windows of a live minute end
+with a final record holding every call of that minute.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import random
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,7 @@ from tests.integration.oracle import TEAMS, Oracle, assert_matches, make_activit
 pytestmark = pytest.mark.integration
 
 EVENTS = 12000
+GRACE = 2.0  # seconds: the live minute's windows close (and go final) soon
 KPI_FAMILIES = ("salespulse_rep_", "salespulse_team_", "salespulse_org_")
 
 
@@ -66,7 +69,7 @@ def check_group(workers: list[Worker], oracle: Oracle, timeout: float = 90.0) ->
         time.sleep(0.5)
 
 
-def test_two_workers_export_every_series_once_and_exactly(bootstrap: str, log_dir: Path) -> None:
+def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: Path) -> None:
     topics = topic_set(unique("group"))
     asyncio.run(create_topics(bootstrap, [t for k, t in topics.items() if k != "metrics"]))
     now = time.time()
@@ -85,10 +88,8 @@ def test_two_workers_export_every_series_once_and_exactly(bootstrap: str, log_di
     roster = [(topics["reps"], None, cloudevent("rep.updated", {"rep_id": rep, "team_id": team},
                                                 t=earliest), []) for rep, team in TEAMS.items()]
     app_id = unique("app")
-    a = Worker(bootstrap, app_id, topics, log_dir)
-    b = Worker(bootstrap, app_id, topics, log_dir)
-    a.log_dir = b.log_dir = log_dir
-    b.app_id = app_id + "-b"  # its own log file names; same group (SALESPULSE_APP_ID)
+    env = {"SALESPULSE_GRACE_SECONDS": str(GRACE)}
+    a, b, c = (Worker(bootstrap, app_id, topics, log_dir, name=n, **env) for n in ("-a", "-b", "-c"))
     a.start()
     try:
         asyncio.run(produce(bootstrap, roster))
@@ -100,31 +101,59 @@ def test_two_workers_export_every_series_once_and_exactly(bootstrap: str, log_di
 
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
-        time.sleep(3.0)
-        b.start(at_least=1)  # joins mid-stream
-        time.sleep(3.0)
-        b.kill()  # SIGKILL mid-stream; its partitions move to A after the session timeout
         time.sleep(2.0)
+        b.start(at_least=1)  # joins mid-stream
+        time.sleep(2.0)
+        c.start(at_least=1)  # a third one
+        time.sleep(2.0)
+        b.kill()  # SIGKILL mid-stream; its partitions move after the session timeout
+        time.sleep(1.0)
         b.start(at_least=1)
         feeder.join(180)
         assert done.is_set()
-        both = [a, b]
-        assert check_group(both, oracle) > 100
-        assert sorted(a.health()["assigned"] + b.health()["assigned"]) == [0, 1, 2, 3]
-        assert a.health()["assigned"] and b.health()["assigned"]
+        group = [a, b, c]
+        assert check_group(group, oracle) > 100
+        owned = [w.health()["assigned"] for w in group]
+        assert sorted(p for ps in owned for p in ps) == [0, 1, 2, 3], owned
 
-        b.stop()  # SIGTERM: leaves the group; A takes everything back
-        assert b.proc is not None and b.proc.returncode is not None
+        finals = _live_minute(topics, bootstrap)
+
+        c.stop()  # SIGTERM: leaves the group
+        b.stop()
+        for w in (b, c):
+            assert w.proc is not None and w.proc.returncode == 0
         a.wait_ready(60)
         assert check_group([a], oracle) > 100
 
-        _check_metrics_topic(topics["metrics"], bootstrap, oracle)
+        _check_metrics_topic(topics["metrics"], bootstrap, oracle, finals)
     finally:
-        b.stop()
-        a.stop()
+        for w in (c, b, a):
+            w.stop()
 
 
-def _check_metrics_topic(topic: str, bootstrap: str, oracle: Oracle) -> None:
+def _live_minute(topics: dict[str, str], bootstrap: str) -> dict[str, float]:
+    """Calls stamped now, all in one minute; returns the expected final calls_made of that
+    minute per scope key, once the window has closed past its grace and been dropped."""
+    if time.time() % 60 > 45:
+        time.sleep(61 - time.time() % 60)
+    minute = time.time() // 60 * 60
+    calls = []
+    expected: dict[str, float] = {}
+    for i in range(40):
+        rep = f"rep-{i % 5}"
+        calls.append((topics["activities"], None, cloudevent("call.completed", {
+            "rep_id": rep, "team_id": TEAMS[rep], "direction": "outbound", "outcome": "busy",
+        }, t=min(time.time(), minute + 59)), []))
+        for key in (f"rep/{rep}", f"team/{TEAMS[rep]}", "org/org"):
+            expected[key] = expected.get(key, 0.0) + 1
+    asyncio.run(produce(bootstrap, calls))
+    # dropped two grace periods after its end, then published within a flush and an interval
+    time.sleep(max(0.0, minute + 60 + 2 * GRACE + 4 - time.time()))
+    stamp = datetime.fromtimestamp(minute, UTC).isoformat().replace("+00:00", "Z")
+    return {f"{k}/minute/{stamp}": v for k, v in expected.items()}
+
+
+def _check_metrics_topic(topic: str, bootstrap: str, oracle: Oracle, finals: dict[str, float]) -> None:
     out = subprocess.run(
         ["kcat", "-b", bootstrap, "-C", "-t", topic, "-e", "-q", "-J"],
         capture_output=True, text=True, timeout=60, check=True,
@@ -158,3 +187,8 @@ def _check_metrics_topic(topic: str, bootstrap: str, oracle: Oracle) -> None:
     assert org["call_connect_ratio"] == pytest.approx(
         oracle.v[("org", "calls_connected")] / oracle.v[("org", "calls_made")])
     assert checked > 50
+    # The live minute's windows closed: their last record is final and carries every call.
+    for key, calls in finals.items():
+        record = latest[key]
+        assert record["final"] is True, (key, record)
+        assert record["kpis"]["calls_made"] == calls, (key, record["kpis"])
