@@ -403,7 +403,10 @@ def print_group(row: Result | None, info: dict[str, Any] | None) -> None:
              f"{_num(r.get('assigned_s'), '.2f')} s, all restored {_num(r.get('restored_s'), '.2f')}"
              f" s, first /metrics after {_num(r.get('metrics_s'), '.2f')} s "
              f"({_num(r.get('state_keys_after'), ',')} keys)")
-        before = r.get("state_keys_before")
+        before, after = r.get("state_keys_before"), r.get("state_keys_after")
+        if before is not None and after is not None and after > before * 1.01:
+            _say(f"    WARNING: the new process restored {after:,} keys from the changelog, the "
+                 f"old one held {before:,}: its state was incomplete (after the rebalance?)")
         if before is not None and before < MIN_STATE_KEYS:
             _say(f"    note: fewer than {MIN_STATE_KEYS:,} state keys; SPEC §7's figure needs more")
     for key, life in (info.get("workers") or {}).items():
