@@ -114,6 +114,15 @@ class AggregateStage:
             )
         return state
 
+    def state_keys(self) -> int:
+        """Keys this worker holds in state: window sums (kpi, rep, team, *dims), counted once
+        per live window and owned partition, plus the leads. A few ``len`` calls per window:
+        cheap enough for every scrape (it folds pending hits, which a render does anyway)."""
+        return sum(
+            sum(len(w.values) for w in state.windows.values()) + len(state.leads.leads)
+            for state in self.states.values()
+        )
+
     def apply(self, partition: int, records: Iterable[Any]) -> list[tuple[Any, RejectedEvent]]:
         """Apply the records (aiokafka ConsumerRecords holding bundles) of one batch.
 

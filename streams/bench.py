@@ -82,7 +82,8 @@ PROBE_REP = "rep-probe"
 PROBE_TEAM = "team-probe"
 
 _HEALTH_RE = re.compile(
-    rb"^(salespulse_events_(?:processed|duplicate|rejected|late)_total|salespulse_consumer_lag_records)"
+    rb"^(salespulse_events_(?:processed|duplicate|rejected|late)_total|salespulse_consumer_lag_records"
+    rb"|salespulse_state_keys)"
     rb"(?:\{[^}]*\})? (\S+)$",
     re.M,
 )
@@ -125,6 +126,8 @@ class Health:
     rejected: int = 0
     late: int = 0
     lag: list[int] = field(default_factory=list)
+    #: keys held in state (window sums over live windows and partitions, plus leads)
+    state_keys: int = 0
 
     @property
     def accounted(self) -> int:
@@ -155,9 +158,25 @@ def parse_health(body: bytes) -> Health:
             health.rejected += value
         elif name == b"salespulse_events_late_total":
             health.late += value
+        elif name == b"salespulse_state_keys":
+            health.state_keys += value
         else:
             health.lag.append(value)
     return health
+
+
+def merge_health(healths: Iterable[Health]) -> Health:
+    """The counters of several workers of one app id, as one: each partition is counted by
+    the one worker that owns it, so sums are the group's figures."""
+    out = Health()
+    for h in healths:
+        out.processed += h.processed
+        out.duplicate += h.duplicate
+        out.rejected += h.rejected
+        out.late += h.late
+        out.state_keys += h.state_keys
+        out.lag.extend(h.lag)
+    return out
 
 
 def parse_probe_count(body: bytes) -> int:
@@ -483,13 +502,21 @@ class Worker:
         return f"http://127.0.0.1:{self.port}/metrics"
 
     @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/healthz"
+
+    @property
     def keyed_topic(self) -> str:
         return f"{self.app_id}-keyed-events"
 
 
-async def start_worker(run: Run, key: str, topics: list[str]) -> Worker:
-    """Launch ``python -m streams.cli worker`` with a fresh app id (= group, state topics)."""
-    app_id = run.name(f"salespulse-{key}")
+async def start_worker(
+    run: Run, key: str, topics: list[str], *, app_id: str | None = None, **env_extra: str
+) -> Worker:
+    """Launch ``python -m streams.cli worker`` with a fresh app id (= group, state topics),
+    or with ``app_id`` to join (or restart into) the group of another worker. ``env_extra``
+    are further ``SALESPULSE_*`` settings (e.g. the session timeout)."""
+    app_id = app_id or run.name(f"salespulse-{key}")
     port = free_port()
     env = run.child_env(
         SALESPULSE_APP_ID=app_id,
@@ -504,6 +531,7 @@ async def start_worker(run: Run, key: str, topics: list[str]) -> Worker:
         # INFO on purpose: at WARNING a Faust worker sets the root logger to DEBUG
         # (shared notes §3), which would bench the logging, not the worker.
         SALESPULSE_LOGLEVEL="INFO",
+        **env_extra,
     )
     launched = time.time()
     proc = await run.spawn(f"worker-{key}", sys.executable, "-m", "streams.cli", "worker", env=env)
@@ -676,9 +704,12 @@ async def run_salespulse(
 
 
 async def run_salespulse_quiet(
-    run: Run, worker: Worker, session: aiohttp.ClientSession, n: int
+    run: Run, workers: Worker | list[Worker], session: aiohttp.ClientSession, n: int, *,
+    key: str = "b2", label: str = "(b') salespulse worker, no scrapes while timed (to durable)",
+    since: float | None = None,
 ) -> Result:
-    """Time the worker from the broker alone, without touching /metrics while it works.
+    """Time the worker (or the workers of one app id) from the broker alone, without touching
+    /metrics while it works.
 
     Why: the worker renders /metrics on the event loop that processes events, and at 1,000
     reps a render takes on the order of a second, so the 50 ms poll of (b) measures mostly the
@@ -693,9 +724,13 @@ async def run_salespulse_quiet(
       of slack, so ``n / (durable - t0)`` is a lower bound of the rate;
     * ingest done: the last time the keyed-events end offsets grew, an upper-bound companion.
 
-    One scrape afterwards checks that all ``n`` events are accounted for and the lag is 0.
+    One scrape (of each worker) afterwards checks that all ``n`` events are accounted for and
+    the lag is 0. ``since`` (default: the launch) is when the start-up timeout starts.
     """
-    result = Result("b2", "(b') salespulse worker, no scrapes while timed (to durable)", n)
+    group = workers if isinstance(workers, list) else [workers]
+    worker = group[0]  # app id, topics: the same for every worker of the group
+    started = worker.launched if since is None else since
+    result = Result(key, label, n)
     d = result.details
     d["app_id"] = worker.app_id
     admin = AIOKafkaAdminClient(bootstrap_servers=run.bootstrap, **run.client_kw)
@@ -714,11 +749,12 @@ async def run_salespulse_quiet(
     try:
         while True:
             now = time.time()
-            if worker.proc.returncode is not None:
-                result.note = f"worker exited with code {worker.proc.returncode}"
+            exited = [w for w in group if w.proc.returncode is not None]
+            if exited:
+                result.note = f"worker {exited[0].key} exited with code {exited[0].proc.returncode}"
                 break
             if not keyed_tps:  # the worker creates its internal topics at start-up
-                if now - worker.launched > STARTUP_TIMEOUT:
+                if now - started > STARTUP_TIMEOUT:
                     result.note = f"{keyed} not created {STARTUP_TIMEOUT:.0f} s after launch"
                     break
                 if keyed in await admin.list_topics():
@@ -740,7 +776,8 @@ async def run_salespulse_quiet(
                 last_keyed, t_fwd, progress_at = total, t, t
                 if t0 is None and total > 0:
                     t0 = t
-                    worker.sampler.phase = "throughput"
+                    for w in group:
+                        w.sampler.phase = "throughput"
 
             def at(tp: TopicPartition, snapshot: dict[TopicPartition, Any] = committed) -> int:
                 c = snapshot.get(tp)
@@ -752,7 +789,7 @@ async def run_salespulse_quiet(
                 t_durable = t
                 d["keyed_end_offsets"] = {tp.partition: ends[tp] for tp in keyed_tps}
                 break
-            if t0 is None and t - worker.launched > STARTUP_TIMEOUT:
+            if t0 is None and t - started > STARTUP_TIMEOUT:
                 result.note = f"no record processed {STARTUP_TIMEOUT:.0f} s after launch"
                 break
             if t - progress_at > STALL_TIMEOUT + COMMIT_TIMEOUT:
@@ -763,7 +800,7 @@ async def run_salespulse_quiet(
         await meta.stop()
         await admin.close()
     if t0 is not None:
-        d["startup_s"] = t0 - worker.launched
+        d["startup_s"] = t0 - started
     if t0 is None or t_durable is None:
         return result
     assert t_fwd is not None and t_input is not None
@@ -771,10 +808,13 @@ async def run_salespulse_quiet(
     d["input_commits_s"] = t_input - t0
     d["rate_until_ingest_done"] = n / (t_fwd - t0) if t_fwd > t0 else None
     t_req = time.time()
-    body = await scrape(session, worker.url)
+    healths = []
+    for w in group:
+        body = await scrape(session, w.url)
+        healths.append(parse_health(body) if body is not None else Health(lag=[-1]))
+        (run.workdir / f"worker-{w.key}.metrics.txt").write_bytes(body or b"")
     d["check_scrape_ms"] = (time.time() - t_req) * 1000
-    health = parse_health(body) if body is not None else Health()
-    (run.workdir / f"worker-{worker.key}.metrics.txt").write_bytes(body or b"")
+    health = merge_health(healths)
     d["final"] = asdict(health)
     if health.accounted != n or not health.caught_up:
         result.note = (
@@ -784,7 +824,7 @@ async def run_salespulse_quiet(
         return result
     result.seconds = t_durable - t0
     result.ok = True
-    d["rss_peak_mb"] = worker.sampler.peak_mb("throughput")
+    d["rss_peak_mb"] = max((w.sampler.peak_mb("throughput") or 0.0) for w in group) or None
     return result
 
 
@@ -1081,13 +1121,19 @@ def _say(*parts: Any) -> None:
     print(*parts, flush=True)
 
 
-async def finish_worker(run: Run, worker: Worker, result: Result) -> None:
-    """Stop a salespulse worker and keep what its life says: RSS, exit code, log problems."""
+async def finish_worker(run: Run, worker: Worker, result: Result | None = None) -> dict[str, Any]:
+    """Stop a salespulse worker and keep what its life says: RSS, exit code, log problems
+    (in ``result``'s details, if given, and returned)."""
     await worker.sampler.stop()
-    result.details["rss_peak_overall_mb"] = worker.sampler.peak_mb()
-    result.details["exit_code"] = await stop_process(worker.proc)
-    result.details["log"] = scan_log(run.logs[f"worker-{worker.key}"])
-    result.details["stdout_log"] = scan_log(run.logs[f"worker-{worker.key} (stdout)"])
+    out = {
+        "rss_peak_overall_mb": worker.sampler.peak_mb(),
+        "exit_code": await stop_process(worker.proc),
+        "log": scan_log(run.logs[f"worker-{worker.key}"]),
+        "stdout_log": scan_log(run.logs[f"worker-{worker.key} (stdout)"]),
+    }
+    if result is not None:
+        result.details.update(out)
+    return out
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -1153,7 +1199,8 @@ async def bench(args: argparse.Namespace) -> int:
             raise RuntimeError(f"produced {sent:,} of {n:,} events")
         if k < n:
             await produce(run.bootstrap, retarget(records[:k], f"bench-{runid}-first{k}."), client_kw)
-        del records
+        if args.skip_group:
+            del records  # else kept: (g) produces them again, to its own topics
         _say(f"[bench] produced {n:,} events to {len(run.topics)} topics x {PARTITIONS} "
              f"partitions in {report['produce_s']:.1f} s"
              + (f" (+ the first {k:,} to the subset topics)" if k < n else ""))
@@ -1219,6 +1266,16 @@ async def bench(args: argparse.Namespace) -> int:
             await finish_worker(run, worker, b2)
             worker = None
 
+            if not args.skip_group:
+                from streams.bench_group import group_ok, run_group
+
+                _say(f"[bench] (g) two salespulse workers of one app id, {n:,} events ...")
+                g, report["group"] = await run_group(run, session, args, records, settings.partitions)
+                del records
+                results.append(g)
+                if not group_ok(report["group"]):
+                    exit_code = 1
+
         _say("[bench] (a') bare aiokafka again (drift of the box during the run) ...")
         results.append(await run_bare(run, n, "a2", "(a') bare aiokafka, repeat"))
     except Exception as exc:  # report what we have; the traceback is in the JSON and on stderr
@@ -1250,6 +1307,10 @@ async def bench(args: argparse.Namespace) -> int:
     lat = report.get("latency")
     if lat is not None and not lat.get("ok"):
         exit_code = 1
+    if "group" in report:
+        rates = {r.key: r.rate for r in results}
+        g_rate, one = rates.get("g"), rates.get("b2")
+        report["group"]["group_over_one_worker"] = g_rate / one if g_rate and one else None
     print_report(report, results, lat)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -1327,6 +1388,10 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
             _say(f"{r.label}: start-up {_num(d.get('startup_s'), '.1f')} s, "
                  f"peak RSS {_num(d.get('rss_peak_mb'), '.0f')} MB{extra}")
             _log_lines(f"stock-{r.key} log", d.get("log"))
+    if report.get("group") is not None:
+        from streams.bench_group import print_group
+
+        print_group(next((r for r in results if r.key == "g"), None), report["group"])
     if lat is not None:
         _say("")
         _say("end-to-end latency (send -> first /metrics scrape showing it, day window of calls_made)")
@@ -1401,6 +1466,19 @@ def add_parser(subparsers: Any) -> None:
         help=f"Kafka bootstrap (SALESPULSE_KAFKA_BOOTSTRAP or 127.0.0.1:9092; now {default_bootstrap})",
     )
     p.add_argument("--skip-stock", action="store_true", help="skip (c) and (d)")
+    p.add_argument(
+        "--skip-group", action="store_true",
+        help="skip (g): two workers of one app id (throughput, SIGKILL pause, restart)",
+    )
+    p.add_argument(
+        "--group-session-timeout", type=float, default=10.0,
+        help="(g): SALESPULSE_SESSION_TIMEOUT_SECONDS of its workers; a killed worker's "
+        "partitions move only after it (10)",
+    )
+    p.add_argument(
+        "--group-load-rate", type=float, default=1000.0,
+        help="(g): events/s of live load while a worker is SIGKILLed (1000)",
+    )
     p.add_argument(
         "--latency-seconds", type=float, default=20.0,
         help="seconds of probes under load (20); 0 skips the latency phase",

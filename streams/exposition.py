@@ -161,7 +161,8 @@ class KpiRenderer:
 
 
 class HealthCollector(Collector):
-    """The service's own counters: processed, duplicates, rejected, late, lag, state writes."""
+    """The service's own counters: processed, duplicates, rejected, late, lag, state writes
+    and size."""
 
     def __init__(self, ingest: Any, aggregate: Any, lag: Callable[[], Iterable[tuple[str, int, int]]], sla_seconds: float) -> None:
         self.ingest = ingest
@@ -210,6 +211,12 @@ class HealthCollector(Collector):
         yield CounterMetricFamily(
             "salespulse_state_parts_written", "State parts written to the changelog.",
             value=agg.parts_written,
+        )
+        yield GaugeMetricFamily(
+            "salespulse_state_keys",
+            "Keys held in state: window sums (kpi, rep, team, dimensions) over live windows "
+            "and owned partitions, plus leads.",
+            value=agg.state_keys(),
         )
         yield GaugeMetricFamily(
             "salespulse_lead_sla_seconds", "The configured first-response SLA for new leads.",
