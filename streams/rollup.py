@@ -143,7 +143,9 @@ class RollupStage:
             head, kind, start, source = key.decode().rsplit("/", 3)
             scope, scope_id = head.split("/", 1)  # ids may contain "/"
             window = self.windows.get((scope, scope_id, int(kind), float(start)))
-            if window is not None:
+            # A window closed past its grace can no longer change: a tombstone for it is the
+            # source dropping it at expiry, and its parts stay for this stage's final record.
+            if window is not None and self.clock() < window.end + self.grace:
                 window.remove(int(source))
             return
         partial = DECODER.decode(value)

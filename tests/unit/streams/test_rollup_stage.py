@@ -105,3 +105,33 @@ def test_a_stale_partial_never_replaces_a_newer_one_and_windows_end_final() -> N
     assert finals and all(r["final"] for r in finals)
     assert {r["window"] for r in finals} == {"minute", "hour", "day", "week", "month", "quarter"}
     assert not stage.windows
+
+
+def test_the_expiry_tombstones_of_the_sources_do_not_empty_the_final_record() -> None:
+    clock = Clock(T0 + 100)
+    fmt = SnapshotFormat(CAT, CAL)
+    pub = Publisher(CAT, fmt, partitions=1, rollup_topic="r", metrics_topic="m", interval=0.0, clock=clock)
+    sent: list[bytes] = []
+
+    async def send(topic: str, *, key: bytes, value: bytes) -> None:
+        sent.append(value)
+
+    stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
+                        consumer_factory=None, send=send, clock=clock)  # type: ignore[arg-type]
+    state = state_with([("ann", "east", "connected")] * 3)
+    for topic, key, value, p in pub.capture(0, state):
+        if topic == "r":
+            stage._apply(p, key, value)
+    minute_end = CAL.bounds("minute", T0)[1]
+    clock.t = minute_end + 2 * GRACE  # the source drops the minute and sends tombstones first
+    state.expire(clock.t)
+    tombstones = [r for r in pub.capture(0, state) if r[0] == "r" and r[2] is None]
+    assert tombstones
+    for _, key, value, p in tombstones:
+        stage._apply(p, key, value)
+
+    import asyncio
+
+    asyncio.run(stage.publish())
+    finals = [json.loads(v) for v in sent if json.loads(v)["window"] == "minute"]
+    assert finals and all(r["final"] and r["kpis"]["calls_made"] == 3.0 for r in finals), finals
