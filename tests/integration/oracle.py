@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 
-from tests.integration.harness import Samples, value
+from tests.integration.harness import Samples, cloudevent, value
 
 TEAMS = {f"rep-{i}": ("team-a" if i % 2 else "team-b") for i in range(8)}
 ROSTER_ONLY_REP = "rep-7"  # its events carry no team_id: the team comes from rep.updated
@@ -131,3 +131,17 @@ def assert_matches(samples: Samples, oracle: Oracle, kinds: tuple[str, ...] = ("
             aht = value(samples, family + "average_handle_seconds", **labels, window="day")
             assert aht == pytest.approx(oracle.v[(*scope, "_handle_s")] / handled)
     return checked
+
+
+def activity_stream(rng: random.Random, topic: str, n: int, oracle: Oracle, earliest: float,
+                    now: float) -> list:
+    """``n`` activities stamped between ``earliest`` and ``now``, counted by ``oracle``, plus 10%
+    producer duplicates (the same bytes again), in random order: records for ``produce``."""
+    records = []
+    for _ in range(n):
+        etype, data = make_activity(rng, 0)
+        oracle.add(etype, data)
+        records.append((topic, None, cloudevent(etype, data, t=rng.uniform(earliest + 1, now)), []))
+    stream = records + rng.sample(records, n // 10)  # producer duplicates
+    rng.shuffle(stream)
+    return stream

@@ -35,7 +35,7 @@ from tests.integration.harness import (
     unique,
     value,
 )
-from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, assert_matches, make_activity
+from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, activity_stream, assert_matches
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +66,7 @@ def test_sigterm_mid_stream_stops_cleanly_and_commits_what_it_applied(
     oracle = Oracle()
     roster = (topics["reps"], None, cloudevent(
         "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), [])
-    records = []
-    for _ in range(EVENTS):
-        etype, data = make_activity(rng, 0)
-        oracle.add(etype, data)
-        records.append((topics["activities"], None, cloudevent(
-            etype, data, t=rng.uniform(earliest + 1, now)), []))
-    stream = records + rng.sample(records, EVENTS // 10)
-    rng.shuffle(stream)
+    stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
     stream.insert(len(stream) // 3, roster)
 
     # Snapshots once a second: a stop always finds records applied but not yet durable.

@@ -26,7 +26,7 @@ from tests.integration.harness import (
     unique,
     value,
 )
-from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, assert_matches, make_activity
+from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, activity_stream, assert_matches
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +49,7 @@ def test_sigkill_mid_stream_keeps_every_kpi_exact(bootstrap: str, log_dir: Path)
     oracle = Oracle()
     roster = (topics["reps"], None, cloudevent(
         "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), [])
-    oracle_records = []
-    for _ in range(EVENTS):
-        etype, data = make_activity(rng, 0)
-        oracle.add(etype, data)
-        oracle_records.append((topics["activities"], None, cloudevent(
-            etype, data, t=rng.uniform(earliest + 1, now)), []))
-    stream = oracle_records + rng.sample(oracle_records, EVENTS // 10)
-    rng.shuffle(stream)
+    stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
     stream.insert(len(stream) // 2, roster)  # the roster-only rep's team arrives mid-stream
 
     worker = Worker(bootstrap, unique("app"), topics, log_dir).start()

@@ -35,7 +35,7 @@ from tests.integration.harness import (
     topic_set,
     unique,
 )
-from tests.integration.oracle import TEAMS, Oracle, assert_matches, make_activity
+from tests.integration.oracle import TEAMS, Oracle, activity_stream, assert_matches
 
 pytestmark = pytest.mark.integration
 
@@ -77,14 +77,7 @@ def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: 
     earliest = max(day_start + 1, now - 200)
     rng = random.Random(23)
     oracle = Oracle()
-    records = []
-    for _ in range(EVENTS):
-        etype, data = make_activity(rng, 0)
-        oracle.add(etype, data)
-        records.append((topics["activities"], None, cloudevent(
-            etype, data, t=rng.uniform(earliest + 1, now)), []))
-    stream = records + rng.sample(records, EVENTS // 10)
-    rng.shuffle(stream)
+    stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
     roster = [(topics["reps"], None, cloudevent("rep.updated", {"rep_id": rep, "team_id": team},
                                                 t=earliest), []) for rep, team in TEAMS.items()]
     app_id = unique("app")

@@ -36,8 +36,8 @@ from tests.integration.oracle import (
     STORED,
     TEAMS,
     Oracle,
+    activity_stream,
     assert_matches,
-    make_activity,
 )
 
 pytestmark = pytest.mark.integration
@@ -121,17 +121,6 @@ def assert_split_matches(a: Samples, b: Samples, oracle: Oracle) -> None:
         assert got == pytest.approx(oracle.v.get(("org", "tool_uses", tool), 0.0)), ("org", tool, got)
 
 
-def _events(rng: random.Random, topic: str, n: int, oracle: Oracle, earliest: float, now: float) -> list:
-    records = []
-    for _ in range(n):
-        etype, data = make_activity(rng, 0)
-        oracle.add(etype, data)
-        records.append((topic, None, cloudevent(etype, data, t=rng.uniform(earliest + 1, now)), []))
-    stream = records + rng.sample(records, n // 10)  # producer duplicates
-    rng.shuffle(stream)
-    return stream
-
-
 def test_rebalance_keeps_kept_state_and_moves_the_rest_exactly(bootstrap: str, log_dir: Path) -> None:
     topics = topic_set(unique("rebal"))
     asyncio.run(create_topics(bootstrap, topics.values()))
@@ -142,9 +131,9 @@ def test_rebalance_keeps_kept_state_and_moves_the_rest_exactly(bootstrap: str, l
     oracle = Oracle()
     roster = (topics["reps"], None, cloudevent(
         "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), [])
-    first = [roster, *_events(rng, topics["activities"], FIRST, oracle, earliest, now)]
-    second = _events(rng, topics["activities"], SECOND, oracle_2 := Oracle(), earliest, now)
-    third = _events(rng, topics["activities"], THIRD, oracle_3 := Oracle(), earliest, now)
+    first = [roster, *activity_stream(rng, topics["activities"], FIRST, oracle, earliest, now)]
+    second = activity_stream(rng, topics["activities"], SECOND, oracle_2 := Oracle(), earliest, now)
+    third = activity_stream(rng, topics["activities"], THIRD, oracle_3 := Oracle(), earliest, now)
 
     app_id = unique("app")
     a = Worker(bootstrap, app_id, topics, log_dir, name="-a")
