@@ -6,6 +6,8 @@
 #                            until they serve (idempotent: already running is fine)
 #   deploy/local.sh down     stop both (SIGTERM, then SIGKILL); fine if not running
 #   deploy/local.sh status   print the state of each; exit 0 only if both serve
+#   deploy/local.sh kafka-stop   stop only the broker (SIGTERM, then SIGKILL), Redis keeps running
+#   deploy/local.sh kafka-start  start only the broker again (as `up` does; it must be set up)
 #   deploy/local.sh reset    down, then wipe the data and logs (the cached jars stay)
 #   deploy/local.sh env      print `export SALESPULSE_...` lines:  eval "$(deploy/local.sh env)"
 #
@@ -522,7 +524,7 @@ find_tools_quietly() {
 main() {
     local cmd=${1:-}
     case $cmd in
-    up | down | status | reset | env) ;;
+    up | down | status | reset | env | kafka-stop | kafka-start) ;;
     -h | --help | help)
         usage
         return 0
@@ -546,6 +548,17 @@ main() {
     case $cmd in
     up) cmd_up ;;
     down) cmd_down ;;
+    kafka-stop)
+        lock_state
+        stop_service kafka
+        ;;
+    kafka-start)
+        lock_state
+        ensure_java
+        ensure_libs
+        check_ports_free kafka
+        start_kafka
+        ;;
     reset) cmd_reset ;;
     status)
         find_tools_quietly

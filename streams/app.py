@@ -31,6 +31,7 @@ from metrics.events import Validator
 from metrics.snapshots import SnapshotFormat
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage, StaleState
+from streams.delivery import DeliveryGuard
 from streams.exposition import HealthCollector, KpiRenderer, LeadCollector
 from streams.ingest import IngestStage, dead_letter_headers
 from streams.kafka_config import kafka_client_kwargs
@@ -44,8 +45,14 @@ from streams.transport import BatchTransport
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "kpi-state"
-#: State parts can be large (one window of a partition's reps); allow records up to this size.
-MAX_STATE_RECORD_BYTES = 8 * 1024 * 1024
+#: The largest record the producer sends (its ``max_request_size``) and the ``max.message.bytes``
+#: of every topic the worker creates, so that no record the producer accepts is refused by the
+#: broker for its size. State parts can be large (one window of a partition's reps); forwarded
+#: bundles stay far below it (``streams.ingest.MAX_BUNDLE_BYTES``), and so do the producer's
+#: batches (``producer_max_batch_size``, 1 MB, or one larger record).
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+MAX_STATE_RECORD_BYTES = MAX_RECORD_BYTES
+TOPIC_LIMITS = {"max.message.bytes": str(MAX_RECORD_BYTES)}
 
 
 class PassThroughSchema(faust.Schema):
@@ -69,9 +76,27 @@ class SalesPulseApp(faust.App):
     batched_topics: frozenset[str] = frozenset()
     settle_held: Callable[[], Awaitable[None]] | None = None
     stop_timeout: float | None = None
+    delivery: DeliveryGuard | None = None
 
     def _new_transport(self) -> Any:
         return BatchTransport(self.conf.broker_consumer, self)
+
+    def commit_refusal(self) -> BaseException | None:
+        """Why nothing may be committed any more, or None: a send failed (see
+        :mod:`streams.delivery`) or the app crashed. Either way the next start replays from the
+        last commit, which is exact; committing now could pass records whose effect is lost."""
+        failure = self.delivery.check() if self.delivery is not None else None
+        if failure is not None:
+            return failure
+        if self._crashed.is_set():
+            return self.crash_reason or RuntimeError("the app crashed")
+        return None
+
+    def fail(self, exc: BaseException) -> None:
+        """A send failed: stop the worker (non-zero exit) without committing again."""
+        log.error("a send failed (%r): stopping the worker without committing; the next start "
+                  "re-reads the input from the last commit", exc)
+        self._fail_task = asyncio.ensure_future(self.crash(exc))
 
 
 def _credentials(settings: Settings) -> Any:
@@ -111,7 +136,7 @@ class Service:
             topic_replication_factor=1,
             consumer_auto_offset_reset="earliest",
             stream_buffer_maxsize=16,
-            producer_max_request_size=MAX_STATE_RECORD_BYTES,
+            producer_max_request_size=MAX_RECORD_BYTES,
             # A bundle (one source poll for one partition) is up to a few hundred KB; with
             # aiokafka's 16 KB default every bundle gets its own batch and each send waits for
             # the previous one to drain: the pipeline then idles on round trips.
@@ -136,19 +161,23 @@ class Service:
         )
         app.batched_topics = frozenset((*s.input_topic_list, self.keyed_topic_name))
         app.stop_timeout = s.stop_timeout_seconds
+        self.delivery = app.delivery = DeliveryGuard(app.fail)
         schema = PassThroughSchema()
         self.input_topic = app.topic(*s.input_topic_list, schema=schema)
+        # Topic configs apply when Faust creates the topic; an existing topic is not altered.
         self.keyed_topic = app.topic(
-            self.keyed_topic_name, partitions=s.partitions, internal=True, schema=schema
+            self.keyed_topic_name, partitions=s.partitions, internal=True, schema=schema,
+            config=TOPIC_LIMITS,
         )
-        self.dlq_topic = app.topic(s.dlq_topic, partitions=s.partitions, internal=True)
-        self.alerts_topic = app.topic(s.alerts_topic, partitions=1, internal=True)
+        self.dlq_topic = app.topic(s.dlq_topic, partitions=s.partitions, internal=True,
+                                   config=TOPIC_LIMITS)
+        self.alerts_topic = app.topic(s.alerts_topic, partitions=1, internal=True, config=TOPIC_LIMITS)
         self.table = app.Table(
             STATE_TABLE,
             partitions=s.partitions,
             key_type=str,  # JSON-encoded keys "<partition>/<part>"
             value_type=bytes,  # raw msgpack parts
-            extra_topic_configs={"max.message.bytes": str(MAX_STATE_RECORD_BYTES)},
+            extra_topic_configs=TOPIC_LIMITS,
         )
         self.ingest = IngestStage(
             Validator(
@@ -215,7 +244,14 @@ class Service:
 
     async def _send(self, topic: str, *, key: Any, value: bytes, partition: int | None = None,
                     headers: Any = None) -> Any:
-        return await self.app.producer.send(topic, key, value, partition, None, headers)
+        """Send without awaiting delivery; a failed delivery stops the worker before any
+        commit passes it (:mod:`streams.delivery`)."""
+        try:
+            fut = await self.app.producer.send(topic, key, value, partition, None, headers)
+        except Exception as exc:  # refused before it was queued (too large, producer closed)
+            self.delivery.fail(exc)
+            raise
+        return self.delivery.watch(fut)
 
     def _position(self, tp: TP) -> int | None:
         """Next offset to process in ``tp``: what the stages processed, else (nothing read yet
@@ -382,7 +418,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
         ]
         if settings.alerts_topic not in existing:
             missing.append(NewTopic(settings.alerts_topic, num_partitions=1, replication_factor=1))
-        compacted = {"cleanup.policy": "compact"}
+        compacted = {"cleanup.policy": "compact", **TOPIC_LIMITS}
+        for topic in missing:
+            if topic.name == settings.dlq_topic or topic.name == settings.alerts_topic:
+                topic.topic_configs = dict(TOPIC_LIMITS)
         for name in (settings.metrics_topic, rollup_topic(settings)):
             if name not in existing:
                 missing.append(NewTopic(name, num_partitions=settings.partitions,

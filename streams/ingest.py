@@ -4,13 +4,23 @@ Input topics may be keyed any way (the spec says the record key is not relied on
 aggregate stage cannot be partitioned by them. Each good event is routed by its rep (or team,
 lead, ... when it has no rep) to a partition of the internal keyed-events topic: all of a rep's
 events, its roster entry and every duplicate of an event then meet in one aggregate partition.
-Events of one source partition go to an aggregate partition in one bundle per poll, so
-forwarding costs one Kafka record per (source partition, poll, aggregate partition).
+Events of one source partition go to an aggregate partition in one bundle per poll (split
+when its encoding would exceed :data:`MAX_BUNDLE_BYTES`, in offset order), so forwarding costs
+about one Kafka record per (source partition, poll, aggregate partition).
 
 Nothing here awaits delivery per batch: Faust's commit flushes the producer before it commits
 the input offsets, so an input offset is never committed before what it produced is durable.
-A failed send is kept and raised on the next batch, which stops the worker rather than losing
-data.
+A failed send stops the worker before any commit passes it (``streams.delivery``): the input
+it came from is re-read by the next start.
+
+Forwarding order is what makes that re-read exact. The aggregate stage recognises re-forwarded
+events by a per-source-partition high-water mark of source offsets, so a refused bundle followed
+by an accepted later one (same source partition, same destination) would leave a gap that the
+replay skips for good. So a batch's bundles are sent only once the previous batch of the same
+source partition is delivered, and the bundles of one destination within a batch (when a poll
+is split by size) one after the other: after a failed forward nothing later of that source
+partition reaches any destination. Validating the next batch overlaps the previous one's
+delivery, and batches of other source partitions are not held up.
 """
 
 from __future__ import annotations
@@ -37,6 +47,11 @@ from metrics.leads import LEAD_LANE_TYPES
 log = logging.getLogger(__name__)
 
 MAX_BUNDLE_EVENTS = 4096
+#: Upper bound of one bundle's encoding. Far below the keyed-events topic's
+#: ``max.message.bytes`` (``streams.app.MAX_RECORD_BYTES``, 8 MB) and below the producer's batch
+#: size (1 MB), so a producer batch never holds more than ~1 MB of bundles. 4096 events with
+#: UUID ids encode to ~1.5 MB: over the broker's default limit of 1 MB.
+MAX_BUNDLE_BYTES = 512 * 1024
 _ROUTE_FIELDS = ("rep_id", "team_id", "lead_id", "opportunity_id", "customer_id")
 
 Send = Callable[..., Awaitable[Any]]
@@ -95,12 +110,11 @@ class IngestStage:
         self.clock = clock
         self.rejected: Counter[str] = Counter()
         self.position: dict[tuple[str, int], int] = {}  # next offset to read, per source tp
-        self._failure: BaseException | None = None
+        self._event_bytes = 0.0  # encoded bytes per event in the last bundle
+        self._unsettled: dict[tuple[str, int], list[Any]] = {}  # last batch's sends, per source tp
 
     async def process(self, topic: str, partition: int, records: Sequence[Any]) -> None:
         """Validate and forward ``records`` (aiokafka ConsumerRecords of one partition)."""
-        if self._failure is not None:
-            raise RuntimeError("a send of an earlier batch failed") from self._failure
         now = self.clock()
         decode = self.validator.decode
         by_dest: dict[tuple[int, int], list[Event]] = {}
@@ -111,13 +125,11 @@ class IngestStage:
             except Exception as exc:
                 error = exc if isinstance(exc, RejectedEvent) else _unexpected(exc)
                 self.rejected[error.reason] += 1
-                self._watch(
-                    await self.send(
-                        self.dlq_topic,
-                        key=rec.key,
-                        value=rec.value,
-                        headers=dead_letter_headers(rec.headers, error, topic, partition, rec.offset),
-                    )
+                await self.send(
+                    self.dlq_topic,
+                    key=rec.key,
+                    value=rec.value,
+                    headers=dead_letter_headers(rec.headers, error, topic, partition, rec.offset),
                 )
                 continue
             dest = (crc32(route_key(event).encode()) % parts, LANE_KPI)
@@ -134,12 +146,16 @@ class IngestStage:
                 if bucket is None:
                     bucket = by_dest[dest] = []
                 bucket.append(event)
+        await self.delivered(topic, partition)
+        sent: list[Any] = []
         for (dest, lane), events in by_dest.items():
-            for i in range(0, len(events), MAX_BUNDLE_EVENTS):
-                value = BUNDLE_ENCODER.encode(
-                    Bundle(topic, partition, events[i : i + MAX_BUNDLE_EVENTS], lane)
-                )
-                self._watch(await self.send(self.keyed_topic, key=None, value=value, partition=dest))
+            previous = None
+            for value in self.bundles(topic, partition, events, lane):
+                if previous is not None and isinstance(previous, asyncio.Future):
+                    await previous  # raises if refused: the next bundle must not overtake it
+                previous = await self.send(self.keyed_topic, key=None, value=value, partition=dest)
+                sent.append(previous)
+        self._unsettled[(topic, partition)] = sent
         if records:
             self.position[(topic, partition)] = records[-1].offset + 1
 
@@ -149,10 +165,31 @@ class IngestStage:
         for key in [k for k in self.position if k not in owned]:
             del self.position[key]
 
-    def _watch(self, fut: Any) -> None:
-        if isinstance(fut, asyncio.Future):
-            fut.add_done_callback(self._on_sent)
+    async def delivered(self, topic: str, partition: int) -> None:
+        """Wait until the bundles of the previous batch of this source partition are delivered;
+        raises the first failure (the worker then stops, see ``streams.delivery``)."""
+        for fut in self._unsettled.pop((topic, partition), ()):
+            if isinstance(fut, asyncio.Future):
+                await fut
 
-    def _on_sent(self, fut: asyncio.Future) -> None:
-        if not fut.cancelled() and fut.exception() is not None and self._failure is None:
-            self._failure = fut.exception()
+    def bundles(self, topic: str, partition: int, events: list[Event], lane: int) -> list[bytes]:
+        """``events`` (of one source partition, in offset order) encoded as bundles of at most
+        :data:`MAX_BUNDLE_EVENTS` events and :data:`MAX_BUNDLE_BYTES` bytes, in order: sent in
+        this order to one partition, they reach it in offset order, which the aggregate stage's
+        re-forward detection relies on. (A single event above the bound travels alone; events
+        are at most ``SALESPULSE_MAX_EVENT_BYTES``.)"""
+        encode = BUNDLE_ENCODER.encode
+        out: list[bytes] = []
+        i, n = 0, len(events)
+        while i < n:
+            step = MAX_BUNDLE_EVENTS
+            if self._event_bytes:
+                step = max(1, min(step, int(0.9 * MAX_BUNDLE_BYTES / self._event_bytes)))
+            chunk = events[i : i + step]
+            value = encode(Bundle(topic, partition, chunk, lane))
+            self._event_bytes = len(value) / len(chunk)
+            if len(value) > MAX_BUNDLE_BYTES and len(chunk) > 1:
+                continue  # re-cut with the size per event just measured
+            out.append(value)
+            i += len(chunk)
+        return out

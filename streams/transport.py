@@ -26,6 +26,12 @@ forever. :meth:`BatchConsumer.wait_empty` asks the app to settle what it holds f
 (``app.settle_held``: snapshot, await delivery, ack), commits, and gives up after
 ``app.stop_timeout`` seconds: what is then still unacked is simply not committed, and the next
 owner replays it (exactly: durable state records the offsets it reflects).
+
+No commit after a failure: once a send failed or the app crashed (``app.commit_refusal()``),
+:meth:`BatchConsumer._commit` refuses every commit and :meth:`BatchConsumer.wait_empty` settles
+nothing: the next start replays from the last commit. (Stock Faust commits on the way down from
+a crash, through a consumer thread the crash has already stopped: the commit never returned and
+the crashed worker hung instead of exiting.)
 """
 
 from __future__ import annotations
@@ -157,6 +163,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         messages only shrinks. The app's settle hook runs shielded: cut short by the timeout it
         still completes in the background (a snapshot is never abandoned half-sent).
         """
+        refusal = self._commit_refusal()
+        if refusal is not None:
+            self.log.warning("not settling or committing on the way down (%r): the next start "
+                             "replays from the last commit", refusal)
+            return
         timeout = getattr(self.app, "stop_timeout", None)
         settle = getattr(self.app, "settle_held", None)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -181,6 +192,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self._wait_for_ack(timeout=1.0)  # woken by any ack, else after 1 s
             self._clean_unacked_messages()
         await self.commit_and_end_transactions()
+
+    def _commit_refusal(self) -> BaseException | None:
+        refusal = getattr(self.app, "commit_refusal", None)
+        return refusal() if refusal is not None else None
+
+    async def _commit(self, offsets: Any) -> bool:
+        """Commit, unless a send failed or the app crashed. Runs after Faust's commit path has
+        flushed the producer (``Consumer._commit_offsets``), so every send made for the acked
+        records has settled and a failed one is seen here (``streams.delivery``)."""
+        refusal = self._commit_refusal()
+        if refusal is not None:
+            self.log.error("not committing %d offsets: %r", len(offsets), refusal)
+            return False
+        return await super()._commit(offsets)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._forget(revoked)

@@ -43,3 +43,24 @@ def bootstrap() -> Iterator[str]:
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def broker_outage(bootstrap: str) -> Iterator[tuple]:
+    """(stop, start): stop the session's Kafka broker (Redis keeps running) and start it again.
+    The broker is started again at the end of the test whatever happened."""
+    stopped = []
+
+    def stop() -> None:
+        stopped.append(True)
+        _local("kafka-stop")
+
+    def start() -> None:
+        _local("kafka-start")
+        stopped.clear()
+
+    try:
+        yield stop, start
+    finally:
+        if stopped:
+            _local("kafka-start")
