@@ -237,21 +237,27 @@ class AggregateStage:
             self._forget(partition)
         self.suspended.clear()
 
-    def recovered(self, partitions: Iterable[int]) -> None:
+    def recovered(self, partitions: Iterable[int], read: Iterable[int]) -> None:
         """Recovery of the assignment completed: have the state of every owned partition.
 
         A kept partition's state is in memory, and the table holds only the parts this worker
         wrote since the previous recovery (Faust resumed the changelog there): their bytes are
-        dropped. Any other partition is rebuilt from the table (its whole changelog).
+        dropped. Any other partition is rebuilt from the table (its whole changelog) once its
+        changelog is ``read`` to the end: Faust calls back after a recovery even when another
+        rebalance has begun meanwhile, and a partition of that newer assignment has not been
+        read yet; built then, its state would be empty. It is built at the next callback.
         """
         owned = set(partitions)
+        done = set(read)
         for partition in set(self.states) - owned:
             self._forget(partition)
         for partition in sorted(owned):
             if partition in self.states:
                 self._drop_reread(partition)
-            else:
+            elif partition in done:
                 self.state_for(partition)
+            else:
+                log.info("partition %d: changelog not read to its end yet", partition)
 
     def _drop_reread(self, partition: int) -> None:
         state = self.states[partition]

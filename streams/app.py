@@ -379,8 +379,13 @@ class Service:
             # its first new record: a restarted worker serves its KPIs with no new input. Kept
             # partitions keep their state in memory (see streams.aggregate).
             owned = [tp.partition for tp in app.consumer.assignment() if tp.topic == keyed_name]
+            recovery = app.tables.recovery
+            remaining = recovery.active_remaining()
+            changelog = self.table.changelog_topic.get_topic_name()
+            read = [tp.partition for tp in recovery.active_tps
+                    if tp.topic == changelog and tp in remaining and remaining[tp] <= 0]
             try:
-                aggregate.recovered(owned)
+                aggregate.recovered(owned, read)
             except StaleState as exc:
                 log.critical("%s; stopping the worker: a restart recovers the whole changelog", exc)
                 await app.crash(exc)

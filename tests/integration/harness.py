@@ -54,6 +54,19 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
+def eventually(check: Any, timeout: float = 30.0, every: float = 0.25) -> Any:
+    """Run ``check()`` until its assertions pass (a worker that does not answer yet counts as
+    not passing); return what it returned, or raise its last failure after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(every)
+
+
 class Worker:
     """A `salespulse worker` subprocess with its own app id, topics and web port."""
 
@@ -149,15 +162,7 @@ class Worker:
 
         Team and organisation values pass through the roll-up stage (a flush, a publication
         and a read behind the rep values), so they are asserted eventually, then exactly."""
-        deadline = time.monotonic() + timeout
-        while True:
-            samples = self.metrics()
-            try:
-                return check(samples)
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.25)
+        return eventually(lambda: check(self.metrics()), timeout)
 
     def pause(self) -> None:
         """SIGSTOP: the process stops mid-flight, still a member of its group until the

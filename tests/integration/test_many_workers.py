@@ -31,9 +31,11 @@ from tests.integration.harness import (
     Worker,
     cloudevent,
     create_topics,
+    eventually,
     produce,
     topic_set,
     unique,
+    value,
 )
 from tests.integration.oracle import TEAMS, Oracle, activity_stream, assert_matches
 
@@ -59,14 +61,7 @@ def merged(workers: list[Worker]) -> Samples:
 
 
 def check_group(workers: list[Worker], oracle: Oracle, timeout: float = 90.0) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return assert_matches(merged(workers), oracle)
-        except (AssertionError, OSError):
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.5)
+    return eventually(lambda: assert_matches(merged(workers), oracle), timeout, every=0.5)
 
 
 def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: Path) -> None:
@@ -78,6 +73,7 @@ def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: 
     rng = random.Random(23)
     oracle = Oracle()
     stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
+    responses = _leads(rng, topics, stream, oracle, earliest, now)
     roster = [(topics["reps"], None, cloudevent("rep.updated", {"rep_id": rep, "team_id": team},
                                                 t=earliest), []) for rep, team in TEAMS.items()]
     app_id = unique("app")
@@ -106,6 +102,7 @@ def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: 
         assert done.is_set()
         group = [a, b, c]
         assert check_group(group, oracle) > 100
+        _check_responses(group, responses)  # quantiles from sketches merged across workers
         owned = [w.health()["assigned"] for w in group]
         assert sorted(p for ps in owned for p in ps) == [0, 1, 2, 3], owned
 
@@ -122,6 +119,49 @@ def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: 
     finally:
         for w in (c, b, a):
             w.stop()
+
+
+def _leads(rng: random.Random, topics: dict[str, str], stream: list, oracle: Oracle,
+           earliest: float, now: float) -> dict[tuple[str, str], list[float]]:
+    """Leads and their first touches (meetings by a rep of the lead's team), shuffled into
+    ``stream``; returns the response seconds per (rep, team) of the touch."""
+    responses: dict[tuple[str, str], list[float]] = {}
+    reps = sorted(TEAMS)
+    for i in range(80):
+        rep = reps[i % len(reps)]
+        team = TEAMS[rep]
+        created = round(rng.uniform(earliest + 1, now - 60), 3)
+        touched = round(created + rng.uniform(3, 55), 3)
+        lead = {"lead_id": f"lead-{i}", "rep_id": rep, "team_id": team}
+        stream.append((topics["leads"], None, cloudevent("lead.created", lead, t=created), []))
+        stream.append((topics["activities"], None, cloudevent("meeting.scheduled", lead, t=touched), []))
+        oracle.add("meeting.scheduled", lead)
+        responses.setdefault((rep, team), []).append(touched - created)
+    rng.shuffle(stream)  # touches before their lead.created, across workers
+    return responses
+
+
+def _check_responses(group: list[Worker], responses: dict[tuple[str, str], list[float]]) -> None:
+    def rank(values: list[float], q: float) -> float:  # DDSketch's rank convention
+        return sorted(values)[int(q * (len(values) - 1))]
+
+    def check(samples: Samples) -> None:
+        per_team: dict[str, list[float]] = {}
+        for (rep, team), secs in responses.items():
+            per_team.setdefault(team, []).extend(secs)
+            got = value(samples, "salespulse_rep_lead_response_seconds_avg", rep=rep, team=team, window="day")
+            assert got == pytest.approx(sum(secs) / len(secs), rel=1e-6), (rep, got)
+        every = [x for secs in per_team.values() for x in secs]
+        for labels, secs in [*(({"team": t}, v) for t, v in per_team.items()), ({}, every)]:
+            scope = "team" if labels else "org"
+            for q in (0.5, 0.9):
+                got = value(samples, f"salespulse_{scope}_lead_response_seconds_p{int(q * 100)}",
+                            **labels, window="day")
+                assert got == pytest.approx(rank(secs, q), rel=0.02), (labels, q, got)
+            got = value(samples, f"salespulse_{scope}_lead_response_seconds_avg", **labels, window="day")
+            assert got == pytest.approx(sum(secs) / len(secs), rel=1e-6), (labels, got)
+
+    eventually(lambda: check(merged(group)), 60, every=0.5)
 
 
 def _live_minute(topics: dict[str, str], bootstrap: str, oracle: Oracle, after: float) -> dict[str, float]:

@@ -57,7 +57,7 @@ def test_kept_partition_keeps_its_state_and_drops_the_reread_bytes():
     stage, table = _stage()
     for p in (0, 1):
         _load(table, p, _parts(10 + p))
-    stage.recovered([0, 1])
+    stage.recovered([0, 1], [0, 1])
     kept = stage.states[0]
     assert kept.applied == 10 and not table.data  # the bytes live once, in the state
     stage.position[0] = 11
@@ -66,7 +66,7 @@ def test_kept_partition_keeps_its_state_and_drops_the_reread_bytes():
     stage.revoke([0, 1])
     stage.assign([0])
     assert set(stage.states) == {0} and 1 not in stage.position
-    stage.recovered([0])
+    stage.recovered([0], [0])
     assert stage.states[0] is kept and kept.applied == 20 and stage.position[0] == 11
     assert not table.data
 
@@ -74,37 +74,37 @@ def test_kept_partition_keeps_its_state_and_drops_the_reread_bytes():
 def test_partition_back_after_leaving_is_rebuilt_from_its_whole_changelog():
     stage, table = _stage()
     _load(table, 2, _parts(5))
-    stage.recovered([2])
+    stage.recovered([2], [2])
     stage.revoke([2])
     stage.assign([])  # given away
     assert not stage.states
     _load(table, 2, _parts(30))  # its whole changelog, as its other owner left it
     stage.revoke([])
     stage.assign([2])
-    stage.recovered([2])
+    stage.recovered([2], [2])
     assert stage.states[2].applied == 30
 
 
 def test_recovery_drops_partitions_it_no_longer_owns():
     stage, table = _stage()
     _load(table, 0, _parts(3))
-    stage.recovered([0])
-    stage.recovered([1])  # an assignment this stage did not see: still never serve partition 0
+    stage.recovered([0], [0])
+    stage.recovered([1], [1])  # an assignment this stage did not see: still never serve partition 0
     assert set(stage.states) == {1}
 
 
 def test_kept_partition_written_by_another_worker_is_stale():
     stage, table = _stage()
     _load(table, 0, _parts(10))
-    stage.recovered([0])
+    stage.recovered([0], [0])
     _load(table, 0, _parts(50))  # newer than anything this worker applied
     with pytest.raises(StaleState):
-        stage.recovered([0])
+        stage.recovered([0], [0])
 
 
 async def test_held_records_are_dropped_and_nothing_is_written_until_the_assignment():
     stage, table = _stage()
-    stage.recovered([0])
+    stage.recovered([0], [0])
     stage.held[0] = ["an event of the old generation"]
     stage.revoke([0])
     assert not stage.held
@@ -114,3 +114,14 @@ async def test_held_records_are_dropped_and_nothing_is_written_until_the_assignm
     stage.assign([0])
     await stage.flush(force=True)
     assert [k for _, k, _ in table.sent] == ["0/meta"]
+
+
+def test_a_partition_whose_changelog_is_not_read_yet_gets_no_empty_state() -> None:
+    """Faust calls back after a recovery although a newer rebalance has begun: a partition of
+    the newer assignment is owned but its changelog unread. An empty state built then made the
+    next recovery find parts newer than it (StaleState): a crash in the group test."""
+    stage, _ = _stage()
+    stage.recovered([0, 1], [0])
+    assert sorted(stage.states) == [0]
+    stage.recovered([0, 1], [0, 1])
+    assert sorted(stage.states) == [0, 1]
