@@ -31,6 +31,7 @@ Why it looks like this (see README, "Exactness"):
 from __future__ import annotations
 
 import heapq
+import itertools
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -168,8 +169,11 @@ class PartitionState:
         self.source_times: dict[tuple[str, int, int], float] = {}
         self.leads = LeadBook(waited) if waited is not None else LeadBook()
         self.lead_stamps: dict[int, int] = {}  # lead part -> stamp
-        # (touch_time + grace, lead, response): responses waiting to become final
-        self._unsettled: list[tuple[float, str, Response]] = []
+        # (touch_time + grace, sequence, lead, response): responses waiting to become final; the
+        # sequence orders two versions of one lead's response due at the same moment (Response
+        # itself has no order)
+        self._unsettled: list[tuple[float, int, str, Response]] = []
+        self._unsettled_seq = itertools.count()
         self.watermark = float("-inf")
         self._next_window_expiry = float("-inf")  # the earliest clock at which a window expires
         self._next_seen_expiry = float("-inf")  # the earliest watermark at which a dedup minute does
@@ -307,7 +311,8 @@ class PartitionState:
                 self._file_response(old, offset, replaying, retract=True)
             if new is not None:
                 self._file_response(new, offset, replaying, retract=False)
-                heapq.heappush(self._unsettled, (new.touch_time + self.grace, lead_id, new))
+                heapq.heappush(self._unsettled,
+                               (new.touch_time + self.grace, next(self._unsettled_seq), lead_id, new))
         if src_hw >= 0:
             self.sources[src] = src_hw
 
@@ -657,7 +662,7 @@ class PartitionState:
         out = []
         heap = self._unsettled
         while heap and heap[0][0] <= self.watermark:
-            _, lead_id, response = heapq.heappop(heap)
+            _, _, lead_id, response = heapq.heappop(heap)
             lead = self.leads.leads.get(lead_id)
             if lead is not None and lead.response == response:
                 out.append(response)

@@ -15,12 +15,14 @@ import pytest
 
 from metrics.catalog import Catalog
 from metrics.events import (
+    LANE_LEAD,
     Bundle,
     CallCompleted,
     ConversationHeld,
     CrmRecordUpdated,
     EmailSent,
     Event,
+    LeadAssigned,
     LeadCreated,
     MeetingScheduled,
     RepUpdated,
@@ -857,3 +859,23 @@ def test_a_snapshot_during_the_replay_keeps_parts_that_are_ahead():
     again = PartitionState.restore(changelog.items(), CAT, CAL)
     apply_all(again, bundles)
     assert of(window(again, DAY, T0), "calls_made") == {("rep-1", "t"): 4}
+
+
+# -- leads -------------------------------------------------------------------------------------
+
+
+def test_a_response_corrected_within_the_grace_period_does_not_break_the_lead_lane():
+    """A lead's response changes while an earlier version still waits to become final (same
+    touch, so the same moment): here a ``lead.assigned`` gives the teamless lead a team after
+    its touch. Both versions are queued for the histogram; the newer one counts."""
+    state = new_state()
+    events = [
+        ev(0, T0, LeadCreated("lead-1", rep_id="rep-1")),
+        ev(1, T0 + 30, CallCompleted("rep-2", "outbound", "busy", lead_id="lead-1")),
+        ev(2, T0 + 40, LeadAssigned("lead-1", "rep-3", team_id="team-b")),
+    ]
+    for i, e in enumerate(events):
+        state.apply(Bundle("sales.leads", 0, [e], LANE_LEAD), i)
+    assert state.leads.leads["lead-1"].response.team == "team-b"
+    state.apply(Bundle("sales.leads", 0, [ev(3, T0 + 30 + 301, ToolUsed("rep-9", "gong"))], LANE_LEAD), 3)
+    assert [(r.seconds, r.team) for r in state.drain_responses()] == [(30.0, "team-b")]
