@@ -26,6 +26,11 @@ Why it looks like this (see README, "Exactness"):
   grace periods after they end by the wall clock the caller passes to :meth:`expire`: only
   current windows are exported, so that changes no exported value, and a backlog never loses a
   window that is still filling.
+* A lead still waiting a wait horizon after its creation (event time, behind the partition's
+  watermark) is forgotten, and so is a settled one (answered, lost or converted) a dedup horizon
+  after its last event. Each lead event first forgets its lead if it is such a lead, so the
+  outcome does not depend on when :meth:`expire` (which forgets them all, for the gauges and
+  the memory) happens to run: a replay decides the same.
 """
 
 from __future__ import annotations
@@ -42,7 +47,14 @@ from xxhash import xxh3_64_intdigest
 
 from metrics.catalog import Catalog
 from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated
-from metrics.leads import LEAD_LANE_TYPES, Lead, LeadBook, Response, lead_part
+from metrics.leads import (
+    LEAD_LANE_TYPES,
+    LEAD_WAIT_HORIZON_SECONDS,
+    Lead,
+    LeadBook,
+    Response,
+    lead_part,
+)
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS, Calendar
 
 UNASSIGNED = "unassigned"
@@ -155,11 +167,13 @@ class PartitionState:
         grace_seconds: float = 300.0,
         dedup_horizon_seconds: float = 86400.0,
         waited: Any = None,
+        lead_wait_horizon_seconds: float = LEAD_WAIT_HORIZON_SECONDS,
     ) -> None:
         self.catalog = catalog
         self.calendar = calendar
         self.grace = grace_seconds
         self.horizon = dedup_horizon_seconds
+        self.wait_horizon = lead_wait_horizon_seconds
         self._windows: dict[tuple[int, float], WindowPart] = {}  # see :attr:`windows`
         self.seen: dict[int, SeenPart] = {}
         self.roster: dict[str, RosterEntry] = {}
@@ -306,7 +320,8 @@ class PartitionState:
                 continue
             if replaying and self.lead_stamps.get(lead_part(lead_id), -1) >= offset:
                 continue  # this lead's part already holds the record
-            old, new = book.apply(lead_id, ev.data, t)
+            old, new = book.apply(lead_id, ev.data, t, self.watermark - self.wait_horizon,
+                                  self.watermark - self.horizon)
             if old is not None:
                 self._file_response(old, offset, replaying, retract=True)
             if new is not None:
@@ -494,12 +509,15 @@ class PartitionState:
         input partitions run ahead of each other, never loses a window that is still filling.
         Dedup minutes go a horizon after the partition's watermark. Cheap when nothing is due:
         it keeps the earliest moment anything expires. Settled leads are forgotten at most
-        once per minute of watermark (that changes no result: events older than the horizon
-        are dropped anyway).
+        once per minute of watermark (that changes no result: the next event of such a lead
+        would forget it first, see :meth:`_apply_leads`). Waiting leads are forgotten a wait horizon after their creation
+        (behind the watermark), every call, cheaply (the next event of such a lead would
+        forget it anyway, see :meth:`_apply_leads`).
         """
         self._fold_pending()
         wm = self.watermark
         clock = wm if now is None else now
+        self.leads.expire_waiting(wm - self.wait_horizon)
         if wm >= self._leads_expired_at + 60.0:
             self._leads_expired_at = wm
             self.leads.expire(wm - self.horizon)

@@ -169,6 +169,7 @@ class Service:
             grace_seconds=s.grace_seconds,
             dedup_horizon_seconds=s.dedup_horizon_seconds,
             waited=self.business.waited,
+            lead_wait_horizon_seconds=s.lead_wait_horizon_seconds,
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 self.catalog, snapshots, partitions=s.partitions, rollup_topic=self.rollup_topic_name,
