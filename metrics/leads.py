@@ -11,10 +11,18 @@ give. When a touch with an earlier time arrives after a later one was taken as t
 book reports the change: the old response is retracted and the new one recorded. Responses are
 reported as :class:`Response` records; the partition state files them into the windows of the
 touch time.
+
+A lead nobody touches, loses or converts does not wait forever: once its creation is a wait
+horizon (``lead_wait_horizon_seconds``, 30 days by default) behind the partition's watermark it
+is forgotten (see :meth:`LeadBook.apply` and :meth:`LeadBook.expire_waiting`). The decision is
+taken against event time only, so a replay after a crash takes it the same way. A touch that
+arrives for a forgotten lead finds no creation: the lead is unknown then and gets no response
+time.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -34,6 +42,10 @@ from metrics.events import (
 
 UNASSIGNED = "unassigned"
 LEAD_PARTS = 32  # leads are persisted in this many parts per partition, by hash of the lead id
+#: Default wait horizon: a waiting lead created this long before the partition's watermark is
+#: forgotten (a month: far beyond any first-response SLA, and the alerts topic keeps its
+#: alerts that long plus a margin, see ``streams.app.ensure_topics``).
+LEAD_WAIT_HORIZON_SECONDS = 30 * 86400.0
 
 #: Event types that matter to a lead's clock, and so travel in the lead lane.
 LEAD_LANE_TYPES = frozenset({
@@ -80,6 +92,11 @@ class Lead(msgspec.Struct, array_like=True):
     response: Response | None = None  # what is currently filed in the windows
 
     @property
+    def last_time(self) -> float:
+        """The event time of the latest event that changed the lead."""
+        return max(x for x in (self.created, self.touch, self.closed, self.owner_time) if x is not None)
+
+    @property
     def waiting(self) -> bool:
         """Created, not touched, not closed."""
         return self.created is not None and self.touch is None and self.closed is None
@@ -106,21 +123,45 @@ class LeadBook:
         self.waiting: dict[str, Lead] = {}
         self.waited = waited
         self.dirty_parts: set[int] = set()
+        #: (created, lead id) of waiting leads, earliest first, for :meth:`expire_waiting`;
+        #: entries of leads no longer waiting (or created earlier since) are skipped there
+        self._wait_heap: list[tuple[float, str]] = []
+        self.expired = 0  # waiting leads forgotten past the wait horizon, since the last drain
 
-    def apply(self, lead_id: str, data: Any, t: float) -> tuple[Response | None, Response | None]:
+    def apply(
+        self, lead_id: str, data: Any, t: float, wait_before: float = float("-inf"),
+        settled_before: float = float("-inf"),
+    ) -> tuple[Response | None, Response | None]:
         """Apply one event naming ``lead_id``; return (retracted, recorded) responses.
 
-        Both are None when the lead's response did not change.
+        Both are None when the lead's response did not change. A lead that expiry would forget
+        (still waiting although created at or before ``wait_before``, the wait horizon behind the
+        partition's watermark; or settled with its last event before ``settled_before``, the
+        dedup horizon behind it) is forgotten first, whether or not :meth:`expire_waiting` and
+        :meth:`expire` got to it yet: so the event meets the same (unknown) lead in a replay as
+        in the first pass, wherever expiry runs in between.
         """
         lead = self.leads.get(lead_id)
+        if lead is not None:
+            if lead.waiting:
+                if lead.created <= wait_before:  # type: ignore[operator]
+                    self._forget_waiting(lead_id)
+                    lead = None
+            elif lead.last_time < settled_before:
+                del self.leads[lead_id]
+                self.dirty_parts.add(lead_part(lead_id))
+                lead = None
         if lead is None:
             lead = self.leads[lead_id] = Lead()
+        was_waiting, created = lead.waiting, lead.created
         changed = self._update(lead, data, t)
         if not changed:
             return None, None
         self.dirty_parts.add(lead_part(lead_id))
         if lead.waiting:
             self.waiting[lead_id] = lead
+            if not was_waiting or lead.created != created:
+                self._push_waiting(lead_id, lead)
         else:
             self.waiting.pop(lead_id, None)
         wanted = lead.wanted_response(self.waited)
@@ -164,12 +205,41 @@ class LeadBook:
         return iter(self.waiting.items())
 
     # -- expiry -----------------------------------------------------------------------------
+    def _push_waiting(self, lead_id: str, lead: Lead) -> None:
+        heap = self._wait_heap
+        heapq.heappush(heap, (lead.created, lead_id))  # type: ignore[arg-type]
+        if len(heap) > 2 * len(self.waiting) + 1024:  # mostly leads answered since: rebuild
+            self._wait_heap = [(w.created, i) for i, w in self.waiting.items()]  # type: ignore[misc]
+            heapq.heapify(self._wait_heap)
+
+    def _forget_waiting(self, lead_id: str) -> None:
+        del self.leads[lead_id]
+        del self.waiting[lead_id]
+        self.dirty_parts.add(lead_part(lead_id))
+        self.expired += 1
+
+    def expire_waiting(self, before: float) -> int:
+        """Forget waiting leads created at or before ``before`` (the wait horizon behind the
+        partition's watermark). Cheap when none is due: a heap of creation times."""
+        heap = self._wait_heap
+        n = 0
+        while heap and heap[0][0] <= before:
+            created, lead_id = heapq.heappop(heap)
+            lead = self.waiting.get(lead_id)
+            if lead is not None and lead.created == created:
+                self._forget_waiting(lead_id)
+                n += 1
+        return n
+
+    def drain_expired(self) -> int:
+        n, self.expired = self.expired, 0
+        return n
+
     def expire(self, before: float) -> int:
         """Forget settled leads (answered or closed) whose last event is older than ``before``."""
         drop = [
             lead_id for lead_id, lead in self.leads.items()
-            if not lead.waiting
-            and max(x for x in (lead.created, lead.touch, lead.closed, lead.owner_time) if x is not None) < before
+            if not lead.waiting and lead.last_time < before
         ]
         for lead_id in drop:
             del self.leads[lead_id]
@@ -191,3 +261,4 @@ class LeadBook:
             self.leads[lead_id] = lead
             if lead.waiting:
                 self.waiting[lead_id] = lead
+                self._push_waiting(lead_id, lead)

@@ -26,11 +26,17 @@ Why it looks like this (see README, "Exactness"):
   grace periods after they end by the wall clock the caller passes to :meth:`expire`: only
   current windows are exported, so that changes no exported value, and a backlog never loses a
   window that is still filling.
+* A lead still waiting a wait horizon after its creation (event time, behind the partition's
+  watermark) is forgotten, and so is a settled one (answered, lost or converted) a dedup horizon
+  after its last event. Each lead event first forgets its lead if it is such a lead, so the
+  outcome does not depend on when :meth:`expire` (which forgets them all, for the gauges and
+  the memory) happens to run: a replay decides the same.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -41,7 +47,14 @@ from xxhash import xxh3_64_intdigest
 
 from metrics.catalog import Catalog
 from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated
-from metrics.leads import LEAD_LANE_TYPES, Lead, LeadBook, Response, lead_part
+from metrics.leads import (
+    LEAD_LANE_TYPES,
+    LEAD_WAIT_HORIZON_SECONDS,
+    Lead,
+    LeadBook,
+    Response,
+    lead_part,
+)
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS, Calendar
 
 UNASSIGNED = "unassigned"
@@ -154,11 +167,13 @@ class PartitionState:
         grace_seconds: float = 300.0,
         dedup_horizon_seconds: float = 86400.0,
         waited: Any = None,
+        lead_wait_horizon_seconds: float = LEAD_WAIT_HORIZON_SECONDS,
     ) -> None:
         self.catalog = catalog
         self.calendar = calendar
         self.grace = grace_seconds
         self.horizon = dedup_horizon_seconds
+        self.wait_horizon = lead_wait_horizon_seconds
         self._windows: dict[tuple[int, float], WindowPart] = {}  # see :attr:`windows`
         self.seen: dict[int, SeenPart] = {}
         self.roster: dict[str, RosterEntry] = {}
@@ -168,8 +183,11 @@ class PartitionState:
         self.source_times: dict[tuple[str, int, int], float] = {}
         self.leads = LeadBook(waited) if waited is not None else LeadBook()
         self.lead_stamps: dict[int, int] = {}  # lead part -> stamp
-        # (touch_time + grace, lead, response): responses waiting to become final
-        self._unsettled: list[tuple[float, str, Response]] = []
+        # (touch_time + grace, sequence, lead, response): responses waiting to become final; the
+        # sequence orders two versions of one lead's response due at the same moment (Response
+        # itself has no order)
+        self._unsettled: list[tuple[float, int, str, Response]] = []
+        self._unsettled_seq = itertools.count()
         self.watermark = float("-inf")
         self._next_window_expiry = float("-inf")  # the earliest clock at which a window expires
         self._next_seen_expiry = float("-inf")  # the earliest watermark at which a dedup minute does
@@ -302,12 +320,14 @@ class PartitionState:
                 continue
             if replaying and self.lead_stamps.get(lead_part(lead_id), -1) >= offset:
                 continue  # this lead's part already holds the record
-            old, new = book.apply(lead_id, ev.data, t)
+            old, new = book.apply(lead_id, ev.data, t, self.watermark - self.wait_horizon,
+                                  self.watermark - self.horizon)
             if old is not None:
                 self._file_response(old, offset, replaying, retract=True)
             if new is not None:
                 self._file_response(new, offset, replaying, retract=False)
-                heapq.heappush(self._unsettled, (new.touch_time + self.grace, lead_id, new))
+                heapq.heappush(self._unsettled,
+                               (new.touch_time + self.grace, next(self._unsettled_seq), lead_id, new))
         if src_hw >= 0:
             self.sources[src] = src_hw
 
@@ -489,12 +509,15 @@ class PartitionState:
         input partitions run ahead of each other, never loses a window that is still filling.
         Dedup minutes go a horizon after the partition's watermark. Cheap when nothing is due:
         it keeps the earliest moment anything expires. Settled leads are forgotten at most
-        once per minute of watermark (that changes no result: events older than the horizon
-        are dropped anyway).
+        once per minute of watermark (that changes no result: the next event of such a lead
+        would forget it first, see :meth:`_apply_leads`). Waiting leads are forgotten a wait horizon after their creation
+        (behind the watermark), every call, cheaply (the next event of such a lead would
+        forget it anyway, see :meth:`_apply_leads`).
         """
         self._fold_pending()
         wm = self.watermark
         clock = wm if now is None else now
+        self.leads.expire_waiting(wm - self.wait_horizon)
         if wm >= self._leads_expired_at + 60.0:
             self._leads_expired_at = wm
             self.leads.expire(wm - self.horizon)
@@ -657,7 +680,7 @@ class PartitionState:
         out = []
         heap = self._unsettled
         while heap and heap[0][0] <= self.watermark:
-            _, lead_id, response = heapq.heappop(heap)
+            _, _, lead_id, response = heapq.heappop(heap)
             lead = self.leads.leads.get(lead_id)
             if lead is not None and lead.response == response:
                 out.append(response)

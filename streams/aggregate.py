@@ -61,6 +61,7 @@ class AggregateStage:
         grace_seconds: float,
         dedup_horizon_seconds: float,
         waited: Callable[[str | None, float, float], float] | None = None,
+        lead_wait_horizon_seconds: float | None = None,
         generation: Callable[[], int] = lambda: 0,
         publisher: Publisher | None = None,
         send: Callable[..., Awaitable[Any]] | None = None,
@@ -73,6 +74,8 @@ class AggregateStage:
             "dedup_horizon_seconds": dedup_horizon_seconds,
             "waited": waited,
         }
+        if lead_wait_horizon_seconds is not None:
+            self.state_kw["lead_wait_horizon_seconds"] = lead_wait_horizon_seconds
         self.generation = generation
         self.publisher = publisher
         self.send = send
@@ -85,6 +88,7 @@ class AggregateStage:
         self.processed: Counter[str] = Counter()
         self.duplicates = 0
         self.late = 0
+        self.leads_expired = 0  # waiting leads forgotten past the wait horizon
         self.flushes = 0
         self.parts_written = 0
         self._lock = asyncio.Lock()
@@ -166,6 +170,7 @@ class AggregateStage:
         self.processed.update(processed)
         self.duplicates += duplicates
         self.late += late
+        self.leads_expired += state.leads.drain_expired()
 
     # -- durability -----------------------------------------------------------------------
     async def flush(self, force: bool = False) -> None:
@@ -189,6 +194,7 @@ class AggregateStage:
                     continue  # maybe no longer ours: another worker may be recovering it
                 held = self.held.pop(partition, [])
                 state.expire(time.time())
+                self.leads_expired += state.leads.drain_expired()
                 futures = []
                 if state.dirty:
                     began = time.monotonic()

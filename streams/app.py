@@ -11,15 +11,15 @@ consumer group, commits, rebalancing and table recovery.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
 from aiohttp import web as aiohttp_web
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.types import TP
 from faust.web import Request, Response, View
@@ -44,6 +44,10 @@ from streams.transport import BatchTransport
 
 log = logging.getLogger(__name__)
 
+#: The alerts topic keeps its records the lead wait horizon plus this margin: an alert is sent
+#: after its lead's creation, and no lead older than the horizon is alerted (streams.leads), so
+#: the margin only has to cover the clocks of producers and workers; a day is plenty.
+ALERTS_RETENTION_MARGIN_SECONDS = 86400.0
 STATE_TABLE = "kpi-state"
 #: The largest record the producer sends (its ``max_request_size``) and the ``max.message.bytes``
 #: of every topic the worker creates, so that no record the producer accepts is refused by the
@@ -198,6 +202,7 @@ class Service:
             grace_seconds=s.grace_seconds,
             dedup_horizon_seconds=s.dedup_horizon_seconds,
             waited=self.business.waited,
+            lead_wait_horizon_seconds=s.lead_wait_horizon_seconds,
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 self.catalog, snapshots, partitions=s.partitions, rollup_topic=self.rollup_topic_name,
@@ -231,6 +236,7 @@ class Service:
             sla_seconds=s.lead_sla_seconds,
             alerts_topic=s.alerts_topic,
             source=f"salespulse/{s.app_id}",
+            wait_horizon_seconds=s.lead_wait_horizon_seconds,
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.kpis = KpiRenderer(
@@ -422,21 +428,94 @@ async def ensure_topics(settings: Settings) -> list[str]:
             for name in sorted(wanted - existing)
         ]
         if settings.alerts_topic not in existing:
-            missing.append(NewTopic(settings.alerts_topic, num_partitions=1, replication_factor=1))
-        compacted = {"cleanup.policy": "compact", **TOPIC_LIMITS}
+            # The topic is the alert ledger (streams.leads): it must keep every alert a lead
+            # still waiting could be due, whatever the broker's default retention (7 days).
+            retention = {"retention.ms": str(alerts_retention_ms(settings)), **TOPIC_LIMITS}
+            missing.append(NewTopic(settings.alerts_topic, num_partitions=1, replication_factor=1,
+                                    topic_configs=retention))
+        else:
+            await _check_alerts_retention(admin, settings)
         for topic in missing:
-            if topic.name == settings.dlq_topic or topic.name == settings.alerts_topic:
+            if topic.name == settings.dlq_topic:
                 topic.topic_configs = dict(TOPIC_LIMITS)
+        compacted = {"cleanup.policy": "compact", **TOPIC_LIMITS}
         for name in (settings.metrics_topic, rollup_topic(settings)):
             if name not in existing:
                 missing.append(NewTopic(name, num_partitions=settings.partitions,
                                         replication_factor=1, topic_configs=compacted))
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
-                await admin.create_topics(missing)
-        return [t.name for t in missing]
+        if not missing:
+            return []
+        try:
+            response = await admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            errors = {t.name: TopicAlreadyExistsError.errno for t in missing}
+        else:  # aiokafka answers errors per topic, without raising
+            errors = {name: code for name, code, *_ in response.topic_errors if code}
+        for name, code in sorted(errors.items()):
+            if code != TopicAlreadyExistsError.errno:
+                log.warning("topic %s not created: error code %d", name, code)
+        if errors.get(settings.alerts_topic) == TopicAlreadyExistsError.errno:
+            # another worker (or a metadata answer behind the controller) was quicker: the
+            # topic may have a retention of someone else's choosing
+            await _check_alerts_retention(admin, settings)
+        return [t.name for t in missing if t.name not in errors]
     finally:
         await admin.close()
+
+
+def alerts_retention_ms(settings: Settings) -> int:
+    """The retention the alerts topic needs to be the alert ledger: the wait horizon + a day."""
+    return int((settings.lead_wait_horizon_seconds + ALERTS_RETENTION_MARGIN_SECONDS) * 1000)
+
+
+def alerts_retention_problem(configs: Mapping[str, str | None], wanted_ms: int) -> str | None:
+    """Why an alerts topic with these configs forgets alerts sooner than ``wanted_ms``, or None."""
+    if "delete" not in (configs.get("cleanup.policy") or "delete"):
+        return None  # compacted only: the latest alert of every lead is kept for good
+    problems = []
+    retention_ms = int(configs.get("retention.ms") or -1)
+    if 0 <= retention_ms < wanted_ms:
+        problems.append(f"retention.ms={retention_ms} is shorter than {wanted_ms}")
+    retention_bytes = int(configs.get("retention.bytes") or -1)
+    if retention_bytes >= 0:
+        problems.append(f"retention.bytes={retention_bytes} may delete alerts before that")
+    return "; ".join(problems) or None
+
+
+async def _check_alerts_retention(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    """Warn when the existing alerts topic would forget alerts the ledger still needs."""
+    topic = settings.alerts_topic
+    wanted = alerts_retention_ms(settings)
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic,
+                              {"cleanup.policy": None, "retention.ms": None, "retention.bytes": None})
+    configs: dict[str, str | None] = {}
+    error: Any = None
+    for attempt in range(10):  # a topic created a moment ago may not be known to every broker yet
+        if attempt:
+            await asyncio.sleep(0.5)
+        try:
+            [response] = await admin.describe_configs([resource])
+        except Exception as exc:  # the broker refuses (ACLs): say so, carry on
+            error = repr(exc)
+            break
+        [(code, message, _, _, entries)] = response.resources
+        if not code and entries:
+            configs = {entry[0]: entry[1] for entry in entries}
+            break
+        error = f"error code {code} {message or ''}".strip()
+    if "retention.ms" not in configs:
+        log.warning("could not read the retention of the alerts topic %s (%s): it must keep alerts "
+                    "for at least retention.ms=%d", topic, error, wanted)
+        return
+    problem = alerts_retention_problem(configs, wanted)
+    if problem:
+        log.warning(
+            "alerts topic %s: %s. The topic is the alert ledger: an alert deleted by retention is "
+            "forgotten, and a lead still waiting then is paged again after a restart. Set "
+            "retention.ms=%d (SALESPULSE_LEAD_WAIT_HORIZON_SECONDS plus a day), e.g. "
+            "kafka-configs.sh --alter --entity-type topics --entity-name %s --add-config retention.ms=%d",
+            topic, problem, wanted, topic, wanted,
+        )
 
 
 def rollup_topic(settings: Settings) -> str:

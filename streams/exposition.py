@@ -206,6 +206,12 @@ class HealthCollector(Collector):
             value=agg.offset_resets,
         )
         yield CounterMetricFamily(
+            "salespulse_leads_expired",
+            "Leads forgotten while still awaiting a first response, a wait horizon after their "
+            "creation (SALESPULSE_LEAD_WAIT_HORIZON_SECONDS).",
+            value=agg.leads_expired,
+        )
+        yield CounterMetricFamily(
             "salespulse_state_flushes", "State snapshots taken.", value=agg.flushes
         )
         yield CounterMetricFamily(

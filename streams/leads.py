@@ -17,6 +17,12 @@ leads before it judges anything, and sends an alert only for a lead not in that 
 delivery before adding it. A crash after the send leaves the alert in the topic, where the next
 start reads it. The alert's id is derived from the lead, so even a consumer that sees the
 topic's records twice can tell them apart.
+
+The ledger remembers only what the topic retains. The worker creates the topic with a retention
+of the lead wait horizon plus a day (:func:`streams.app.ensure_topics`), and no lead created more
+than the wait horizon before the judged moment is ever alerted (its partition may not have aged
+it out yet, when that partition's events stopped): so every alert a lead could still be due is
+still in the topic, and a restart never pages a lead again because its alert was deleted.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from metrics.leads import UNASSIGNED, Lead
+from metrics.leads import LEAD_WAIT_HORIZON_SECONDS, UNASSIGNED, Lead
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +142,12 @@ class LeadMonitor:
         sla_seconds: float,
         alerts_topic: str,
         source: str,
+        wait_horizon_seconds: float = LEAD_WAIT_HORIZON_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``progress`` has ``async check(mark)`` (:class:`streams.progress.GroupProgress`)."""
+        """``progress`` has ``async check(mark)`` (:class:`streams.progress.GroupProgress`).
+        A lead created ``wait_horizon_seconds`` or more before the judged moment is never
+        alerted: the alerts topic (the ledger) keeps alerts only that long plus a margin."""
         self.states = states
         self.progress = progress
         self.waited = waited
@@ -147,6 +156,7 @@ class LeadMonitor:
         self.sla = sla_seconds
         self.alerts_topic = alerts_topic
         self.source = source
+        self.wait_horizon = wait_horizon_seconds
         self.clock = clock
         self.buckets = RESPONSE_BUCKETS
         self.judged_at: float | None = None  # the last T0 the whole group had read all input
@@ -194,8 +204,9 @@ class LeadMonitor:
         self.verdict = {lead_id for lead_id, _, _ in overdue}
         if not self.ledger.ready.is_set():
             return
+        too_old = t0 - self.wait_horizon  # its alert may be gone from the ledger: never page
         for lead_id, lead, waited in overdue:
-            if lead_id in self.ledger.alerted:
+            if lead_id in self.ledger.alerted or (lead.created or t0) <= too_old:
                 continue
             value = alert_event(lead_id, lead, waited, self.sla, self.source, t0)
             try:

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         None,
         description="JSON: working days and hours per team for lead response time (see README).",
     )
+    lead_wait_horizon_seconds: float = Field(
+        30 * 86400.0, gt=0,
+        description="A lead still waiting for a first response this long after its creation (event "
+        "time, behind its partition's watermark) is forgotten; the alerts topic is created with this "
+        "retention plus a day.",
+    )
     lead_check_seconds: float = Field(1.0, description="How often overdue leads are judged.")
     session_timeout_seconds: float = Field(
         30.0, description="Kafka consumer session timeout: how soon a dead worker's partitions move."

@@ -9,7 +9,7 @@ import json
 from types import SimpleNamespace
 
 from metrics.events import CallCompleted, LeadCreated
-from metrics.leads import LeadBook
+from metrics.leads import LEAD_WAIT_HORIZON_SECONDS, LeadBook
 from streams.leads import ALERT_TYPE, AlertLedger, LeadMonitor
 
 NOW = 1_800_000_000.0
@@ -115,3 +115,18 @@ async def test_judged_as_of_the_confirmed_moment_only():
     await monitor.tick()
     assert sorted(key for key, _ in sent) == [b"late", b"old"]
     assert monitor.gauges()["t1"][:2] == (2, 2)
+
+
+async def test_a_lead_created_longer_ago_than_the_wait_horizon_is_never_paged():
+    """The alerts topic (the ledger) keeps alerts the wait horizon plus a day: a lead older than
+    the horizon may have had its alert deleted by retention, so it is never paged, lest a
+    restart page it again. Its partition may still hold it (no event moved its watermark)."""
+    book = LeadBook()
+    book.apply("ancient", LeadCreated("ancient", team_id="t1"), NOW - LEAD_WAIT_HORIZON_SECONDS - 60)
+    book.apply("recent", LeadCreated("recent", team_id="t1"), NOW - LEAD_WAIT_HORIZON_SECONDS + 60)
+    sent: list[tuple[bytes, dict]] = []
+    monitor, _ = _monitor(book, sent)
+    await monitor.tick()
+    await monitor.tick()
+    assert [key for key, _ in sent] == [b"recent"]
+    assert monitor.gauges()["t1"][:2] == (2, 2)  # both still in state, and overdue
