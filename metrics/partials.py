@@ -1,7 +1,8 @@
-"""The roll-up wire format: one keyed partition's parts of one team (or the org) in one window.
+"""The roll-up wire format: one keyed partition's parts of one scope (a rep, a team or the org)
+in one window.
 
-The aggregate stage publishes, for every window that changed, one :class:`Partial` per team and
-one for the organisation, keyed ``<scope>/<id>/<kind>/<window start>/<source partition>`` on a
+The aggregate stage publishes, for every window that changed, one :class:`Partial` per rep
+whose parts changed, per team and one for the organisation, keyed ``<scope>/<id>/<kind>/<window start>/<source partition>`` on a
 compacted internal topic; the roll-up stage keeps the latest partial of every source partition
 and merges them (:func:`metrics.rollup.merge`). ``version`` is the source partition's offset
 that the partial reflects: the partial is published only once the state it was computed from is
@@ -30,11 +31,14 @@ class Partial(msgspec.Struct, array_like=True):
     keys: list[tuple]  # (kpi, *dims), parallel to values
     values: list[float]
     sketches: list[tuple[str, list[int], list[int], int, float]] = []
+    samples: list[tuple[str, list[float]]] = []  # a rep's raw observations (exact quantiles)
+    team: str | None = None  # a rep's team label
 
     @property
     def parts(self) -> Parts:
         return Parts(
             sums=dict(zip(map(tuple, self.keys), self.values, strict=True)),
+            samples=dict(self.samples),
             sketches={s[0]: Sketch.decode(s[1:]) for s in self.sketches},
         )
 
@@ -44,11 +48,13 @@ def partial_key(scope: str, scope_id: str, kind: int, start: float, source: int)
 
 
 def make_partial(scope: str, scope_id: str, kind: int, start: float, end: float, source: int,
-                 version: int, parts: Parts) -> Partial:
+                 version: int, parts: Parts, team: str | None = None) -> Partial:
     return Partial(
         scope, scope_id, kind, start, end, source, version,
         list(parts.sums), list(parts.sums.values()),
         [(series, *s.encode()) for series, s in parts.sketches.items()],
+        list(parts.samples.items()),
+        team,
     )
 
 

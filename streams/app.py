@@ -205,8 +205,8 @@ class Service:
             lead_wait_horizon_seconds=s.lead_wait_horizon_seconds,
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
-                self.catalog, snapshots, partitions=s.partitions, rollup_topic=self.rollup_topic_name,
-                metrics_topic=s.metrics_topic, interval=s.metrics_interval_seconds,
+                partitions=s.partitions, rollup_topic=self.rollup_topic_name,
+                interval=s.metrics_interval_seconds,
             ),
             send=self._send,
         )
@@ -240,7 +240,7 @@ class Service:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.kpis = KpiRenderer(
-            self.catalog, self.calendar, lambda: list(self.aggregate.states.values()), self.rollup
+            self.catalog, self.calendar, self.rollup
         )
         self.registry.register(
             HealthCollector(self.ingest, self.aggregate, self._lag, s.lead_sla_seconds)

@@ -1,12 +1,11 @@
 """`GET /metrics`: KPI gauges and service health, rendered from state at scrape time.
 
-No client object is touched per event. At each scrape the collector takes the current window
-of every kind (by the wall clock, in the organisation's time zone), rolls the partitions' sums
-up into rep, team and organisation values (`metrics.rollup`), and emits one family per KPI and
-scope, named ``salespulse_<scope>_<kpi>`` (SPEC section 3).
-
-Only the partitions this worker owns are read, so after a rebalance a worker stops exporting
-the series of partitions it gave away.
+No client object is touched per event. At each scrape the renderer takes the current window of
+every kind (by the wall clock, in the organisation's time zone) from the roll-up stage, which
+holds the finished rep, team and organisation values of the scopes this worker owns
+(`streams.rollup`), and emits one family per KPI and scope, named ``salespulse_<scope>_<kpi>``
+(SPEC section 3). Across the workers of a group each series is exported by exactly one of them;
+after a rebalance a worker stops exporting what it gave away.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from metrics.catalog import Catalog
-from metrics.leads import UNASSIGNED
-from metrics.rollup import rollup
 from metrics.windows import WINDOW_KINDS, Calendar
 
 SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
@@ -48,14 +45,12 @@ class KpiRenderer:
         self,
         catalog: Catalog,
         calendar: Calendar,
-        partitions: Callable[[], Iterable[Any]],
-        scopes: Any = None,
+        scopes: Any,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
         self.calendar = calendar
-        self.partitions = partitions
-        self.scopes = scopes  # the roll-up stage: team and organisation values it owns
+        self.scopes = scopes  # the roll-up stage: values(scope, kind, start) of what it owns
         self._stored = frozenset(k.name for k in catalog.stored)
         self.clock = clock
         self._labels: dict[tuple, str] = {}
@@ -80,61 +75,39 @@ class KpiRenderer:
             )
         return hit
 
-    def capture(self) -> tuple[float, dict[str, Any], list[tuple]]:
-        """Copy what a render reads: the current and previous window of every kind, from every
-        owned partition, and the roster. Runs on the event loop (dict copies, in C); the copy is
-        consistent because only the loop changes state."""
-        states = list(self.partitions())
+    def capture(self) -> list[dict[str, tuple[dict, dict]]]:
+        """What a render reads: per window kind, each scope's values of the current and the
+        previous window, from the roll-up stage. Runs on the event loop; the value dicts are
+        the stage's finished ones, replaced and never changed in place, so a render may read
+        them in a thread."""
         now = self.clock()
-        roster: dict[str, Any] = {}
-        for state in states:
-            roster.update(state.roster)
         windows = []
-        scopes = self.scopes
         for kind_index, kind in enumerate(WINDOW_KINDS):
             start, _ = self.calendar.bounds(kind, now)
             prev_start, _ = self.calendar.bounds(kind, start - 1.0)
-            # Team and org values are the roll-up stage's, finished and never changed in place.
-            rolled = {
-                scope: (scopes.values(scope, kind_index, start), scopes.values(scope, kind_index, prev_start))
-                for scope in ("team", "org")
-            } if scopes is not None else {}
-            windows.append((
-                [dict(s.raw_window_values(kind_index, start)) for s in states],
-                [dict(s.raw_window_values(kind_index, prev_start)) for s in states],
-                [{k: list(v) for k, v in s.window_samples(kind_index, start).items()} for s in states],
-                rolled,
-            ))
-        return now, roster, windows
+            windows.append({
+                scope: (self.scopes.values(scope, kind_index, start),
+                        self.scopes.values(scope, kind_index, prev_start))
+                for scope in SCOPE_LABELS
+            })
+        return windows
 
-    def render(self, captured: tuple[float, dict[str, Any], list[tuple]] | None = None) -> str:
+    def render(self, captured: list[dict[str, tuple[dict, dict]]] | None = None) -> str:
         """The KPI families as exposition text. Given a :meth:`capture`, it touches no live
         state and may run off the event loop (in a thread)."""
-        _, roster, windows = captured if captured is not None else self.capture()
-
-        def team_of(rep: str | None) -> str:
-            entry = roster.get(rep) if rep is not None else None
-            return entry.team if entry is not None and entry.team else UNASSIGNED
-
+        windows = captured if captured is not None else self.capture()
         lines: dict[tuple[str, str], list[str]] = {fam: [] for fam in self.families}
         fragment = self._fragment
-        for kind, (current, previous, samples, rolled) in zip(WINDOW_KINDS, windows, strict=True):
-            values = rollup(self.catalog, current, previous, samples, team_of)
-            if self.scopes is not None:  # across workers: from the roll-up stage
-                values.team = self._scoped(*rolled["team"])
-                values.org = {(k[0], *k[2:]): v for k, v in self._scoped(*rolled["org"]).items()}
+        for kind, scopes in zip(WINDOW_KINDS, windows, strict=True):
             window = f'window="{kind}"'
-            for scope, scoped in (("rep", values.rep), ("team", values.team), ("org", values.org)):
-                names = SCOPE_LABELS[scope]
+            for scope, names in SCOPE_LABELS.items():
                 width = len(names)
-                for key, value in scoped.items():
+                for key, value in self._scoped(*scopes[scope]).items():
                     kpi = key[0]
                     out = lines.get((scope, kpi))
                     if out is None or kind not in self.windows_of[kpi]:
                         continue
                     ids = key[1 : 1 + width]
-                    if scope == "rep" and ids[0] is None:
-                        continue
                     dims = key[1 + width :]
                     head = fragment(names, ids)
                     tail = "," + fragment(self._dims[kpi], dims)[:-1] if dims else ""
@@ -148,15 +121,16 @@ class KpiRenderer:
         return "".join(parts)
 
 
-    def _scoped(self, current: dict[str, dict], previous: dict[str, dict]) -> dict[tuple, float]:
-        """{id: {(kpi, *dims): v}} as {(kpi, id, *dims): v}, with the stored KPIs of the
-        previous window at 0 where the current window has none yet."""
+    def _scoped(self, current: dict[tuple, dict], previous: dict[tuple, dict]) -> dict[tuple, float]:
+        """{labels: {(kpi, *dims): v}} as {(kpi, *labels, *dims): v}, with the stored KPIs of
+        the previous window at 0 where the current window has none yet: a gauge drops to the
+        new window's value at the boundary even when no event arrives."""
         out: dict[tuple, float] = {}
         stored = self._stored
-        for scope_id, values in previous.items():
-            out.update(((k[0], scope_id, *k[1:]), 0.0) for k in values if k[0] in stored)
-        for scope_id, values in current.items():
-            out.update(((k[0], scope_id, *k[1:]), v) for k, v in values.items())
+        for ids, values in previous.items():
+            out.update(((k[0], *ids, *k[1:]), 0.0) for k in values if k[0] in stored)
+        for ids, values in current.items():
+            out.update(((k[0], *ids, *k[1:]), v) for k, v in values.items())
         return out
 
 

@@ -1,14 +1,14 @@
 """What an aggregate partition tells the world once its state is durable.
 
 For every window that changed since the last publication (at most once per
-``SALESPULSE_METRICS_INTERVAL_SECONDS`` per partition), and for every window that expired:
-
-* one roll-up :class:`metrics.partials.Partial` per team and one for the organisation, to the
-  internal ``<app_id>-rollup`` topic, in the partition of the team (crc32 of its id, like the
-  keyed events) so that one worker merges each team's parts from every aggregate partition;
-  tombstones when a team disappears from a window or the window expires (the topic is
-  compacted: it holds the latest partial per team, window and source partition);
-* one `sales.metrics` record per rep whose values changed (``final`` when the window expired).
+``SALESPULSE_METRICS_INTERVAL_SECONDS`` per partition, longer while a backlog makes it costly),
+one roll-up :class:`metrics.partials.Partial` per rep whose parts changed, per team and one for
+the organisation, to the internal ``<app_id>-rollup`` topic, in the partition of the rep or
+team (crc32 of its id, like the keyed events) so that one worker merges each scope's parts from
+every aggregate partition. A rep's own partition holds its sums, but its lead response times
+live in the partitions of its leads: only the merge has them all. Tombstones go out when a
+scope disappears from a window or the window expires (the topic is compacted: it holds the
+latest partial per scope, window and source partition).
 
 Records are captured synchronously right after the partition's snapshot (or while it is clean),
 so they reflect exactly the state that the snapshot makes durable, and are sent after it is.
@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 from zlib import crc32
 
-from metrics.catalog import Catalog
+from metrics.leads import UNASSIGNED
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key
-from metrics.rollup import Parts, finish, merge, split
-from metrics.snapshots import SnapshotFormat
+from metrics.rollup import Parts, merge, split
 from metrics.state import PartitionState, WindowPart
 
 #: A partition publishes at most once per this many times its last publication's cost: in a
@@ -43,26 +42,20 @@ def scope_partition(scope_id: str, partitions: int) -> int:
 class Publisher:
     def __init__(
         self,
-        catalog: Catalog,
-        fmt: SnapshotFormat,
         *,
         partitions: int,
         rollup_topic: str,
-        metrics_topic: str,
         interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.catalog = catalog
-        self.fmt = fmt
         self.partitions = partitions
         self.rollup_topic = rollup_topic
-        self.metrics_topic = metrics_topic
         self.interval = interval
         self.clock = clock
         self._next_at: dict[int, float] = {}
-        #: (source partition, kind, start) -> teams with a partial in the roll-up topic
-        self._published: dict[tuple[int, int, float], set[str]] = {}
-        #: (source partition, rep, kind, start) -> hash of the rep's last published values
+        #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
+        self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
+        #: (source partition, rep, kind, start) -> hash of the rep's last published parts
         self._rep_sent: dict[tuple[int, str, int, float], int] = {}
 
     def capture(self, partition: int, state: PartitionState) -> list[Record]:
@@ -78,9 +71,9 @@ class Publisher:
         for wkey in sorted(changed):
             wpart = windows.get(wkey)
             if wpart is not None:
-                self._window(out, partition, state, wpart, final=False, now=now)
+                self._window(out, partition, state, wpart, final=False)
         for wpart in expired:
-            self._window(out, partition, state, wpart, final=True, now=now)
+            self._window(out, partition, state, wpart, final=True)
         cost = time.perf_counter() - began
         self._next_at[partition] = now + max(self.interval, PUBLISH_COST_FACTOR * cost)
         return out
@@ -94,55 +87,61 @@ class Publisher:
             del self._rep_sent[key]
 
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
-                *, final: bool, now: float) -> None:
+                *, final: bool) -> None:
         reps, teams, org = split(w.values, w.samples, state.team_of)
-        kind, start, end = w.kind, w.start, w.end
+        kind, start = w.kind, w.start
         version = state.applied
-        topic, n = self.rollup_topic, self.partitions
         pkey = (partition, kind, start)
         before = self._published.pop(pkey, set())
-        if final:
-            for team in before | teams.keys():
-                out.append((topic, partial_key("team", team, kind, start, partition), None,
-                            scope_partition(team, n)))
-            out.append((topic, partial_key("org", ORG_ID, kind, start, partition), None,
-                        scope_partition(ORG_ID, n)))
-        else:
-            for team, parts in teams.items():
-                out.append(self._partial("team", team, w, partition, version, parts))
-            for team in before - teams.keys():
-                out.append((topic, partial_key("team", team, kind, start, partition), None,
-                            scope_partition(team, n)))
-            out.append(self._partial("org", ORG_ID, w, partition, version, org))
-            self._published[pkey] = set(teams)
         by_rep: dict[str, list[tuple[str, Parts]]] = {}
         for (rep, team), parts in reps.items():
             by_rep.setdefault(rep, []).append((team, parts))
-        fmt = self.fmt
+        present = {("team", t) for t in teams} | {("rep", r) for r in by_rep} | {("org", ORG_ID)}
+        if final:
+            for scope, scope_id in before | present:
+                out.append(self._tombstone(scope, scope_id, kind, start, partition))
+                if scope == "rep":
+                    self._rep_sent.pop((partition, scope_id, kind, start), None)
+            return
+        for team, parts in teams.items():
+            out.append(self._partial("team", team, w, partition, version, parts))
+        out.append(self._partial("org", ORG_ID, w, partition, version, org))
         for rep, entries in by_rep.items():
-            team = state.team_of(rep) if len(entries) > 1 else entries[0][0]
-            values = finish(self.catalog, merge(p for _, p in entries))
+            team = _label(state, rep, entries)
+            parts = merge(p for _, p in entries) if len(entries) > 1 else entries[0][1]
             skey = (partition, rep, kind, start)
-            if final:
-                self._rep_sent.pop(skey, None)
-            else:
-                digest = hash((team, frozenset(values.items())))
-                if self._rep_sent.get(skey) == digest:
-                    continue
-                self._rep_sent[skey] = digest
-            out.append((
-                self.metrics_topic,
-                fmt.key("rep", rep, kind, start),
-                fmt.value("rep", rep, team, kind, start, end, values, final=final, now=now),
-                None,
-            ))
+            digest = hash((team, frozenset(parts.sums.items()),
+                           tuple((k, tuple(v)) for k, v in sorted(parts.samples.items()))))
+            if self._rep_sent.get(skey) == digest:
+                continue  # unchanged since its last partial
+            self._rep_sent[skey] = digest
+            out.append(self._partial("rep", rep, w, partition, version, parts, team))
+        for scope, scope_id in before - present:
+            out.append(self._tombstone(scope, scope_id, kind, start, partition))
+            self._rep_sent.pop((partition, scope_id, kind, start), None)
+        self._published[pkey] = present
+
+    def _tombstone(self, scope: str, scope_id: str, kind: int, start: float, source: int) -> Record:
+        return (self.rollup_topic, partial_key(scope, scope_id, kind, start, source), None,
+                scope_partition(scope_id, self.partitions))
 
     def _partial(self, scope: str, scope_id: str, w: WindowPart, source: int, version: int,
-                 parts: Parts) -> Record:
-        partial = make_partial(scope, scope_id, w.kind, w.start, w.end, source, version, parts)
+                 parts: Parts, team: str | None = None) -> Record:
+        partial = make_partial(scope, scope_id, w.kind, w.start, w.end, source, version, parts, team)
         return (
             self.rollup_topic,
             partial_key(scope, scope_id, w.kind, w.start, source),
             ENCODER.encode(partial),
             scope_partition(scope_id, self.partitions),
         )
+
+
+def _label(state: PartitionState, rep: str, entries: list[tuple[str, Parts]]) -> str:
+    """The team label of a rep's one series: the team its events name; when they name several
+    in one window, its roster team, else the one with most activity."""
+    if len(entries) == 1:
+        return entries[0][0]
+    roster = state.team_of(rep)
+    if roster != UNASSIGNED:
+        return roster
+    return max(entries, key=lambda e: (sum(e[1].sums.values()), e[0]))[0]

@@ -1,13 +1,13 @@
-"""Stage 3: team and organisation values, merged exactly from every aggregate partition.
+"""Stage 3: rep, team and organisation values, merged exactly from every aggregate partition.
 
-The aggregate partitions publish their per-team and organisation parts of every changed window
+The aggregate partitions publish their per-rep, per-team and organisation parts of every changed window
 (:mod:`streams.publisher`) to the compacted ``<app_id>-rollup`` topic, in the partition of the
-team. The worker that owns keyed-events partition ``r`` also owns roll-up partition ``r``: it
+rep or team. The worker that owns keyed-events partition ``r`` also owns roll-up partition ``r``: it
 reads it from the beginning when it is assigned (the compacted topic holds the latest partial
 of every team, window and source partition: it is this stage's durable state, so there is
 nothing else to snapshot or recover), keeps the newest partial per source, merges them
 (sums of sums, merged sketches; ratios and quantiles from those), and is the one worker that
-exports the team's and the organisation's families on /metrics and publishes their
+exports the rep's, team's and organisation's families on /metrics and publishes their
 `sales.metrics` records (coalesced to one per window per interval, and a final one when the
 window expires). A worker drops what it gave away at a rebalance.
 """
@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from metrics.catalog import Catalog
+from metrics.leads import UNASSIGNED
 from metrics.partials import DECODER, Partial
 from metrics.rollup import Parts, finish, merge
 from metrics.snapshots import SnapshotFormat
@@ -38,10 +39,12 @@ class ScopeWindow:
 
     __slots__ = ("partition", "end", "sources", "_values", "dirty")
 
+    #: sources: source partition -> (version, parts, team label)
+
     def __init__(self, partition: int, end: float) -> None:
         self.partition = partition  # the roll-up partition it came from
         self.end = end
-        self.sources: dict[int, tuple[int, Parts]] = {}  # source -> (version, parts)
+        self.sources: dict[int, tuple[int, Parts, str | None]] = {}
         self._values: dict[tuple, float] | None = None
         self.dirty = True  # not yet published to sales.metrics
 
@@ -49,7 +52,7 @@ class ScopeWindow:
         current = self.sources.get(partial.source)
         if current is not None and current[0] > partial.version:
             return False  # a stale copy from a worker that lost the partition
-        self.sources[partial.source] = (partial.version, partial.parts)
+        self.sources[partial.source] = (partial.version, partial.parts, partial.team)
         self._values = None
         self.dirty = True
         return True
@@ -61,8 +64,13 @@ class ScopeWindow:
 
     def values(self, catalog: Catalog) -> dict[tuple, float]:
         if self._values is None:
-            self._values = finish(catalog, merge(p for _, p in self.sources.values()))
+            self._values = finish(catalog, merge(p for _, p, _ in self.sources.values()))
         return self._values
+
+    def team(self) -> str | None:
+        """A rep's team label: from the source holding its sums (its own partition), else any."""
+        labels = [(bool(p.sums), team) for _, p, team in self.sources.values() if team]
+        return max(labels, key=lambda x: x[0])[1] if labels else None
 
 
 class RollupStage:
@@ -170,15 +178,24 @@ class RollupStage:
             window.dirty = False
             if final:
                 del self.windows[wkey]
-            value = fmt.value(scope, scope_id, None, kind, start, window.end,
+            team = window.team() if scope == "rep" else None
+            value = fmt.value(scope, scope_id, team, kind, start, window.end,
                               window.values(catalog), final=final, now=now)
             await self.send(self.metrics_topic, key=fmt.key(scope, scope_id, kind, start), value=value)
             self.records_published += 1
 
-    def values(self, scope: str, kind: int, start: float) -> dict[str, dict[tuple, float]]:
-        """Per scope id: the KPI values of one window, for the exposition."""
-        return {
-            scope_id: window.values(self.catalog)
-            for (s, scope_id, k, st), window in list(self.windows.items())
-            if s == scope and k == kind and st == start
-        }
+    def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:
+        """The KPI values of one window per scope's labels: (rep, team), (team,) or (), for
+        the exposition. The dicts are the stage's own, replaced, never changed: read only."""
+        out: dict[tuple, dict[tuple, float]] = {}
+        for (s, scope_id, k, st), window in list(self.windows.items()):
+            if s != scope or k != kind or st != start:
+                continue
+            if scope == "rep":
+                ids: tuple = (scope_id, window.team() or UNASSIGNED)
+            elif scope == "team":
+                ids = (scope_id,)
+            else:
+                ids = ()
+            out[ids] = window.values(self.catalog)
+        return out

@@ -66,9 +66,10 @@ def test_speed_to_lead_exact_and_alerted_once(bootstrap: str, log_dir: Path) -> 
         records.append((topics[topic], None, cloudevent(etype, data, t=t), []))
 
     for i in range(120):
-        lead, team = f"lead-{i}", TEAMS[(i // 4) % 2]
+        side = (i // 4) % 2  # reps work for one team: team-a has rep-0, 2, 4; team-b rep-1, 3, 5
+        lead, team = f"lead-{i}", TEAMS[side]
         team_of[lead] = team
-        owner = f"rep-{i % 6}"
+        owner = f"rep-{2 * (i % 3) + side}"
         created = ms(base + rng.uniform(0, 60))
         send("leads", "lead.created", {"lead_id": lead, "rep_id": owner, "team_id": team,
                                        "source": "web", "region": "emea"}, created)
@@ -88,7 +89,7 @@ def test_speed_to_lead_exact_and_alerted_once(bootstrap: str, log_dir: Path) -> 
                  created + 30)
             continue
         # Two human touches by different reps; the earlier one (by event time) counts.
-        first_rep, later_rep = f"rep-{(i + 1) % 6}", f"rep-{(i + 2) % 6}"
+        first_rep, later_rep = f"rep-{2 * ((i + 1) % 3) + side}", f"rep-{2 * ((i + 2) % 3) + side}"
         first = ms(created + rng.uniform(3, 150))
         send("activities", "call.completed", {"lead_id": lead, "rep_id": first_rep, "team_id": team,
                                               "direction": "outbound", "outcome": "no_answer"}, first)

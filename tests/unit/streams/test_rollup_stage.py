@@ -46,7 +46,7 @@ def state_with(calls: list[tuple[str, str, str]], offset_base: int = 0) -> Parti
 def test_team_and_org_values_from_partials_of_two_partitions_equal_one_rollup() -> None:
     clock = Clock(T0 + 100)
     fmt = SnapshotFormat(CAT, CAL)
-    pub = Publisher(CAT, fmt, partitions=4, rollup_topic="r", metrics_topic="m", interval=1.0, clock=clock)
+    pub = Publisher(partitions=4, rollup_topic="r", interval=1.0, clock=clock)
     stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
                         consumer_factory=None, send=None, clock=clock)  # type: ignore[arg-type]
     s1 = state_with([("ann", "east", "connected"), ("ann", "east", "no_answer"), ("cid", "west", "connected")])
@@ -57,24 +57,52 @@ def test_team_and_org_values_from_partials_of_two_partitions_equal_one_rollup() 
             stage._apply(partition, key, value)
     start = CAL.bounds("day", T0)[0]
     teams = stage.values("team", DAY, start)
-    org = stage.values("org", DAY, start)["org"]
+    org = stage.values("org", DAY, start)[()]
     expected = rollup(CAT, [s1.window_values(DAY, start), s2.window_values(DAY, start)])
-    assert teams["east"][("calls_made",)] == 6.0
-    assert teams["east"][("call_connect_ratio",)] == pytest.approx(2 / 6)  # not the mean of 1/2 and 1/4
-    assert teams["east"][("call_connect_ratio",)] == pytest.approx(expected.team[("call_connect_ratio", "east")])
+    assert teams[("east",)][("calls_made",)] == 6.0
+    assert teams[("east",)][("call_connect_ratio",)] == pytest.approx(2 / 6)  # not the mean of 1/2 and 1/4
+    assert teams[("east",)][("call_connect_ratio",)] == pytest.approx(expected.team[("call_connect_ratio", "east")])
     assert org[("call_connect_ratio",)] == pytest.approx(expected.org[("call_connect_ratio",)])
-    # rep records: one per rep and window, valid JSON with the rep's team
-    reps = [json.loads(v) for t, k, v, _ in records if t == "m" and k.startswith(b"rep/bob/day/")]
-    assert len(reps) == 1 and reps[0]["team"] == "east" and reps[0]["kpis"]["calls_made"] == 4.0
-    # unchanged values are not published again
+    # reps: from their partials, with their team label
+    assert stage.values("rep", DAY, start)[("bob", "east")][("calls_made",)] == 4.0
+    assert stage.values("rep", DAY, start)[("ann", "east")][("call_connect_ratio",)] == 0.5
+    # an unchanged rep's parts are not published again (teams and the org are)
     clock.t += 2
-    assert not [r for r in pub.capture(1, s2) if r[0] == "m"]
+    s2.changed_windows.update(s2.windows)  # e.g. a roster change re-publishes every window
+    again = pub.capture(1, s2)
+    assert again and not [r for r in again if r[1].startswith(b"rep/")]
+
+
+def test_a_reps_lead_responses_from_the_partitions_of_its_leads_merge_with_its_sums() -> None:
+    """A rep's sums live in its own partition, its lead response times in the partitions of its
+    leads: the rep's p50 and mean come only from the merge, exported by one worker."""
+    clock = Clock(T0 + 100)
+    fmt = SnapshotFormat(CAT, CAL)
+    pub = Publisher(partitions=4, rollup_topic="r", interval=1.0, clock=clock)
+    stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
+                        consumer_factory=None, send=None, clock=clock)  # type: ignore[arg-type]
+    home = state_with([("ann", "east", "connected")])
+    leads = []
+    for seconds in ((30.0, 50.0), (40.0,)):
+        s = PartitionState(CAT, CAL, grace_seconds=GRACE)
+        w = s._window(DAY, *CAL.bounds("day", T0))
+        w.samples[("lead_response_seconds", "ann", "east")] = list(seconds)
+        s._mark(w)
+        leads.append(s)
+    for partition, state in enumerate([home, *leads]):
+        for _, key, value, p in pub.capture(partition, state):
+            stage._apply(p, key, value)
+    start = CAL.bounds("day", T0)[0]
+    ann = stage.values("rep", DAY, start)[("ann", "east")]
+    assert ann[("calls_made",)] == 1.0
+    assert ann[("lead_response_seconds_p50",)] == 40.0
+    assert ann[("lead_response_seconds_avg",)] == pytest.approx(40.0)
 
 
 def test_a_stale_partial_never_replaces_a_newer_one_and_windows_end_final() -> None:
     clock = Clock(T0 + 100)
     fmt = SnapshotFormat(CAT, CAL)
-    pub = Publisher(CAT, fmt, partitions=1, rollup_topic="r", metrics_topic="m", interval=0.0, clock=clock)
+    pub = Publisher(partitions=1, rollup_topic="r", interval=0.0, clock=clock)
     sent: list[tuple[bytes, bytes]] = []
 
     async def send(topic: str, *, key: bytes, value: bytes) -> None:
@@ -91,7 +119,7 @@ def test_a_stale_partial_never_replaces_a_newer_one_and_windows_end_final() -> N
     for _, key, value, p in newer + older:  # the stale copy arrives last
         stage._apply(p, key, value)
     start = CAL.bounds("day", T0)[0]
-    assert stage.values("team", DAY, start)["east"][("calls_made",)] == 2.0
+    assert stage.values("team", DAY, start)[("east",)][("calls_made",)] == 2.0
     assert DECODER.decode(older[0][2]).version < DECODER.decode(newer[0][2]).version
 
     import asyncio
@@ -110,7 +138,7 @@ def test_a_stale_partial_never_replaces_a_newer_one_and_windows_end_final() -> N
 def test_the_expiry_tombstones_of_the_sources_do_not_empty_the_final_record() -> None:
     clock = Clock(T0 + 100)
     fmt = SnapshotFormat(CAT, CAL)
-    pub = Publisher(CAT, fmt, partitions=1, rollup_topic="r", metrics_topic="m", interval=0.0, clock=clock)
+    pub = Publisher(partitions=1, rollup_topic="r", interval=0.0, clock=clock)
     sent: list[bytes] = []
 
     async def send(topic: str, *, key: bytes, value: bytes) -> None:
