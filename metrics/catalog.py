@@ -18,6 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from metrics.events import DATA_TYPES
+from metrics.labels import same
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
 
 Aggregation = Literal["count", "sum", "ratio", "quantile", "mean"]
@@ -184,13 +185,22 @@ def _dims(kpi: KPI) -> Callable[[Any], tuple]:
 def _accumulator(rules: list[tuple[KPI, Rule]]) -> Callable[..., int]:
     """One function per event type that adds all its KPI hits to a bucket dict.
 
+    ``accumulate(d, rep, team, bucket, admit)``: ``admit(label, value)`` maps each dimension
+    value to its label value (itself, or ``other`` beyond the label's cap: ``metrics.labels``).
+
     The hot path of the aggregate stage: instead of three closure calls per KPI per event, one
     generated function with the catalog's conditions inlined as attribute comparisons. Field
     names are checked against the event structs before this runs (``_check_fields``); every
     literal is passed in the namespace, never pasted into the source.
     """
-    ns: dict[str, Any] = {}
-    body = ["def accumulate(d, rep, team, bucket):", "    n = 0"]
+    ns: dict[str, Any] = {"_same": same}
+    body = ["def accumulate(d, rep, team, bucket, admit=_same):", "    n = 0"]
+    dim_fields = sorted({f for kpi, _ in rules for f in kpi.dimensions})
+    for f in dim_fields:
+        # each dimension value is admitted (see metrics.labels) once per event, when a KPI
+        # that reads it matches: the same decisions whichever path applies the event
+        ns[f"_l_{f}"] = f
+        body.append(f"    _d_{f} = None")
     for i, (kpi, _) in enumerate(rules):
         conds = []
         for j, (f, expected) in enumerate(kpi.where.items()):
@@ -209,11 +219,14 @@ def _accumulator(rules: list[tuple[KPI, Rule]]) -> Callable[..., int]:
             value = "1.0"
         else:
             value = " + ".join(f"(d.{f} or 0.0)" for f in kpi.fields)
-        dims = "".join(f", str(d.{f} or 'unknown')" for f in kpi.dimensions)
+        dims = "".join(f", _d_{f}" for f in kpi.dimensions)
         indent = "    "
         if conds:
             body.append(f"    if {' and '.join(conds)}:")
             indent = "        "
+        for f in kpi.dimensions:
+            body.append(f"{indent}if _d_{f} is None:")
+            body.append(f"{indent}    _d_{f} = admit(_l_{f}, str(d.{f} or 'unknown'))")
         body.append(f"{indent}k = (_k{i}, rep, team{dims})")
         body.append(f"{indent}bucket[k] = bucket.get(k, 0.0) + {value}")
         body.append(f"{indent}n += 1")
@@ -246,7 +259,7 @@ class Catalog:
                 raise CatalogError(f"KPI {k.name!r} is defined twice")
             self.by_name[k.name] = k
         self.rules_by_type: dict[str, tuple[Rule, ...]] = {}
-        #: event type -> generated ``accumulate(d, rep, team, bucket)`` -> number of hits
+        #: event type -> generated ``accumulate(d, rep, team, bucket, admit)`` -> number of hits
         self.accumulators: dict[str, Callable[..., int]] = {}
         self.kinds_of: dict[str, tuple[int, ...]] = {}
         self._compile()

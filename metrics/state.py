@@ -31,6 +31,11 @@ Why it looks like this (see README, "Exactness"):
   after its last event. Each lead event first forgets its lead if it is such a lead, so the
   outcome does not depend on when :meth:`expire` (which forgets them all, for the gauges and
   the memory) happens to run: a replay decides the same.
+* Label values are bounded (``metrics.labels``): at most a cap of distinct reps, teams and
+  values per dimension are admitted, in event order, and the rest is keyed ``other``. The
+  admitted sets are parts of their own (``g/<label>``), written before ``meta`` when they grew:
+  a set only grows and, once full, never admits again, so a restored set (even one ahead of
+  ``meta``) gives every replayed event its first-pass answer.
 """
 
 from __future__ import annotations
@@ -47,12 +52,14 @@ from xxhash import xxh3_64_intdigest
 
 from metrics.catalog import Catalog
 from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated
+from metrics.labels import OTHER, REP, TEAM, LabelCaps, same
 from metrics.leads import (
     LEAD_LANE_TYPES,
     LEAD_WAIT_HORIZON_SECONDS,
     Lead,
     LeadBook,
     Response,
+    is_touch,
     lead_part,
 )
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS, Calendar
@@ -110,6 +117,12 @@ class _LeadRecord(msgspec.Struct, array_like=True):
     leads: dict[str, Lead]
 
 
+class _LabelsRecord(msgspec.Struct, array_like=True):
+    stamp: int
+    label: str
+    values: list[str]  # admitted, in the order they were admitted
+
+
 class _SeenRecord(msgspec.Struct, array_like=True):
     stamp: int
     minute: int
@@ -144,6 +157,7 @@ _DEC_WINDOW = msgspec.msgpack.Decoder(_WindowRecord)
 _DEC_SEEN = msgspec.msgpack.Decoder(_SeenRecord)
 _DEC_META = msgspec.msgpack.Decoder(_MetaRecord)
 _DEC_LEADS = msgspec.msgpack.Decoder(_LeadRecord)
+_DEC_LABELS = msgspec.msgpack.Decoder(_LabelsRecord)
 _LEAD_LANE_SALT = 0x9E3779B97F4A7C15  # lead-lane copies of an event are deduplicated apart
 RESPONSE_SERIES = "lead_response_seconds"
 
@@ -168,6 +182,7 @@ class PartitionState:
         dedup_horizon_seconds: float = 86400.0,
         waited: Any = None,
         lead_wait_horizon_seconds: float = LEAD_WAIT_HORIZON_SECONDS,
+        label_caps: LabelCaps | None = None,
     ) -> None:
         self.catalog = catalog
         self.calendar = calendar
@@ -210,6 +225,14 @@ class PartitionState:
         self.late = 0
         #: (topic, partition, high-water mark, offset) of sources whose offsets went backwards
         self.offset_resets: list[tuple[str, int, int, int]] = []
+        #: bounded cardinality (``metrics.labels``): label -> admitted values (value -> value),
+        #: persisted in parts ``g/<label>``; without caps every value is admitted, unrecorded
+        self.label_caps = label_caps
+        self.labels: dict[str, dict[str, str]] = {REP: {}, TEAM: {}}
+        self._dirty_labels: set[str] = set()
+        self._admit = self.admit if label_caps is not None else same
+        #: label -> values mapped to ``other`` since the last drain (per event and label)
+        self.overflow: Counter[str] = Counter()
 
     @property
     def windows(self) -> dict[tuple[int, float], WindowPart]:
@@ -238,13 +261,15 @@ class PartitionState:
         src = (bundle.topic, bundle.partition, bundle.lane)
         src_hw = self.sources.get(src, -1)
         src_wm = self.source_times.get(src, float("-inf"))
-        rules_by_type = self.catalog.rules_by_type
         accumulators = self.catalog.accumulators
         grace = self.grace
         pending = self._pending
         base_seq = offset << _SEQ_BITS
         counts: dict[type, int] = {}
         horizon = self.horizon
+        gated = self.label_caps is not None
+        reps_in, teams_in = self.labels[REP], self.labels[TEAM]
+        admit = self._admit
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
@@ -271,19 +296,24 @@ class PartitionState:
                 continue
             rep = getattr(data, "rep_id", None)
             team = getattr(data, "team_id", None)  # None: resolved from the roster when read
-            if replaying:
-                self._apply_slow(data, rules_by_type[etype], rep, team, t, offset, replaying, src_wm)
-                continue
             first_open = 0  # windows are nested: if a kind is late, so are all smaller ones
             if (minute + 1) * 60.0 + grace <= src_wm:
                 first_open = self._first_open_kind(t, src_wm)
                 if first_open == len(WINDOW_KINDS):
                     self.late += 1
                     continue
+            if gated:  # one dict lookup per label while the value is admitted
+                if rep is not None and rep not in reps_in:
+                    rep, team = self._admit_rep(rep, team)
+                elif team is not None and team not in teams_in:
+                    team = admit(TEAM, team)
+            if replaying:
+                self._apply_slow(data, accumulate, rep, team, t, offset, replaying, src_wm)
+                continue
             bucket = pending.get((minute, first_open))
             if bucket is None:
                 bucket = pending[(minute, first_open)] = {}
-            if accumulate(data, rep, team, bucket) and first_open:
+            if accumulate(data, rep, team, bucket, admit) and first_open:
                 self.late += 1
         for cls, n in counts.items():
             self.processed[TYPE_OF[cls]] += n
@@ -304,6 +334,8 @@ class PartitionState:
         src_hw = self.sources.get(src, -1)
         base_seq = offset << _SEQ_BITS
         book = self.leads
+        gated = self.label_caps is not None
+        reps_in, teams_in = self.labels[REP], self.labels[TEAM]
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src, _LEAD_LANE_SALT):
@@ -318,6 +350,16 @@ class PartitionState:
             lead_id = getattr(ev.data, "lead_id", None)
             if lead_id is None or ev.type not in LEAD_LANE_TYPES:
                 continue
+            if gated:
+                # Admit the labels a response may carry (the touch's rep, a team) here, where
+                # a replay passes too, even when this lead's part already holds the record.
+                data = ev.data
+                team = getattr(data, "team_id", None)
+                if team is not None and team not in teams_in:
+                    self.admit(TEAM, team)
+                rep = getattr(data, "rep_id", None)
+                if rep is not None and rep not in reps_in and is_touch(data):
+                    self.admit(REP, rep)
             if replaying and self.lead_stamps.get(lead_part(lead_id), -1) >= offset:
                 continue  # this lead's part already holds the record
             old, new = book.apply(lead_id, ev.data, t, self.watermark - self.wait_horizon,
@@ -372,7 +414,7 @@ class PartitionState:
     def _file_response(self, r: Response, offset: int, replaying: bool, *, retract: bool) -> None:
         # Samples and the pending sums are independent: no fold needed (stamps change only at
         # a snapshot, which folds first).
-        key = (RESPONSE_SERIES, r.rep, r.team)
+        key = (RESPONSE_SERIES, self.label_of(REP, r.rep), self.label_of(TEAM, r.team))
         for kind, (start, end) in enumerate(self.calendar.bounds_all(r.touch_time)):
             wpart = self._window(kind, start, end)
             if replaying and wpart.stamp >= offset:
@@ -453,12 +495,15 @@ class PartitionState:
         self._mark(wpart)
 
     def _apply_slow(
-        self, data: Any, rules: tuple, rep: str | None, team: str | None, t: float, offset: int,
+        self, data: Any, accumulate: Any, rep: str | None, team: str | None, t: float, offset: int,
         replaying: bool, src_wm: float,
     ) -> None:
-        hits = [(r.kinds, (r.kpi, rep, team, *r.dims(data)), r.value(data)) for r in rules if r.match(data)]
-        if not hits:
+        # The same generated accumulator as the fast path: the same hits, and the same
+        # admission of dimension values (metrics.labels), in the same order.
+        hits: dict[tuple, float] = {}
+        if not accumulate(data, rep, team, hits, self._admit):
             return
+        kinds_of = self.catalog.kinds_of
         self._fold_pending()
         was_late = False
         for kind, (start, end) in enumerate(self.calendar.bounds_all(t)):
@@ -470,8 +515,8 @@ class PartitionState:
                 continue
             values = wpart.values
             touched = False
-            for kinds, key, value in hits:
-                if kind in kinds:
+            for key, value in hits.items():
+                if kind in kinds_of[key[0]]:
                     values[key] = values.get(key, 0.0) + value
                     touched = True
             if touched:
@@ -485,12 +530,63 @@ class PartitionState:
         return entry.team if entry is not None and entry.team else UNASSIGNED
 
     def _roster_update(self, data: RepUpdated, t: float) -> None:
+        team = data.team_id
+        if self.label_caps is not None:
+            if not self._admitted(REP, data.rep_id):
+                return  # the roster is bounded too: a rep beyond the cap is "other", teamless
+            if team is not None:
+                team = self.admit(TEAM, team)
         current = self.roster.get(data.rep_id)
         if current is None or t >= current.time:
-            self.roster[data.rep_id] = RosterEntry(t, data.team_id, data.region, data.targets)
-            if current is None or current.team != data.team_id:
+            self.roster[data.rep_id] = RosterEntry(t, team, data.region, data.targets)
+            if current is None or current.team != team:
                 # keys stored without a team are attributed by the roster when read
                 self.changed_windows.update(self._windows)
+
+    # -- bounded cardinality (metrics.labels) ----------------------------------------------
+    def _admitted(self, label: str, value: str) -> bool:
+        """Admit ``value`` if its label has room; whether it is (now) admitted."""
+        admitted = self.labels.get(label)
+        if admitted is None:
+            admitted = self.labels[label] = {}
+        if value in admitted:
+            return True
+        if len(admitted) < self.label_caps.of(label):  # type: ignore[union-attr]
+            admitted[value] = value
+            self._dirty_labels.add(label)
+            return True
+        self.overflow[label] += 1
+        return False
+
+    def admit(self, label: str, value: str) -> str:
+        """The label value of ``value``: itself if admitted (first come, up to the label's
+        cap), else ``other``. Decided in event order and persisted, so a replay decides alike."""
+        admitted = self.labels.get(label)
+        if admitted is not None and value in admitted:
+            return value  # the usual case: one dict lookup
+        return value if self._admitted(label, value) else OTHER
+
+    def _admit_rep(self, rep: str, team: str | None) -> tuple[str, str | None]:
+        """A rep not admitted yet: admit it (and its team), or map it to ``other``. The keys of
+        ``other`` cannot take a team from the roster when read (they mix reps): an event
+        without a team takes the rep's team now, from the roster as it is, else unassigned."""
+        if self._admitted(REP, rep):
+            if team is not None:
+                team = self.admit(TEAM, team)
+            return rep, team
+        if team is None:
+            return OTHER, self.team_of(rep)
+        return OTHER, self.admit(TEAM, team)
+
+    def label_of(self, label: str, value: Any) -> Any:
+        """The label value of an already admitted (or refused) ``value``, without admitting:
+        for values whose events were admitted as they were applied (lead responses)."""
+        if self.label_caps is None or value is None or value == UNASSIGNED:
+            return value
+        admitted = self.labels.get(label)
+        if admitted is None or value in admitted or len(admitted) < self.label_caps.of(label):
+            return value
+        return OTHER
 
     def _mark(self, part: WindowPart | SeenPart) -> None:
         key = part.key
@@ -586,6 +682,9 @@ class PartitionState:
             self.lead_stamps[lead_part_no] = stamp
             out.append((f"l/{lead_part_no}", _ENC.encode(_LeadRecord(stamp, leads))))
         self.leads.dirty_parts.clear()
+        for label in sorted(self._dirty_labels):
+            out.append((f"g/{label}", _ENC.encode(_LabelsRecord(stamp, label, list(self.labels[label])))))
+        self._dirty_labels.clear()
         meta = _MetaRecord(
             stamp,
             self.watermark,
@@ -634,6 +733,9 @@ class PartitionState:
                 state.leads.load(rec.leads)
                 state.lead_stamps[int(key[2:])] = rec.stamp
                 state.max_stamp = max(state.max_stamp, rec.stamp)
+            elif key.startswith("g/"):
+                g = _DEC_LABELS.decode(raw)
+                state.labels[g.label] = {v: v for v in g.values}
             elif key.startswith("s/"):
                 s = _DEC_SEEN.decode(raw)
                 spart = SeenPart(s.minute, s.stamp)
@@ -683,6 +785,9 @@ class PartitionState:
             _, _, lead_id, response = heapq.heappop(heap)
             lead = self.leads.leads.get(lead_id)
             if lead is not None and lead.response == response:
+                team = self.label_of(TEAM, response.team)
+                if team != response.team:
+                    response = msgspec.structs.replace(response, team=team)
                 out.append(response)
         return out
 

@@ -34,6 +34,7 @@ import msgspec
 
 from metrics.catalog import Catalog
 from metrics.events import BUNDLE_DECODER, RejectedEvent
+from metrics.labels import OTHER, LabelCaps
 from metrics.state import PartitionState, part_stamp
 from metrics.windows import Calendar
 from streams.publisher import Publisher, Record
@@ -62,6 +63,7 @@ class AggregateStage:
         dedup_horizon_seconds: float,
         waited: Callable[[str | None, float, float], float] | None = None,
         lead_wait_horizon_seconds: float | None = None,
+        label_caps: LabelCaps | None = None,
         generation: Callable[[], int] = lambda: 0,
         publisher: Publisher | None = None,
         send: Callable[..., Awaitable[Any]] | None = None,
@@ -73,6 +75,7 @@ class AggregateStage:
             "grace_seconds": grace_seconds,
             "dedup_horizon_seconds": dedup_horizon_seconds,
             "waited": waited,
+            "label_caps": label_caps,
         }
         if lead_wait_horizon_seconds is not None:
             self.state_kw["lead_wait_horizon_seconds"] = lead_wait_horizon_seconds
@@ -91,6 +94,8 @@ class AggregateStage:
         self.leads_expired = 0  # waiting leads forgotten past the wait horizon
         self.flushes = 0
         self.parts_written = 0
+        #: label -> values counted as "other" (bounded cardinality, metrics.labels)
+        self.label_overflow: Counter[str] = Counter()
         self._lock = asyncio.Lock()
         self._last_flush = float("-inf")
         self._flush_cost = 0.0  # seconds the last flush spent serialising on the loop
@@ -166,6 +171,16 @@ class AggregateStage:
             )
         self.offset_resets += len(state.offset_resets)
         state.offset_resets.clear()
+        for label, n in state.overflow.items():
+            if label not in self.label_overflow:
+                cap = state.label_caps.of(label) if state.label_caps is not None else None
+                log.warning(
+                    "label %r: a partition holds its cap of %s distinct values; further values "
+                    "are counted as %r (salespulse_label_overflow_total{label=%r})",
+                    label, cap, OTHER, label,
+                )
+            self.label_overflow[label] += n
+        state.overflow.clear()
         processed, duplicates, late = state.drain_counters()
         self.processed.update(processed)
         self.duplicates += duplicates

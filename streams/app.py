@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from metrics.business_hours import BusinessCalendar
 from metrics.catalog import Catalog
 from metrics.events import Validator
+from metrics.labels import LabelCaps
 from metrics.snapshots import SnapshotFormat
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage, StaleState
@@ -203,6 +204,9 @@ class Service:
             dedup_horizon_seconds=s.dedup_horizon_seconds,
             waited=self.business.waited,
             lead_wait_horizon_seconds=s.lead_wait_horizon_seconds,
+            label_caps=LabelCaps(
+                reps=s.max_reps, teams=s.max_teams, dimension_values=s.max_dimension_values
+            ),
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,

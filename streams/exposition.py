@@ -198,6 +198,15 @@ class HealthCollector(Collector):
             "and owned partitions, plus leads.",
             value=agg.state_keys(),
         )
+        overflow = CounterMetricFamily(
+            "salespulse_label_overflow",
+            "Label values counted as \"other\" because their label (rep, team or a dimension) "
+            "reached its cap of distinct values in a partition: per event and label.",
+            labels=["label"],
+        )
+        for label, n in sorted(agg.label_overflow.items()):
+            overflow.add_metric([label], n)
+        yield overflow
         yield GaugeMetricFamily(
             "salespulse_lead_sla_seconds", "The configured first-response SLA for new leads.",
             value=self.sla_seconds,

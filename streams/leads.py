@@ -232,7 +232,7 @@ class LeadMonitor:
         out: dict[str, list] = defaultdict(lambda: [0, 0, 0.0])
         for state in self.states():
             for lead_id, lead in state.leads.awaiting():
-                team = lead.team or UNASSIGNED
+                team = state.label_of("team", lead.team or UNASSIGNED)  # bounded (metrics.labels)
                 row = out[team]
                 row[0] += 1
                 if lead_id in verdict:

@@ -79,6 +79,19 @@ class Settings(BaseSettings):
         description="How long a stop (or a rebalance) waits to make held records durable and "
         "commit them; what is still unacknowledged then is replayed by the next owner.",
     )
+    max_reps: int = Field(
+        20_000, ge=1,
+        description="Distinct rep ids per aggregate partition; more are counted as rep \"other\".",
+    )
+    max_teams: int = Field(
+        2_000, ge=1,
+        description="Distinct team ids per aggregate partition; more are counted as team \"other\".",
+    )
+    max_dimension_values: int = Field(
+        200, ge=1,
+        description="Distinct values of each KPI dimension (tool, reason, source, region, ...) per "
+        "aggregate partition; more are counted as \"other\".",
+    )
     loglevel: str = "INFO"
 
     @cached_property

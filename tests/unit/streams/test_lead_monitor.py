@@ -45,7 +45,7 @@ def _monitor(book: LeadBook, sent: list[tuple[bytes, dict]], on_send=None, clock
     ledger.ready.set()
     progress = FakeProgress(clock)
     monitor = LeadMonitor(
-        lambda: [SimpleNamespace(leads=book, drain_responses=list)],
+        lambda: [SimpleNamespace(leads=book, drain_responses=list, label_of=lambda label, v: v)],
         progress,
         lambda team, start, end: end - start,
         send,
