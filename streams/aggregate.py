@@ -204,6 +204,8 @@ class AggregateStage:
             generation = self.generation()
             pending: list[tuple[list[Any], list[Any], list[Record]]] = []
             cost = 0.0
+            publishing = self.publisher is not None and self.publisher.due()
+            published = 0.0  # the loop's time spent on this round's publication
             for partition, state in list(self.states.items()):
                 if partition in self.suspended:
                     continue  # maybe no longer ours: another worker may be recovering it
@@ -217,7 +219,11 @@ class AggregateStage:
                     cost += time.monotonic() - began
                     self.parts_written += len(futures)
                 # Captured now, from exactly the state the snapshot holds; sent once it is durable.
-                outputs = self.publisher.capture(partition, state) if self.publisher else []
+                outputs: list[Record] = []
+                if publishing:
+                    began = time.monotonic()
+                    outputs = self.publisher.capture(partition, state)  # type: ignore[union-attr]
+                    published += time.monotonic() - began
                 pending.append((futures, held, outputs))
             for futures, held, outputs in pending:
                 if futures:
@@ -226,9 +232,13 @@ class AggregateStage:
                     continue
                 for event in held:
                     event.ack()
+                began = time.monotonic()
                 for topic, key, value, part in outputs:
                     await self.send(topic, key=key, value=value, partition=part)  # type: ignore[misc]
+                published += time.monotonic() - began
                 self.records_published += len(outputs)
+            if publishing:
+                self.publisher.spent(published)  # type: ignore[union-attr]
             self.flushes += 1
             self._last_flush = time.monotonic()
             self._flush_cost = cost  # the loop's time, not delivery's

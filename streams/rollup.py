@@ -28,6 +28,7 @@ from metrics.leads import UNASSIGNED
 from metrics.partials import DECODER, Partial
 from metrics.rollup import Parts, finish, merge
 from metrics.snapshots import SnapshotFormat
+from streams.publisher import PUBLISH_COST_FACTOR
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class RollupStage:
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
+        self._next_publish = float("-inf")
 
     # -- ownership -----------------------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
@@ -167,8 +169,15 @@ class RollupStage:
 
     # -- outputs -------------------------------------------------------------------------
     async def publish(self) -> None:
-        """`sales.metrics` records of windows that changed, and final ones of expired windows."""
+        """`sales.metrics` records of windows that changed, and final ones of expired windows.
+
+        Paced by its cost like the aggregate's publication (:data:`PUBLISH_COST_FACTOR`): in a
+        backlog every rep's windows change all the time, and a record per rep and window each
+        second would take the worker's loop from the events."""
         now = self.clock()
+        if now < self._next_publish:
+            return
+        began = time.perf_counter()
         fmt, catalog = self.fmt, self.catalog
         for wkey, window in list(self.windows.items()):
             scope, scope_id, kind, start = wkey
@@ -183,6 +192,7 @@ class RollupStage:
                               window.values(catalog), final=final, now=now)
             await self.send(self.metrics_topic, key=fmt.key(scope, scope_id, kind, start), value=value)
             self.records_published += 1
+        self._next_publish = now + PUBLISH_COST_FACTOR * (time.perf_counter() - began)
 
     def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:
         """The KPI values of one window per scope's labels: (rep, team), (team,) or (), for
