@@ -27,10 +27,10 @@ from metrics.state import PartitionState, WindowPart
 
 #: The aggregate's publication rounds (capture and send, all partitions) and the roll-up stage's
 #: come at most once per this many times the last round's cost: in a backlog, where every
-#: window changes all the time, each then takes at most a twentieth of the loop from the events
+#: window changes all the time, each then takes at most a tenth of the loop from the events
 #: (a round with 1,000 reps and all six windows changed costs ~0.2-0.4 s), and live (small
 #: changes) it keeps the interval.
-PUBLISH_COST_FACTOR = 20.0
+PUBLISH_COST_FACTOR = 10.0
 
 #: (topic, key, value or None for a tombstone, partition or None)
 Record = tuple[str, bytes, bytes | None, int | None]
