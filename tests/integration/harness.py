@@ -50,6 +50,12 @@ def parse_metrics(text: str) -> Samples:
     return out
 
 
+def lag_zero(samples: Samples) -> bool:
+    """The worker has read every partition it owns to its end (it reports lag, all 0)."""
+    lags = [v for (n, _), v in samples.items() if n == "salespulse_consumer_lag_records"]
+    return bool(lags) and not any(lags)
+
+
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 

@@ -30,6 +30,7 @@ from tests.integration.harness import (
     committed_offsets,
     create_topics,
     end_offsets,
+    lag_zero,
     produce,
     topic_set,
     unique,
@@ -43,10 +44,6 @@ EVENTS = 16000
 STOP_WITHIN = 10.0  # seconds: the default stop timeout (SALESPULSE_STOP_TIMEOUT_SECONDS)
 RESTORED = re.compile(r"partition (\d+): state restored from \d+ parts \(applied up to offset (-?\d+)\)")
 
-
-def _lag_zero(samples: dict) -> bool:
-    lags = [v for (n, _), v in samples.items() if n == "salespulse_consumer_lag_records"]
-    return bool(lags) and not any(lags)
 
 
 def _restored(worker: Worker) -> dict[int, int]:
@@ -110,7 +107,7 @@ def test_sigterm_mid_stream_stops_cleanly_and_commits_what_it_applied(
         assert done.is_set() and sent == [len(stream)]
         org_made = oracle.v[("org", "calls_made")]
         worker.wait_for(
-            lambda s: _lag_zero(s) and value(s, "salespulse_org_calls_made", window="day") == org_made,
+            lambda s: lag_zero(s) and value(s, "salespulse_org_calls_made", window="day") == org_made,
             timeout=120, what="input drained",
         )
         time.sleep(1.0)  # anything still in flight would now show as a surplus

@@ -21,6 +21,7 @@ from tests.integration.harness import (
     Worker,
     cloudevent,
     create_topics,
+    lag_zero,
     produce,
     topic_set,
     unique,
@@ -33,10 +34,6 @@ pytestmark = pytest.mark.integration
 EVENTS = 24000
 KILLS = 3
 
-
-def _lag_zero(samples: dict) -> bool:
-    lags = [v for (n, _), v in samples.items() if n == "salespulse_consumer_lag_records"]
-    return bool(lags) and not any(lags)
 
 
 def test_sigkill_mid_stream_keeps_every_kpi_exact(bootstrap: str, log_dir: Path) -> None:
@@ -72,7 +69,7 @@ def test_sigkill_mid_stream_keeps_every_kpi_exact(bootstrap: str, log_dir: Path)
 
         org_made = oracle.v[("org", "calls_made")]
         worker.wait_for(
-            lambda s: _lag_zero(s)
+            lambda s: lag_zero(s)
             and value(s, "salespulse_org_calls_made", window="day") == org_made,
             timeout=180, what="input drained",
         )

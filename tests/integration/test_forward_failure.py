@@ -27,12 +27,13 @@ from tests.integration.harness import (
     committed_offsets,
     create_topics,
     end_offsets,
+    lag_zero,
     produce,
     topic_set,
     unique,
     value,
 )
-from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, assert_matches, make_activity
+from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, activity_stream, assert_matches
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +61,6 @@ async def _set_limit(bootstrap: str, name: str, limit: int) -> None:
         await admin.close()
 
 
-def _lag_zero(samples: dict) -> bool:
-    lags = [v for (n, _), v in samples.items() if n == "salespulse_consumer_lag_records"]
-    return bool(lags) and not any(lags)
-
 
 def test_refused_forward_stops_the_worker_before_its_input_is_committed(
     bootstrap: str, log_dir: Path
@@ -79,14 +76,7 @@ def test_refused_forward_stops_the_worker_before_its_input_is_committed(
     earliest = max(day_start + 1, now - 200)
     rng = random.Random(11)
     oracle = Oracle()
-    records = []
-    for _ in range(EVENTS):
-        etype, data = make_activity(rng, 0)
-        oracle.add(etype, data)
-        records.append((topics["activities"], None, cloudevent(
-            etype, data, t=rng.uniform(earliest + 1, now)), []))
-    stream = records + rng.sample(records, EVENTS // 10)
-    rng.shuffle(stream)
+    stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
     stream.insert(0, (topics["reps"], None, cloudevent(
         "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), []))
 
@@ -114,7 +104,7 @@ def test_refused_forward_stops_the_worker_before_its_input_is_committed(
         worker.start()
         org_made = oracle.v[("org", "calls_made")]
         worker.wait_for(
-            lambda s: _lag_zero(s)
+            lambda s: lag_zero(s)
             and value(s, "salespulse_org_calls_made", window="day") == org_made,
             timeout=120, what="input drained after the limit was raised",
         )

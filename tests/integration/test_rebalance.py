@@ -26,6 +26,7 @@ from tests.integration.harness import (
     committed_offsets,
     create_topics,
     end_offsets,
+    lag_zero,
     produce,
     topic_set,
     unique,
@@ -45,10 +46,6 @@ pytestmark = pytest.mark.integration
 FIRST, SECOND, THIRD = 20000, 4000, 2000
 ALL = {0, 1, 2, 3}
 
-
-def _lag_zero(samples: Samples) -> bool:
-    lags = [v for (n, _), v in samples.items() if n == "salespulse_consumer_lag_records"]
-    return bool(lags) and not any(lags)
 
 
 def _org_made(samples: Samples) -> float:
@@ -143,7 +140,7 @@ def test_rebalance_keeps_kept_state_and_moves_the_rest_exactly(bootstrap: str, l
         a.start()
         asyncio.run(produce(bootstrap, first))
         made = oracle.v[("org", "calls_made")]
-        a.wait_for(lambda s: _lag_zero(s) and _org_made(s) == made, timeout=90, what="first part")
+        a.wait_for(lambda s: lag_zero(s) and _org_made(s) == made, timeout=90, what="first part")
         consumed = [t for kind, t in topics.items() if kind != "metrics"]  # metrics: output
         _wait_committed(bootstrap, app_id, [*consumed, f"{app_id}-keyed-events"])
         a.kill()  # everything committed: the restart replays nothing and writes nothing
@@ -154,7 +151,7 @@ def test_rebalance_keeps_kept_state_and_moves_the_rest_exactly(bootstrap: str, l
         # B joins while no input arrives; they split the partitions.
         b.start(at_least=1)
         kept, moved = _wait_split(a, b)
-        samples = _wait_all([a, b], lambda ss: all(_lag_zero(s) for s in ss), 30, "split settled")
+        samples = _wait_all([a, b], lambda ss: all(lag_zero(s) for s in ss), 30, "split settled")
         time.sleep(1.0)
         samples = [a.metrics(), b.metrics()]
         assert_split_matches(*samples, oracle)
@@ -164,7 +161,7 @@ def test_rebalance_keeps_kept_state_and_moves_the_rest_exactly(bootstrap: str, l
         for k, v in oracle_2.v.items():
             oracle.v[k] += v
         made = oracle.v[("org", "calls_made")]
-        _wait_all([a, b], lambda ss: all(_lag_zero(s) for s in ss) and sum(map(_org_made, ss)) == made,
+        _wait_all([a, b], lambda ss: all(lag_zero(s) for s in ss) and sum(map(_org_made, ss)) == made,
                   60, "second part on both workers")
         time.sleep(1.0)
         samples = [a.metrics(), b.metrics()]
@@ -174,13 +171,13 @@ def test_rebalance_keeps_kept_state_and_moves_the_rest_exactly(bootstrap: str, l
         took, code = b.terminate()
         assert code == 0 and took < 10.0, (took, code, b.log_tail())
         a.wait_ready(60)
-        a.wait_for(lambda s: _lag_zero(s) and _org_made(s) == made, timeout=60, what="A owns all")
+        a.wait_for(lambda s: lag_zero(s) and _org_made(s) == made, timeout=60, what="A owns all")
         assert assert_matches(a.metrics(), oracle) > 100
         asyncio.run(produce(bootstrap, third))
         for k, v in oracle_3.v.items():
             oracle.v[k] += v
         made = oracle.v[("org", "calls_made")]
-        a.wait_for(lambda s: _lag_zero(s) and _org_made(s) == made, timeout=60, what="third part")
+        a.wait_for(lambda s: lag_zero(s) and _org_made(s) == made, timeout=60, what="third part")
         time.sleep(1.0)
         assert assert_matches(a.metrics(), oracle) > 100
     finally:

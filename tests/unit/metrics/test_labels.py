@@ -32,7 +32,7 @@ from tests.unit.metrics.test_state import (
     T0,
     _fingerprint,
     _generate,
-    _write,
+    _run_with_crashes,
     apply_all,
 )
 
@@ -191,37 +191,6 @@ def test_lead_responses_of_reps_and_teams_beyond_the_cap_are_filed_under_other()
 # -- crash exactness with caps ------------------------------------------------------------------
 
 
-def _run_with_crashes(bundles: list[Bundle], rng: random.Random, kw: dict) -> tuple[PartitionState, int]:
-    """As test_state's, with label caps: crashes anywhere, snapshots cut short anywhere."""
-    changelog: dict[str, bytes] = {}
-    state = PartitionState(CAT, CAL, **kw)
-    crashes, budget, i = 0, rng.randint(1, 5), 0
-
-    def crash() -> tuple[PartitionState, int]:
-        items = list(changelog.items())
-        rng.shuffle(items)
-        restored = PartitionState.restore(items, CAT, CAL, **kw)
-        return restored, rng.randint(0, restored.meta_stamp + 1)
-
-    while i < len(bundles):
-        state.apply(bundles[i], i)
-        i += 1
-        if rng.random() < 0.3:
-            if rng.random() < 0.7:
-                state.expire()
-            parts = state.snapshot()
-            if crashes < budget and rng.random() < 0.3:
-                _write(changelog, parts[: rng.randint(0, len(parts))])
-                state, i = crash()
-                crashes += 1
-            else:
-                _write(changelog, parts)
-        elif crashes < budget and rng.random() < 0.04:
-            state, i = crash()
-            crashes += 1
-    return state, crashes
-
-
 @pytest.mark.parametrize("block", range(2))
 def test_crash_exactness_property_with_label_caps(block):
     """Random crashes (also mid-snapshot) with caps that the input exceeds (six reps, three
@@ -235,7 +204,7 @@ def test_crash_exactness_property_with_label_caps(block):
         reference = PartitionState(CAT, CAL, **kw)
         apply_all(reference, bundles)
         overflowed += sum(reference.overflow.values())
-        state, n = _run_with_crashes(bundles, rng, kw)
+        state, n = _run_with_crashes(bundles, rng, label_caps=kw["label_caps"])
         crashes += n
         assert _fingerprint(state) == _fingerprint(reference), f"seed {seed}"
         assert state.labels == reference.labels, f"seed {seed}"
