@@ -82,7 +82,6 @@ class AggregateStage:
         self.generation = generation
         self.publisher = publisher
         self.send = send
-        self.records_published = 0
         self.offset_resets = 0
         self.states: dict[int, PartitionState] = {}
         self.held: dict[int, list[Any]] = {}
@@ -236,7 +235,6 @@ class AggregateStage:
                 for topic, key, value, part in outputs:
                     await self.send(topic, key=key, value=value, partition=part)  # type: ignore[misc]
                 published += time.monotonic() - began
-                self.records_published += len(outputs)
             if publishing:
                 self.publisher.spent(published)  # type: ignore[union-attr]
             self.flushes += 1

@@ -34,7 +34,7 @@ from metrics.windows import Calendar
 from streams.aggregate import AggregateStage, StaleState
 from streams.delivery import DeliveryGuard
 from streams.exposition import HealthCollector, KpiRenderer, LeadCollector
-from streams.ingest import IngestStage, dead_letter_headers
+from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
 from streams.progress import GroupProgress, KafkaOffsets
@@ -56,7 +56,6 @@ STATE_TABLE = "kpi-state"
 #: bundles stay far below it (``streams.ingest.MAX_BUNDLE_BYTES``), and so do the producer's
 #: batches (``producer_max_batch_size``, 1 MB, or one larger record).
 MAX_RECORD_BYTES = 8 * 1024 * 1024
-MAX_STATE_RECORD_BYTES = MAX_RECORD_BYTES
 TOPIC_LIMITS = {"max.message.bytes": str(MAX_RECORD_BYTES)}
 
 
@@ -314,10 +313,7 @@ class Service:
                 try:
                     bad = aggregate.apply(partition, event.value)
                     for rec, error in bad:
-                        ingest.rejected[error.reason] += 1
-                        await self._send(self.settings.dlq_topic, key=rec.key, value=rec.value,
-                                         headers=dead_letter_headers(rec.headers, error, rec.topic,
-                                                                     partition, rec.offset))
+                        await ingest.dead_letter(rec, error, rec.topic, partition)
                 except Exception as exc:
                     log.exception("aggregate failed; stopping the worker")
                     await app.crash(exc)

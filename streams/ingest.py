@@ -124,13 +124,7 @@ class IngestStage:
                 event = decode(rec.value, rec.offset, now)
             except Exception as exc:
                 error = exc if isinstance(exc, RejectedEvent) else _unexpected(exc)
-                self.rejected[error.reason] += 1
-                await self.send(
-                    self.dlq_topic,
-                    key=rec.key,
-                    value=rec.value,
-                    headers=dead_letter_headers(rec.headers, error, topic, partition, rec.offset),
-                )
+                await self.dead_letter(rec, error, topic, partition)
                 continue
             dest = (crc32(route_key(event).encode()) % parts, LANE_KPI)
             bucket = by_dest.get(dest)
@@ -158,6 +152,17 @@ class IngestStage:
         self._unsettled[(topic, partition)] = sent
         if records:
             self.position[(topic, partition)] = records[-1].offset + 1
+
+    async def dead_letter(self, rec: Any, error: RejectedEvent, topic: str, partition: int) -> None:
+        """Copy ``rec`` unchanged to the dead-letter topic with why and where from, and count
+        it. Also for records of the internal keyed-events topic (``streams.aggregate``)."""
+        self.rejected[error.reason] += 1
+        await self.send(
+            self.dlq_topic,
+            key=rec.key,
+            value=rec.value,
+            headers=dead_letter_headers(rec.headers, error, topic, partition, rec.offset),
+        )
 
     def retain(self, owned: set[tuple[str, int]]) -> None:
         """After a rebalance: forget the read positions of source partitions no longer owned

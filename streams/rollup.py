@@ -97,7 +97,6 @@ class RollupStage:
         self.clock = clock
         self.windows: dict[WindowKey, ScopeWindow] = {}
         self.partials_read = 0
-        self.records_published = 0
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
@@ -191,7 +190,6 @@ class RollupStage:
             value = fmt.value(scope, scope_id, team, kind, start, window.end,
                               window.values(catalog), final=final, now=now)
             await self.send(self.metrics_topic, key=fmt.key(scope, scope_id, kind, start), value=value)
-            self.records_published += 1
         self._next_publish = now + PUBLISH_COST_FACTOR * (time.perf_counter() - began)
 
     def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:
