@@ -6,6 +6,7 @@ Written from SPEC section 1, a few lines per KPI, sharing no code with the servi
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
 
 import pytest
@@ -145,3 +146,18 @@ def activity_stream(rng: random.Random, topic: str, n: int, oracle: Oracle, earl
     stream = records + rng.sample(records, n // 10)  # producer duplicates
     rng.shuffle(stream)
     return stream
+
+
+def recent_today(seconds: float = 200.0) -> tuple[float, float]:
+    """(earliest, now): the last ``seconds``, cut at today's start (UTC), so that every event
+    stamped in between lies in today's day window."""
+    now = time.time()
+    day_start = now - now % 86400
+    return max(day_start + 1, now - seconds), now
+
+
+def roster_record(topic: str, t: float) -> tuple:
+    """The ``rep.updated`` that gives :data:`ROSTER_ONLY_REP` (whose events name no team) its
+    team, as a record for ``produce``."""
+    return (topic, None, cloudevent(
+        "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=t), [])

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from metrics.windows import Calendar
 from tests.integration.harness import (
     Worker,
-    cloudevent,
     create_topics,
     lag_zero,
     produce,
@@ -28,7 +26,13 @@ from tests.integration.harness import (
     unique,
     value,
 )
-from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, activity_stream, assert_matches
+from tests.integration.oracle import (
+    Oracle,
+    activity_stream,
+    assert_matches,
+    recent_today,
+    roster_record,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +47,11 @@ def test_worker_survives_a_broker_restart_mid_stream(
     stop_broker, start_broker = broker_outage
     topics = topic_set(unique("restart"))
     asyncio.run(create_topics(bootstrap, topics.values()))
-    now = time.time()
-    day_start, _ = Calendar("UTC").bounds("day", now)
-    earliest = max(day_start + 1, now - 200)
+    earliest, now = recent_today()
     rng = random.Random(5)
     oracle = Oracle()
     stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
-    stream.insert(0, (topics["reps"], None, cloudevent(
-        "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), []))
+    stream.insert(0, roster_record(topics["reps"], earliest))
     half = len(stream) // 2
 
     worker = Worker(bootstrap, unique("app"), topics, log_dir).start()

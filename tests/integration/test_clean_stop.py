@@ -22,11 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from metrics.windows import Calendar
 from tests.integration.harness import (
     TOPIC_KINDS,
     Worker,
-    cloudevent,
     committed_offsets,
     create_topics,
     end_offsets,
@@ -36,7 +34,13 @@ from tests.integration.harness import (
     unique,
     value,
 )
-from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, activity_stream, assert_matches
+from tests.integration.oracle import (
+    Oracle,
+    activity_stream,
+    assert_matches,
+    recent_today,
+    roster_record,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +60,10 @@ def test_sigterm_mid_stream_stops_cleanly_and_commits_what_it_applied(
 ) -> None:
     topics = topic_set(unique("stop"))
     asyncio.run(create_topics(bootstrap, topics.values()))
-    now = time.time()
-    day_start, _ = Calendar("UTC").bounds("day", now)
-    earliest = max(day_start + 1, now - 200)
+    earliest, now = recent_today()
     rng = random.Random(11)
     oracle = Oracle()
-    roster = (topics["reps"], None, cloudevent(
-        "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), [])
+    roster = roster_record(topics["reps"], earliest)
     stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
     stream.insert(len(stream) // 3, roster)
 

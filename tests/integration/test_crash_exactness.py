@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from metrics.windows import Calendar
 from tests.integration.harness import (
     Worker,
-    cloudevent,
     create_topics,
     lag_zero,
     produce,
@@ -27,7 +25,13 @@ from tests.integration.harness import (
     unique,
     value,
 )
-from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, activity_stream, assert_matches
+from tests.integration.oracle import (
+    Oracle,
+    activity_stream,
+    assert_matches,
+    recent_today,
+    roster_record,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +43,10 @@ KILLS = 3
 def test_sigkill_mid_stream_keeps_every_kpi_exact(bootstrap: str, log_dir: Path) -> None:
     topics = topic_set(unique("crash"))
     asyncio.run(create_topics(bootstrap, topics.values()))
-    now = time.time()
-    day_start, _ = Calendar("UTC").bounds("day", now)
-    earliest = max(day_start + 1, now - 200)
+    earliest, now = recent_today()
     rng = random.Random(7)
     oracle = Oracle()
-    roster = (topics["reps"], None, cloudevent(
-        "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), [])
+    roster = roster_record(topics["reps"], earliest)
     stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
     stream.insert(len(stream) // 2, roster)  # the roster-only rep's team arrives mid-stream
 

@@ -20,10 +20,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from metrics.windows import Calendar
 from tests.integration.harness import (
     Worker,
-    cloudevent,
     committed_offsets,
     create_topics,
     end_offsets,
@@ -33,7 +31,13 @@ from tests.integration.harness import (
     unique,
     value,
 )
-from tests.integration.oracle import ROSTER_ONLY_REP, TEAMS, Oracle, activity_stream, assert_matches
+from tests.integration.oracle import (
+    Oracle,
+    activity_stream,
+    assert_matches,
+    recent_today,
+    roster_record,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,14 +75,11 @@ def test_refused_forward_stops_the_worker_before_its_input_is_committed(
     keyed = f"{app_id}-keyed-events"
     asyncio.run(_create_keyed_topic(bootstrap, keyed, TINY_LIMIT))
 
-    now = time.time()
-    day_start, _ = Calendar("UTC").bounds("day", now)
-    earliest = max(day_start + 1, now - 200)
+    earliest, now = recent_today()
     rng = random.Random(11)
     oracle = Oracle()
     stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)
-    stream.insert(0, (topics["reps"], None, cloudevent(
-        "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), []))
+    stream.insert(0, roster_record(topics["reps"], earliest))
 
     worker = Worker(bootstrap, app_id, topics, log_dir).start()
     try:

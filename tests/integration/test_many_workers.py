@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from metrics.windows import Calendar
 from tests.integration.harness import (
     REPO,
     Samples,
@@ -37,7 +36,7 @@ from tests.integration.harness import (
     unique,
     value,
 )
-from tests.integration.oracle import TEAMS, Oracle, activity_stream, assert_matches
+from tests.integration.oracle import TEAMS, Oracle, activity_stream, assert_matches, recent_today
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +66,7 @@ def check_group(workers: list[Worker], oracle: Oracle, timeout: float = 90.0) ->
 def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: Path) -> None:
     topics = topic_set(unique("group"))
     asyncio.run(create_topics(bootstrap, [t for k, t in topics.items() if k != "metrics"]))
-    now = time.time()
-    day_start, _ = Calendar("UTC").bounds("day", now)
-    earliest = max(day_start + 1, now - 200)
+    earliest, now = recent_today()
     rng = random.Random(23)
     oracle = Oracle()
     stream = activity_stream(rng, topics["activities"], EVENTS, oracle, earliest, now)

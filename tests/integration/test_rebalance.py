@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from metrics.windows import Calendar
 from tests.integration.harness import (
     Samples,
     Worker,
-    cloudevent,
     committed_offsets,
     create_topics,
     end_offsets,
@@ -33,12 +31,12 @@ from tests.integration.harness import (
     value,
 )
 from tests.integration.oracle import (
-    ROSTER_ONLY_REP,
     STORED,
-    TEAMS,
     Oracle,
     activity_stream,
     assert_matches,
+    recent_today,
+    roster_record,
 )
 
 pytestmark = pytest.mark.integration
@@ -121,13 +119,10 @@ def assert_split_matches(a: Samples, b: Samples, oracle: Oracle) -> None:
 def test_rebalance_keeps_kept_state_and_moves_the_rest_exactly(bootstrap: str, log_dir: Path) -> None:
     topics = topic_set(unique("rebal"))
     asyncio.run(create_topics(bootstrap, topics.values()))
-    now = time.time()
-    day_start, _ = Calendar("UTC").bounds("day", now)
-    earliest = max(day_start + 1, now - 200)
+    earliest, now = recent_today()
     rng = random.Random(23)
     oracle = Oracle()
-    roster = (topics["reps"], None, cloudevent(
-        "rep.updated", {"rep_id": ROSTER_ONLY_REP, "team_id": TEAMS[ROSTER_ONLY_REP]}, t=earliest), [])
+    roster = roster_record(topics["reps"], earliest)
     first = [roster, *activity_stream(rng, topics["activities"], FIRST, oracle, earliest, now)]
     second = activity_stream(rng, topics["activities"], SECOND, oracle_2 := Oracle(), earliest, now)
     third = activity_stream(rng, topics["activities"], THIRD, oracle_3 := Oracle(), earliest, now)
