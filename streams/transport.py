@@ -222,10 +222,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         another worker and came back was re-read from its start this way and never finished
         (the recovery waited for records the consumer dropped: seen in the rebalance test, and
         fixed upstream the same way for ``seek``, robinhood/faust#542)."""
-        changelogs = self.app.tables.changelog_topics
         for tp, offset in partitions.items():
-            if tp.topic in changelogs:  # stream partitions keep Faust's bookkeeping
-                self._read_offset[tp] = offset if offset else None
+            self._read_offset[tp] = offset if offset else None
+        self._forget(partitions)
         await super().seek_wait(partitions)
 
 
