@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_WAIT_EMPTY
@@ -214,18 +214,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def seek(self, partition: TP, offset: int) -> None:
         self._forget((partition,))
         await super().seek(partition, offset)
-
-    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
-        """Table recovery seeks changelog partitions with ``seek_wait``, which, unlike ``seek``,
-        leaves Faust's read offset of the partition alone: records below a read offset left from
-        an earlier read are then dropped as already seen. A changelog partition that went to
-        another worker and came back was re-read from its start this way and never finished
-        (the recovery waited for records the consumer dropped: seen in the rebalance test, and
-        fixed upstream the same way for ``seek``, robinhood/faust#542)."""
-        for tp, offset in partitions.items():
-            self._read_offset[tp] = offset if offset else None
-        self._forget(partitions)
-        await super().seek_wait(partitions)
 
 
 class BatchTransport(faust_aiokafka.Transport):
