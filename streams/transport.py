@@ -11,12 +11,16 @@ per record because recovery reads them through this same path).
 Offset bookkeeping (see shared notes on faust-internals, §2–3):
 
 * Ack of a range: Faust records only ``message.offset`` (the last record) when a batch is acked.
-  At delivery we remember ``last -> first``; before Faust computes a commit offset we turn each
-  acked batch into a gap interval ``[first, last)``, which Faust already treats as acked.
+  Each batch message carries its first offset (:class:`BatchMessage`); when it is acked, the
+  range ``[first, last)`` goes into Faust's gap intervals, which Faust already treats as acked.
+  The range travels with the message, not in a side table: a table keyed by the last offset
+  lost ranges when a partition's records were fetched twice with other batch boundaries (a
+  re-read after a seek), or were forgotten on a revoke while their message was still to be
+  acked, and the partition's commits then stopped for good at the lost range's first offset.
 * Gaps: `_drain_messages` sees the offset jump from one batch's last record to the next batch's
   last and would mark the whole new batch as an implicit ack. We trim that to the real gap
-  (before the batch's first record: transaction markers, compacted or deleted records).
-* Revokes and seeks drop the range map of the partitions concerned.
+  (before the batch's first record: transaction markers, compacted or deleted records), using
+  the first offset of the message just yielded to it.
 
 Settling on a stop or a revoke: Faust's ``wait_empty`` (run by ``App._stop_consumer`` on a stop
 and by ``App._on_partitions_revoked`` on a rebalance) waits until every message handed to an
@@ -39,13 +43,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_WAIT_EMPTY
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
-from faust.types.tuples import ConsumerMessage
+from faust.types.tuples import ConsumerMessage, ack_lock
 from mode import Service
 
 #: How long the broker may hold a fetch that finds no new data. Faust hard-codes 1,500 ms.
@@ -66,12 +70,23 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+class BatchMessage(ConsumerMessage):
+    """One partition's records of one poll, delivered as one message: its ``offset`` is the last
+    record's, ``first_offset`` the first record's."""
+
+    __slots__ = ("first_offset",)
+
+    def __init__(self, *args: Any, first_offset: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_offset = first_offset
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """aiokafka-backed Faust consumer that delivers designated topics in batches."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._batch_first: dict[TP, dict[int, int]] = {}
+        self._yielded: dict[TP, BatchMessage] = {}  # the batch just handed to _drain_messages
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -111,11 +126,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 for record in recs:
                     yield tp, to_message(tp, record)
 
-    def _batch_message(self, tp: TP, recs: list[Any], generation_id: int) -> ConsumerMessage:
+    def _batch_message(self, tp: TP, recs: list[Any], generation_id: int) -> BatchMessage:
         first, last = recs[0], recs[-1]
-        self._batch_first.setdefault(tp, {})[last.offset] = first.offset
         timestamp = last.timestamp / 1000.0 if last.timestamp is not None else None
-        return ConsumerMessage(
+        message = BatchMessage(
             last.topic,
             last.partition,
             last.offset,
@@ -129,31 +143,31 @@ class BatchConsumer(faust_aiokafka.Consumer):
             sum(r.serialized_value_size for r in recs),
             tp,
             generation_id=generation_id,
+            first_offset=first.offset,
         )
+        self._yielded[tp] = message
+        return message
 
-    def _new_offset(self, tp: TP) -> int | None:
-        ranges = self._batch_first.get(tp)
-        if ranges:
-            acked = self._acked_index[tp]
-            done = [last for last in ranges if last in acked]
-            if done:
-                gap = self._gap[tp]
-                for last in done:
-                    first = ranges.pop(last)
-                    if first < last:
-                        gap.addi(first, last)
-                gap.merge_overlaps()
-        return super()._new_offset(tp)
+    def ack(self, message: Message) -> bool:
+        """Faust's ack of the message's (last) offset, and for a batch the range before it."""
+        with ack_lock:
+            acked = super().ack(message)
+            first = getattr(message, "first_offset", None)
+            if acked and first is not None and first < message.offset:
+                committed = self._committed_offset[message.tp]
+                if committed is not None:
+                    first = max(first, committed)
+                if first < message.offset:
+                    gap = self._gap[message.tp]
+                    gap.addi(first, message.offset)
+                    gap.merge_overlaps()
+            return acked
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-        first = self._batch_first.get(tp, {}).get(offset_to)
-        if first is not None:
-            offset_to = first - 1  # only what lies before the batch is a gap
+        message = self._yielded.pop(tp, None)
+        if message is not None and message.offset == offset_to:
+            offset_to = message.first_offset - 1  # only what lies before the batch is a gap
         await super()._add_gap(tp, offset_from, offset_to)
-
-    def _forget(self, tps: Iterable[TP]) -> None:
-        for tp in tps:
-            self._batch_first.pop(tp, None)
 
     @Service.transitions_to(CONSUMER_WAIT_EMPTY)
     async def wait_empty(self) -> None:
@@ -206,14 +220,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self.log.error("not committing %d offsets: %r", len(offsets), refusal)
             return False
         return await super()._commit(offsets)
-
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        self._forget(revoked)
-        await super().on_partitions_revoked(revoked)
-
-    async def seek(self, partition: TP, offset: int) -> None:
-        self._forget((partition,))
-        await super().seek(partition, offset)
 
 
 class BatchTransport(faust_aiokafka.Transport):

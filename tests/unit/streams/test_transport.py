@@ -1,0 +1,108 @@
+"""Offset bookkeeping of batch delivery: an acked batch commits every offset it covers.
+
+A batch message stands for a range of records; Faust records only its last offset when it is
+acked. These tests drive the consumer's own bookkeeping (the code Faust's commit calls) with the
+sequences a real consumer sees: consecutive polls, a gap before a batch (compacted or deleted
+records), and the same records fetched twice with other batch boundaries (a re-read after a
+seek), which used to stop a partition's commits for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import faust
+import pytest
+from faust.types import TP
+
+from streams.transport import BatchTransport
+
+TOPIC = "in"
+TP0 = TP(TOPIC, 0)
+
+
+def _rec(offset: int) -> SimpleNamespace:
+    return SimpleNamespace(topic=TOPIC, partition=0, offset=offset, timestamp=0,
+                           timestamp_type=0, serialized_value_size=1)
+
+
+@pytest.fixture
+def consumer():
+    loop = asyncio.new_event_loop()
+    app = faust.App("transport-test", broker="kafka://127.0.0.1:1", loop=loop)
+    app.batched_topics = frozenset({TOPIC})
+    app.topics._acking_topics.add(TOPIC)
+    transport = BatchTransport(url=["kafka://127.0.0.1:1"], app=app, loop=loop)
+    c = transport.create_consumer(callback=lambda message: None,
+                                  on_partitions_revoked=None, on_partitions_assigned=None)
+    c._committed_offset[TP0] = 100
+    yield c, loop
+    loop.close()
+
+
+def _deliver(consumer, loop, first: int, last: int, read_offset: int | None):
+    """What getmany + _drain_messages do for one batch: build the message, then report the
+    offset jump since the previous batch's last record as a gap."""
+    c = consumer
+    message = c._batch_message(TP0, [_rec(o) for o in range(first, last + 1)], 0)
+    c.track_message(message)
+    if read_offset is not None and last - read_offset > 1:
+        loop.run_until_complete(c._add_gap(TP0, read_offset + 1, last))
+    return message
+
+
+def _commit(c) -> int | None:
+    offset = c._new_offset(TP0)
+    if offset is not None:
+        c._committed_offset[TP0] = offset
+    return offset
+
+
+def test_consecutive_batches_commit_to_the_end(consumer) -> None:
+    c, loop = consumer
+    m1 = _deliver(c, loop, 100, 149, None)
+    m2 = _deliver(c, loop, 150, 199, 149)
+    assert _commit(c) is None  # nothing acked yet
+    c.ack(m2)
+    assert _commit(c) is None  # the first batch is still in flight
+    c.ack(m1)
+    assert _commit(c) == 200
+
+
+def test_a_gap_before_a_batch_is_skipped_but_the_batch_is_not(consumer) -> None:
+    c, loop = consumer
+    m1 = _deliver(c, loop, 100, 149, None)
+    m2 = _deliver(c, loop, 160, 199, 149)  # 150..159 compacted away
+    c.ack(m1)
+    assert _commit(c) == 150
+    assert _commit(c) is None  # the second batch is not acked yet
+    c.ack(m2)
+    assert _commit(c) == 200
+
+
+def test_records_fetched_twice_with_other_boundaries_still_commit(consumer) -> None:
+    """The defect: batches were remembered by their last offset; a second fetch of the same
+    records ending at the same offset overwrote the first one's range, and the partition never
+    committed past it again."""
+    c, loop = consumer
+    m1 = _deliver(c, loop, 100, 149, None)
+    c.ack(m1)
+    assert _commit(c) == 150
+    m2 = _deliver(c, loop, 150, 199, 149)
+    m2b = _deliver(c, loop, 170, 199, 199)  # fetched again with other boundaries
+    c.ack(m2)
+    c.ack(m2b)
+    assert _commit(c) == 200
+    m3 = _deliver(c, loop, 200, 249, 199)
+    c.ack(m3)
+    assert _commit(c) == 250
+
+
+def test_ranges_below_the_committed_offset_are_not_acked_again(consumer) -> None:
+    c, loop = consumer
+    c._committed_offset[TP0] = 120
+    m1 = _deliver(c, loop, 100, 149, None)  # a re-read that starts before the commit
+    c.ack(m1)
+    assert _commit(c) == 150
+    assert not c._acked[TP0]
