@@ -11,12 +11,14 @@ per record because recovery reads them through this same path).
 Offset bookkeeping (see shared notes on faust-internals, §2–3):
 
 * Ack of a range: Faust records only ``message.offset`` (the last record) when a batch is acked.
-  Each batch message carries its first offset (:class:`BatchMessage`); when it is acked, the
-  range ``[first, last)`` goes into Faust's gap intervals, which Faust already treats as acked.
-  The range travels with the message, not in a side table: a table keyed by the last offset
-  lost ranges when a partition's records were fetched twice with other batch boundaries (a
-  re-read after a seek), or were forgotten on a revoke while their message was still to be
-  acked, and the partition's commits then stopped for good at the lost range's first offset.
+  Each batch message carries its first offset (:class:`BatchMessage`) and is kept, per
+  partition, until it is acked; before Faust computes a commit offset, each acked one turns
+  into a gap interval ``[first, last)``, which Faust already treats as acked. (Faust's
+  accelerated stream path acks inline, without calling ``Consumer.ack``, so the range cannot be
+  added at the ack itself.) Ranges are looked up by message, not by last offset alone: the same
+  records fetched twice with other batch boundaries (a re-read after a seek) end at the same
+  offset, and a table keyed by it lost the first range, which stopped the partition's commits
+  for good at that range's first offset.
 * Gaps: `_drain_messages` sees the offset jump from one batch's last record to the next batch's
   last and would mark the whole new batch as an implicit ack. We trim that to the real gap
   (before the batch's first record: transaction markers, compacted or deleted records), using
@@ -49,7 +51,7 @@ from typing import Any
 from faust.transport.consumer import CONSUMER_WAIT_EMPTY
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
-from faust.types.tuples import ConsumerMessage, ack_lock
+from faust.types.tuples import ConsumerMessage
 from mode import Service
 
 #: How long the broker may hold a fetch that finds no new data. Faust hard-codes 1,500 ms.
@@ -86,6 +88,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._batches: dict[TP, dict[int, list[BatchMessage]]] = {}  # unacked, by last offset
         self._yielded: dict[TP, BatchMessage] = {}  # the batch just handed to _drain_messages
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
@@ -145,23 +148,35 @@ class BatchConsumer(faust_aiokafka.Consumer):
             generation_id=generation_id,
             first_offset=first.offset,
         )
+        self._batches.setdefault(tp, {}).setdefault(last.offset, []).append(message)
         self._yielded[tp] = message
         return message
 
-    def ack(self, message: Message) -> bool:
-        """Faust's ack of the message's (last) offset, and for a batch the range before it."""
-        with ack_lock:
-            acked = super().ack(message)
-            first = getattr(message, "first_offset", None)
-            if acked and first is not None and first < message.offset:
-                committed = self._committed_offset[message.tp]
-                if committed is not None:
-                    first = max(first, committed)
-                if first < message.offset:
-                    gap = self._gap[message.tp]
-                    gap.addi(first, message.offset)
-                    gap.merge_overlaps()
-            return acked
+    def _new_offset(self, tp: TP) -> int | None:
+        pending = self._batches.get(tp)
+        if pending:
+            committed = self._committed_offset[tp]
+            gap = self._gap[tp]
+            added = False
+            for last in list(pending):
+                keep = []
+                for message in pending[last]:
+                    if message.acked:
+                        first = message.first_offset
+                        if committed is not None:
+                            first = max(first, committed)
+                        if first < last:
+                            gap.addi(first, last)
+                            added = True
+                    elif committed is None or last >= committed:
+                        keep.append(message)  # still in flight (else: passed by a commit)
+                if keep:
+                    pending[last] = keep
+                else:
+                    del pending[last]
+            if added:
+                gap.merge_overlaps()
+        return super()._new_offset(tp)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         message = self._yielded.pop(tp, None)
@@ -222,7 +237,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return await super()._commit(offsets)
 
 
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:  # Faust drops their acks and gaps too
+            self._batches.pop(tp, None)
+            self._yielded.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+
 class BatchTransport(faust_aiokafka.Transport):
     """The aiokafka transport with :class:`BatchConsumer`."""
 
     Consumer = BatchConsumer
+
