@@ -17,30 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import threading
 import time
-import urllib.parse
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.harness import (
-    REPO,
     Worker,
     cloudevent,
     create_topics,
-    free_port,
     produce,
     read_topic,
     topic_set,
     unique,
     value,
 )
+from tests.integration.observability import Observability, Webhook, safe, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,101 +43,6 @@ ALERT_TIMEOUT = 90.0
 # After the team-slow alert arrived: long enough for any alert of the same evaluation (or a few
 # evaluations later) to be grouped, waited for (group_wait 1 s) and posted too.
 SETTLE_SECONDS = 6.0
-OBSERVABILITY = REPO / "deploy" / "observability.sh"
-
-
-class Webhook:
-    """Alertmanager's webhook receiver: collects the JSON bodies POSTed to /alerts."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = 404
-                if self.path == "/alerts":
-                    with hook.lock:
-                        hook.bodies.append(json.loads(raw))
-                    status = 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Webhook:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
-
-    def received(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.bodies)
-
-    def alerts(self) -> list[dict[str, Any]]:
-        """Every alert of every notification, as delivered."""
-        return [alert for body in self.received() for alert in body.get("alerts", [])]
-
-
-class Observability:
-    """`deploy/observability.sh` with its own state dir and ports, scraping one worker."""
-
-    def __init__(self, state_dir: Path, scrape_target: str, webhook_url: str) -> None:
-        self.prometheus_port = free_port()
-        self.alertmanager_port = free_port()
-        while self.alertmanager_port == self.prometheus_port:
-            self.alertmanager_port = free_port()
-        self.state_dir = state_dir
-        self.env = {
-            **os.environ,
-            "SALESPULSE_LOCAL_DIR": str(state_dir),
-            "PROMETHEUS_PORT": str(self.prometheus_port),
-            "ALERTMANAGER_PORT": str(self.alertmanager_port),
-            "SALESPULSE_SCRAPE_TARGET": scrape_target,
-            "SCRAPE_INTERVAL": "1s",
-            "SALESPULSE_RULES_FOR": RULES_FOR,
-            "ALERT_WEBHOOK_URL": webhook_url,
-            "ALERT_GROUP_WAIT": "1s",
-            "ALERT_GROUP_INTERVAL": "2s",
-        }
-        self.prometheus = f"http://127.0.0.1:{self.prometheus_port}"
-
-    def run(self, command: str) -> None:
-        # `up` may install the Debian packages first (a clean CI machine): minutes, not seconds.
-        subprocess.run([str(OBSERVABILITY), command], env=self.env, check=True, timeout=900)
-
-    def api(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.prometheus}{path}", timeout=10) as r:
-            body = json.loads(r.read())
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def alerts(self) -> list[dict[str, Any]]:
-        """Prometheus' pending and firing alerts."""
-        return self.api("/api/v1/alerts")["alerts"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        return self.api("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))["result"]
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.state_dir / "observability" / "logs" / f"{name}.log"
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def names(alert: dict[str, Any], team: str) -> bool:
@@ -168,9 +66,9 @@ def test_overdue_lead_pages_its_team_through_prometheus_and_alertmanager(
         try:
             worker.start()
             # Ports picked once the worker holds its own.
-            obs = Observability(log_dir / "local", f"127.0.0.1:{worker.port}", webhook.url)
+            obs = Observability(log_dir / "local", f"127.0.0.1:{worker.port}", webhook.url, RULES_FOR)
             obs.run("up")
-            _wait(lambda: [r for r in obs.query('up{job="salespulse"}') if r["value"][1] == "1"],
+            wait_until(lambda: [r for r in obs.query('up{job="salespulse"}') if r["value"][1] == "1"],
                   30, "Prometheus scraping the worker", lambda: obs.api("/api/v1/targets"))
 
             now = time.time()
@@ -199,13 +97,13 @@ def test_overdue_lead_pages_its_team_through_prometheus_and_alertmanager(
                                            "salespulse_lead_sla", "salespulse_lead_alerts",
                                            "salespulse_events_processed", "salespulse_consumer_lag"))]
                 return ("worker /metrics (leads):\n" + "\n".join(lines)
-                        + f"\nprometheus alerts: {_safe(obs.alerts)}"
+                        + f"\nprometheus alerts: {safe(obs.alerts)}"
                         + f"\nwebhook bodies: {webhook.received()}"
                         + f"\nworker log:\n{worker.log_tail(30)}"
                         + f"\nprometheus log:\n{obs.log_tail('prometheus', 15)}"
                         + f"\nalertmanager log:\n{obs.log_tail('alertmanager', 15)}")
 
-            firing = _wait(slow_firing, ALERT_TIMEOUT,
+            firing = wait_until(slow_firing, ALERT_TIMEOUT,
                            "LeadsOverdue{team=team-slow} delivered to the webhook", diagnostics)
             delivered_after = time.time() - now
             print(f"LeadsOverdue(team-slow) at the webhook {delivered_after:.1f} s after the leads")
@@ -257,26 +155,6 @@ def test_overdue_lead_pages_its_team_through_prometheus_and_alertmanager(
                     obs.run("down")
             finally:
                 worker.stop()
-
-
-def _wait(probe: Any, timeout: float, what: str, diagnostics: Any) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = probe()
-        except OSError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.25)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{_safe(diagnostics)}")
-
-
-def _safe(fn: Any) -> Any:
-    try:
-        return fn()
-    except Exception as exc:  # diagnostics only: never hide the real failure
-        return f"({type(exc).__name__}: {exc})"
 
 
 def _metrics_text(worker: Worker) -> str:
