@@ -165,17 +165,10 @@ def test_rebalance_keeps_kept_state_and_moves_the_rest_exactly(bootstrap: str, l
         # B leaves cleanly; A takes everything back, then more input.
         took, code = b.terminate()
         assert code == 0 and took < 10.0, (took, code, b.log_tail())
-        try:
-            a.wait_ready(30)
-        except TimeoutError:
-            # KNOWN OPEN DEFECT, not a pass: in about one run in six, Faust's recovery of the
-            # changelog partitions that come back to A receives nothing ("No event received for
-            # active tp ... since recovery start") and never completes. A restart recovers them
-            # (in production the supervisor's job, see README "Faults"); the values after it are
-            # still asserted exactly. Logged so that a run shows it happened.
-            print(f"recovery stall on A after B left; restarting A:\n{a.log_tail(15)}")
-            a.kill()
-            a.start()
+        # A recovers the changelog partitions that come back to it, by itself. (It used to stall
+        # now and then, about one run in eight: a fetch dropped by the rebalance had already
+        # passed those partitions' records; streams.transport.BatchConsumer._rewind.)
+        a.wait_ready(30)
         a.wait_for(lambda s: lag_zero(s) and _org_made(s) == made, timeout=60, what="A owns all")
         assert assert_matches(a.metrics(), oracle) > 100
         asyncio.run(produce(bootstrap, third))

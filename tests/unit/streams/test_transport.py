@@ -109,3 +109,59 @@ def test_ranges_below_the_committed_offset_are_not_acked_again(consumer) -> None
     m1.ack(c)
     assert _commit(c) == 150
     assert not c._acked[TP0]
+
+
+def _drain(consumer, loop) -> list:
+    async def run() -> list:
+        return [m async for m in consumer.getmany(timeout=0.1)]
+    return loop.run_until_complete(run())
+
+
+def test_records_dropped_while_flow_is_stopped_are_fetched_again(consumer, monkeypatch) -> None:
+    """A fetch that returns while flow is stopped (a rebalance began) is dropped; its partitions
+    are seeked back to the first dropped record. Stock Faust only seeks to committed offsets,
+    which a changelog partition does not have: recovery then waited forever for records the
+    consumer had already passed."""
+    c, loop = consumer
+    changelog = TP("app-kpi-state-changelog", 1)
+    fetched = {changelog: [_rec(0), _rec(1)], TP0: [_rec(300), _rec(301)]}
+    seeks: list[tuple[TP, int]] = []
+
+    async def wait_next_records(timeout: float):
+        return fetched, {changelog, TP0}
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    async def perform_seek() -> None:
+        seeks.append(("committed", None))
+
+    monkeypatch.setattr(c, "_wait_next_records", wait_next_records)
+    monkeypatch.setattr(c, "_seek", seek)
+    monkeypatch.setattr(c, "perform_seek", perform_seek)
+    monkeypatch.setattr(c, "assignment", lambda: {changelog, TP0})
+    c.flow_active = False
+    assert _drain(c, loop) == []
+    assert seeks == [(changelog, 0), (TP0, 300), ("committed", None)]
+
+
+def test_records_of_a_partition_not_active_are_fetched_again(consumer, monkeypatch) -> None:
+    c, loop = consumer
+    other = TP(TOPIC, 1)
+    fetched = {other: [_rec(7)], TP0: [_rec(100), _rec(101)]}
+    seeks: list[tuple[TP, int]] = []
+
+    async def wait_next_records(timeout: float):
+        return fetched, {TP0}
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    monkeypatch.setattr(c, "_wait_next_records", wait_next_records)
+    monkeypatch.setattr(c, "_seek", seek)
+    monkeypatch.setattr(c, "assignment", lambda: {other, TP0})
+    c.flow_active = True
+    monkeypatch.setattr(c, "highwater", lambda tp: 102)
+    delivered = _drain(c, loop)
+    assert [(tp, m.first_offset, m.offset) for tp, m in delivered] == [(TP0, 100, 101)]
+    assert seeks == [(other, 7)]
