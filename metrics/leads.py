@@ -90,6 +90,7 @@ class Lead(msgspec.Struct, array_like=True):
     touch_rep: str | None = None
     touch_team: str | None = None
     response: Response | None = None  # what is currently filed in the windows
+    counted: bool = False  # its first response is in the cumulative histogram (never twice)
 
     @property
     def last_time(self) -> float:

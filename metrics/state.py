@@ -40,8 +40,6 @@ Why it looks like this (see README, "Exactness"):
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -198,11 +196,8 @@ class PartitionState:
         self.source_times: dict[tuple[str, int, int], float] = {}
         self.leads = LeadBook(waited) if waited is not None else LeadBook()
         self.lead_stamps: dict[int, int] = {}  # lead part -> stamp
-        # (touch_time + grace, sequence, lead, response): responses waiting to become final; the
-        # sequence orders two versions of one lead's response due at the same moment (Response
-        # itself has no order)
-        self._unsettled: list[tuple[float, int, str, Response]] = []
-        self._unsettled_seq = itertools.count()
+        #: leads whose response was filed, changed or withdrawn since the last drain
+        self._response_changes: set[str] = set()
         self.watermark = float("-inf")
         self._next_window_expiry = float("-inf")  # the earliest clock at which a window expires
         self._next_seen_expiry = float("-inf")  # the earliest watermark at which a dedup minute does
@@ -368,8 +363,8 @@ class PartitionState:
                 self._file_response(old, offset, replaying, retract=True)
             if new is not None:
                 self._file_response(new, offset, replaying, retract=False)
-                heapq.heappush(self._unsettled,
-                               (new.touch_time + self.grace, next(self._unsettled_seq), lead_id, new))
+            if old is not None or new is not None:
+                self._response_changes.add(lead_id)
         if src_hw >= 0:
             self.sources[src] = src_hw
 
@@ -772,24 +767,22 @@ class PartitionState:
         part = self.windows.get((kind, start))
         return part.samples if part is not None else {}
 
-    def drain_responses(self) -> list[Response]:
-        """Lead responses that became final since the last call (for the cumulative histogram).
-
-        A response is final once the watermark is a grace period past its touch: any event
-        that could still change it (an earlier touch, a loss before it) would be late. So a
-        histogram that only grows counts each lead once, with its in-order answer.
-        """
-        out = []
-        heap = self._unsettled
-        while heap and heap[0][0] <= self.watermark:
-            _, _, lead_id, response = heapq.heappop(heap)
-            lead = self.leads.leads.get(lead_id)
-            if lead is not None and lead.response == response:
-                team = self.label_of(TEAM, response.team)
-                if team != response.team:
-                    response = msgspec.structs.replace(response, team=team)
-                out.append(response)
+    def drain_response_changes(self) -> set[str]:
+        """Leads whose response was filed, changed or withdrawn since the last call (for the
+        cumulative histogram, which ``count_response`` then fills once per lead)."""
+        out, self._response_changes = self._response_changes, set()
         return out
+
+    def count_response(self, lead_id: str) -> Response | None:
+        """The lead's response for the cumulative histogram, labelled, if it has one that was
+        not counted yet; marks it counted (a lead is counted once, whatever corrections follow)."""
+        lead = self.leads.leads.get(lead_id)
+        if lead is None or lead.response is None or lead.counted:
+            return None
+        lead.counted = True
+        response = lead.response
+        team = self.label_of(TEAM, response.team)
+        return response if team == response.team else msgspec.structs.replace(response, team=team)
 
     def drain_counters(self) -> tuple[Counter[str], int, int]:
         """Health counters since the last call: processed by type, duplicates, late."""

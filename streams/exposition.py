@@ -241,7 +241,7 @@ class LeadCollector(Collector):
         yield oldest
         hist = HistogramMetricFamily(
             "salespulse_lead_response_seconds",
-            "Time from lead creation to its first human touch, cumulative since start.",
+            "Time from lead creation to its first human touch, each lead counted once when its touch is read; cumulative since start.",
             labels=["team"])
         bounds = [*(str(b) for b in monitor.buckets), "+Inf"]
         for team, counts in sorted(monitor.histogram.items()):
@@ -251,6 +251,12 @@ class LeadCollector(Collector):
                 cumulative.append((bound, total))
             hist.add_metric([team], cumulative, sum_value=monitor.histogram_sum[team])
         yield hist
+        yield CounterMetricFamily(
+            "salespulse_lead_response_corrections",
+            "Lead responses changed after they were recorded (an earlier touch read later, a team "
+            "assigned after the touch, a loss before the touch): in the windowed p50/p90/avg, not "
+            "in the histogram, which keeps each lead's first count.",
+            value=monitor.response_corrections)
         yield CounterMetricFamily(
             "salespulse_lead_alerts_sent", "lead.response_sla_breached alerts sent by this worker.",
             value=monitor.alerts_sent)

@@ -164,14 +164,37 @@ class LeadMonitor:
         self.alerts_sent = 0
         self.histogram: dict[str, list[int]] = defaultdict(lambda: [0] * (len(RESPONSE_BUCKETS) + 1))
         self.histogram_sum: Counter[str] = Counter()
+        self.response_corrections = 0
+        self._unsettled: dict[str, float] = {}  # lead -> when its response was first seen unsettled
         self._progress_error: str | None = None
 
     def observe_responses(self) -> None:
-        """Move newly recorded lead responses into the cumulative per-team histogram."""
+        """Note the leads whose response changed: a lead not counted yet waits until the whole
+        group has read all input produced before the change was seen (so out-of-order input
+        in a backlog has settled: an earlier touch, a loss before the touch); a counted one
+        changed afterwards is a correction, counted apart (the histogram keeps each lead once)."""
+        now = self.clock()
         for state in self.states():
-            for r in state.drain_responses():
-                self.histogram[r.team][bisect_left(RESPONSE_BUCKETS, r.seconds)] += 1
-                self.histogram_sum[r.team] += r.seconds
+            for lead_id in state.drain_response_changes():
+                lead = state.leads.leads.get(lead_id)
+                if lead is not None and lead.counted:
+                    self.response_corrections += 1
+                else:
+                    self._unsettled.setdefault(lead_id, now)
+
+    def count_responses(self, t0: float) -> None:
+        """Count in the histogram the responses seen before ``t0``, a moment by which the whole
+        group had read all its input (a round of ``progress``): within a few seconds when live."""
+        settled = [lead_id for lead_id, seen in self._unsettled.items() if seen <= t0]
+        states = list(self.states())
+        for lead_id in settled:
+            del self._unsettled[lead_id]
+            for state in states:
+                response = state.count_response(lead_id)
+                if response is not None:
+                    self.histogram[response.team][bisect_left(RESPONSE_BUCKETS, response.seconds)] += 1
+                    self.histogram_sum[response.team] += response.seconds
+                    break
 
     def candidates(self, at: float) -> dict[str, float]:
         """At a round's T0: the leads awaiting a response past their SLA, with their wait."""
@@ -192,6 +215,7 @@ class LeadMonitor:
         if done is None:
             return
         t0, candidates = done
+        self.count_responses(t0)
         # Judge first, then send: each send awaits, and meanwhile the aggregate agent changes
         # the books (iterating them across the awaits crashed the worker under load).
         overdue = [

@@ -969,10 +969,11 @@ def test_a_snapshot_during_the_replay_keeps_parts_that_are_ahead():
 # -- leads -------------------------------------------------------------------------------------
 
 
-def test_a_response_corrected_within_the_grace_period_does_not_break_the_lead_lane():
-    """A lead's response changes while an earlier version still waits to become final (same
-    touch, so the same moment): here a ``lead.assigned`` gives the teamless lead a team after
-    its touch. Both versions are queued for the histogram; the newer one counts."""
+def test_a_response_is_counted_once_with_its_settled_value():
+    """The state reports leads whose response changed; ``count_response`` hands the current
+    response out once. Here a ``lead.assigned`` gives the teamless lead a team after its touch:
+    counted after that, the team is the assigned one; changes after the count are not counted
+    again (the monitor counts them as corrections)."""
     state = new_state()
     events = [
         ev(0, T0, LeadCreated("lead-1", rep_id="rep-1")),
@@ -981,6 +982,28 @@ def test_a_response_corrected_within_the_grace_period_does_not_break_the_lead_la
     ]
     for i, e in enumerate(events):
         state.apply(Bundle("sales.leads", 0, [e], LANE_LEAD), i)
-    assert state.leads.leads["lead-1"].response.team == "team-b"
-    state.apply(Bundle("sales.leads", 0, [ev(3, T0 + 30 + 301, ToolUsed("rep-9", "gong"))], LANE_LEAD), 3)
-    assert [(r.seconds, r.team) for r in state.drain_responses()] == [(30.0, "team-b")]
+    assert state.drain_response_changes() == {"lead-1"}
+    assert state.drain_response_changes() == set()
+    response = state.count_response("lead-1")
+    assert (response.seconds, response.team) == (30.0, "team-b")
+    assert state.count_response("lead-1") is None  # once
+    state.apply(Bundle("sales.leads", 0, [ev(3, T0 + 10, CallCompleted("rep-2", "outbound", "busy",
+                                                                       lead_id="lead-1"))], LANE_LEAD), 3)
+    assert state.leads.leads["lead-1"].response.seconds == 10.0  # corrected in the windows
+    assert state.drain_response_changes() == {"lead-1"}
+    assert state.count_response("lead-1") is None
+
+
+def test_a_response_withdrawn_before_it_is_counted_is_not_counted():
+    """Touch read, then a loss earlier than that touch withdraws the response: nothing to count."""
+    state = new_state()
+    events = [
+        ev(0, T0, LeadCreated("lead-1", rep_id="rep-1", team_id="t")),
+        ev(1, T0 + 60, CallCompleted("rep-1", "outbound", "busy", lead_id="lead-1")),
+        ev(2, T0 + 50, LeadLost("lead-1", "unresponsive")),
+    ]
+    for i, e in enumerate(events):
+        state.apply(Bundle("sales.leads", 0, [e], LANE_LEAD), i)
+    assert state.drain_response_changes() == {"lead-1"}
+    assert state.leads.leads["lead-1"].response is None
+    assert state.count_response("lead-1") is None

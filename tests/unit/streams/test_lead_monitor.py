@@ -32,7 +32,8 @@ class FakeProgress:
         return done
 
 
-def _monitor(book: LeadBook, sent: list[tuple[bytes, dict]], on_send=None, clock=lambda: NOW):
+def _monitor(book: LeadBook, sent: list[tuple[bytes, dict]], on_send=None, clock=lambda: NOW,
+             states=None):
     async def send(topic: str, *, key: bytes, value: bytes) -> asyncio.Future:
         sent.append((key, json.loads(value)))
         if on_send is not None:
@@ -45,7 +46,8 @@ def _monitor(book: LeadBook, sent: list[tuple[bytes, dict]], on_send=None, clock
     ledger.ready.set()
     progress = FakeProgress(clock)
     monitor = LeadMonitor(
-        lambda: [SimpleNamespace(leads=book, drain_responses=list, label_of=lambda label, v: v)],
+        states or (lambda: [SimpleNamespace(leads=book, drain_response_changes=set,
+                                            label_of=lambda label, v: v)]),
         progress,
         lambda team, start, end: end - start,
         send,
@@ -130,3 +132,38 @@ async def test_a_lead_created_longer_ago_than_the_wait_horizon_is_never_paged():
     await monitor.tick()
     assert [key for key, _ in sent] == [b"recent"]
     assert monitor.gauges()["t1"][:2] == (2, 2)  # both still in state, and overdue
+
+
+async def test_the_histogram_counts_a_lead_once_after_the_group_read_what_could_correct_it():
+    """A response is counted once a round confirms that the whole group had read all input from
+    before the response was seen: an earlier touch read meanwhile (shuffled input, a backlog)
+    is what gets counted. A change after the count is a correction, never a second count."""
+    from metrics.events import LANE_LEAD, Bundle
+    from tests.unit.metrics.test_state import T0, ev, new_state
+
+    state = new_state()
+    now = [NOW]
+    sent: list[tuple[bytes, dict]] = []
+    monitor, _ = _monitor(LeadBook(), sent, clock=lambda: now[0], states=lambda: [state])
+
+    def read(i: int, t: float, data) -> None:
+        state.apply(Bundle("sales.leads", 0, [ev(i, t, data)], LANE_LEAD), i)
+
+    def counted() -> tuple[int, float]:
+        return sum(sum(c) for c in monitor.histogram.values()), sum(monitor.histogram_sum.values())
+
+    read(0, T0, LeadCreated("lead-1", rep_id="rep-1", team_id="t"))
+    read(1, T0 + 60, CallCompleted("rep-1", "outbound", "busy", lead_id="lead-1"))
+    await monitor.tick()  # seen now; a round starts at now
+    assert counted() == (0, 0.0)
+    read(2, T0 + 20, CallCompleted("rep-2", "outbound", "busy", lead_id="lead-1"))  # earlier touch
+    now[0] += 1
+    await monitor.tick()  # the round confirmed: the settled response counts
+    assert counted() == (1, 20.0)
+    assert monitor.response_corrections == 0
+    read(3, T0 + 10, CallCompleted("rep-3", "outbound", "busy", lead_id="lead-1"))  # late correction
+    for _ in range(3):
+        now[0] += 1
+        await monitor.tick()
+    assert counted() == (1, 20.0)
+    assert monitor.response_corrections == 1
