@@ -146,6 +146,7 @@ class OpportunityLost(_Data, tag="opportunity.lost"):
     rep_id: Id
     team_id: Id | None = None
     reason: str | None = None
+    region: Id | None = None  # an extension of SPEC section 2: win rate per region needs it
 
 
 class NpsResponded(_Data, tag="nps.responded"):

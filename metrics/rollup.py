@@ -127,9 +127,11 @@ def _ratios(catalog: Catalog) -> list[tuple[str, str, str, int]]:
 def finish(catalog: Catalog, parts: Parts) -> Values:
     """A scope's KPI values keyed (kpi, *dims): sums, ratios of sums, quantiles and means."""
     values = dict(parts.sums)
+    for kpi in catalog.distinct:
+        _distinct(values, kpi.name)
     _derive(values, _ratios(catalog))
     for kpi in catalog.sampled:
-        series = kpi.series
+        series = catalog.series_of(kpi)
         raw = parts.samples.get(series)  # type: ignore[arg-type]
         if raw:
             if kpi.aggregation == "mean":
@@ -145,7 +147,31 @@ def finish(catalog: Catalog, parts: Parts) -> Values:
             values[(kpi.name,)] = sketch.sum / sketch.count
         else:
             values[(kpi.name,)] = sketch.quantile(kpi.quantile)  # type: ignore[arg-type,assignment]
+    for name, (names, evaluate) in catalog.expressions.items():
+        _evaluate(values, name, names, evaluate)
     return values
+
+
+def _distinct(values: Values, name: str) -> None:
+    """A distinct count: the number of values seen, in place of the per-value keys
+    ``(name, value)`` (sums of partitions: a value seen in two partitions is one value)."""
+    keys = [k for k in values if k[0] == name]
+    n = 0
+    for k in keys:
+        if values.pop(k) > 0:
+            n += 1
+    if n:
+        values[(name,)] = float(n)
+
+
+def _evaluate(values: Values, name: str, names: tuple[str, ...],
+              evaluate: Callable[[Callable[[str], float | None]], float | None]) -> None:
+    """An expression KPI, per dimension values of the first KPI it names."""
+    first = names[0]
+    for dims in [k[1:] for k in values if k[0] == first]:
+        v = evaluate(lambda n, dims=dims: values.get((n, *dims)))
+        if v is not None:
+            values[(name, *dims)] = v
 
 
 def rollup(

@@ -62,6 +62,7 @@ from metrics.leads import (
     is_touch,
     lead_part,
 )
+from metrics.opportunities import OpportunityBook, hooks
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS, Calendar
 
 UNASSIGNED = "unassigned"
@@ -198,6 +199,10 @@ class PartitionState:
         self.source_times: dict[tuple[str, int, int], float] = {}
         self.leads = LeadBook(waited) if waited is not None else LeadBook()
         self.lead_stamps: dict[int, int] = {}  # lead part -> stamp
+        #: per-opportunity state (metrics.opportunities), persisted in parts ``o/<n>``
+        self.opportunities = OpportunityBook()
+        #: event class -> what it does besides the catalog's sums (opportunities, sampled fields)
+        self._hooks = hooks(catalog)
         # (touch_time + grace, sequence, lead, response): responses waiting to become final; the
         # sequence orders two versions of one lead's response due at the same moment (Response
         # itself has no order)
@@ -270,6 +275,7 @@ class PartitionState:
         gated = self.label_caps is not None
         reps_in, teams_in = self.labels[REP], self.labels[TEAM]
         admit = self._admit
+        special = self._hooks
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
@@ -307,6 +313,9 @@ class PartitionState:
                     rep, team = self._admit_rep(rep, team)
                 elif team is not None and team not in teams_in:
                     team = admit(TEAM, team)
+            hook = special.get(cls)
+            if hook is not None:
+                hook(self, data, t, rep, team, offset, replaying, src_wm)
             if replaying:
                 self._apply_slow(data, accumulate, rep, team, t, offset, replaying, src_wm)
                 continue
@@ -648,7 +657,8 @@ class PartitionState:
     @property
     def dirty(self) -> bool:
         return (
-            bool(self._dirty_parts or self._deleted or self.leads.dirty_parts)
+            bool(self._dirty_parts or self._deleted or self.leads.dirty_parts
+                 or self.opportunities.dirty_parts)
             or self.applied > self.meta_stamp
         )
 
@@ -682,6 +692,7 @@ class PartitionState:
             self.lead_stamps[lead_part_no] = stamp
             out.append((f"l/{lead_part_no}", _ENC.encode(_LeadRecord(stamp, leads))))
         self.leads.dirty_parts.clear()
+        out.extend(self.opportunities.parts(stamp))
         for label in sorted(self._dirty_labels):
             out.append((f"g/{label}", _ENC.encode(_LabelsRecord(stamp, label, list(self.labels[label])))))
         self._dirty_labels.clear()
@@ -733,6 +744,8 @@ class PartitionState:
                 state.leads.load(rec.leads)
                 state.lead_stamps[int(key[2:])] = rec.stamp
                 state.max_stamp = max(state.max_stamp, rec.stamp)
+            elif key.startswith("o/"):
+                state.max_stamp = max(state.max_stamp, state.opportunities.load(key, raw))
             elif key.startswith("g/"):
                 g = _DEC_LABELS.decode(raw)
                 state.labels[g.label] = {v: v for v in g.values}

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from zlib import crc32
 
 from metrics.leads import UNASSIGNED
+from metrics.opportunities import window_values
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key
 from metrics.rollup import Parts, merge, split
 from metrics.state import PartitionState, WindowPart
@@ -93,7 +94,7 @@ class Publisher:
 
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
                 *, final: bool) -> None:
-        reps, teams, org = split(w.values, w.samples, state.team_of)
+        reps, teams, org = split(window_values(state, w), w.samples, state.team_of)
         kind, start = w.kind, w.start
         version = state.applied
         pkey = (partition, kind, start)
