@@ -209,13 +209,15 @@ class Service:
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,
-                interval=s.metrics_interval_seconds,
+                interval=s.metrics_interval_seconds, event_time=s.window_clock == "event",
             ),
             send=self._send,
+            event_time=s.window_clock == "event",
         )
         self.rollup = RollupStage(
             self.catalog, snapshots, topic=self.rollup_topic_name, metrics_topic=s.metrics_topic,
             grace_seconds=s.grace_seconds, send=self._send,
+            event_time=s.window_clock == "event",
             consumer_factory=lambda: AIOKafkaConsumer(
                 bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                 auto_offset_reset="earliest", **kafka_client_kwargs(s),

@@ -50,11 +50,17 @@ class Publisher:
         rollup_topic: str,
         interval: float,
         clock: Callable[[], float] = time.time,
+        event_time: bool = False,
     ) -> None:
         self.partitions = partitions
         self.rollup_topic = rollup_topic
         self.interval = interval
         self.clock = clock
+        #: windows close by event time (``SALESPULSE_WINDOW_CLOCK=event``): an expired window's
+        #: parts are published, not tombstoned, and the roll-up stage closes it by its own
+        #: event-time clock (then it tombstones them itself, see ``streams.rollup``)
+        self.event_time = event_time
+        self._watermark: float | None = None  # of the partition being captured (event time)
         self._next_at = float("-inf")
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
@@ -82,7 +88,12 @@ class Publisher:
             if wpart is not None:
                 self._window(out, partition, state, wpart, final=False)
         for wpart in expired:
-            self._window(out, partition, state, wpart, final=True)
+            self._window(out, partition, state, wpart, final=not self.event_time)
+            if self.event_time:
+                self._published.pop((partition, wpart.kind, wpart.start), None)
+                for key in [k for k in self._rep_sent
+                            if k[0] == partition and k[2:] == (wpart.kind, wpart.start)]:
+                    del self._rep_sent[key]
         return out
 
     def forget(self, partition: int) -> None:
@@ -94,6 +105,7 @@ class Publisher:
 
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
                 *, final: bool) -> None:
+        self._watermark = state.watermark if self.event_time else None
         reps, teams, org = split(window_values(state, w), w.samples, state.team_of)
         kind, start = w.kind, w.start
         version = state.applied
@@ -134,7 +146,8 @@ class Publisher:
 
     def _partial(self, scope: str, scope_id: str, w: WindowPart, source: int, version: int,
                  parts: Parts, team: str | None = None) -> Record:
-        partial = make_partial(scope, scope_id, w.kind, w.start, w.end, source, version, parts, team)
+        partial = make_partial(scope, scope_id, w.kind, w.start, w.end, source, version, parts, team,
+                               self._watermark)
         return (
             self.rollup_topic,
             partial_key(scope, scope_id, w.kind, w.start, source),
