@@ -137,10 +137,13 @@ class OpportunityBook:
             if not changed:
                 return None, None, None
         self.dirty_parts.add(opportunity_part(opportunity_id))
+        # the open count changes at the ends after the earlier of a moved time's old and new
+        # value (a close read: from the close on; an earlier creation: from it on)
         since = None
-        if (opp.created, opp.closed) != was_open:
-            times = [x for x in (*was_open, opp.created, opp.closed) if x is not None]
-            since = min(times)
+        for old_t, new_t in zip(was_open, (opp.created, opp.closed), strict=True):
+            if old_t != new_t:
+                moved = min(x for x in (old_t, new_t) if x is not None)
+                since = moved if since is None else min(since, moved)
         wanted = opp.wanted_cycle()
         if wanted == opp.cycle:
             return None, None, since

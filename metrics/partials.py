@@ -33,9 +33,6 @@ class Partial(msgspec.Struct, array_like=True):
     sketches: list[tuple[str, list[int], list[int], int, float]] = []
     samples: list[tuple[str, list[float]]] = []  # a rep's raw observations (exact quantiles)
     team: str | None = None  # a rep's team label
-    #: the source partition's watermark (newest event time) when captured: the roll-up's clock
-    #: when windows close by event time
-    watermark: float | None = None
 
     @property
     def parts(self) -> Parts:
@@ -51,16 +48,25 @@ def partial_key(scope: str, scope_id: str, kind: int, start: float, source: int)
 
 
 def make_partial(scope: str, scope_id: str, kind: int, start: float, end: float, source: int,
-                 version: int, parts: Parts, team: str | None = None,
-                 watermark: float | None = None) -> Partial:
+                 version: int, parts: Parts, team: str | None = None) -> Partial:
     return Partial(
         scope, scope_id, kind, start, end, source, version,
         list(parts.sums), list(parts.sums.values()),
         [(series, *s.encode()) for series, s in parts.sketches.items()],
         list(parts.samples.items()),
         team,
-        watermark,
     )
+
+
+#: Closing windows by event time, each source partition also writes, after its partials of a
+#: round, its watermark to every roll-up partition under this key (+ its number): read in
+#: order with the partials, it tells the roll-up stage that the source's partials for windows
+#: ending before it are all in.
+WATERMARK_KEY = "~wm/"
+
+
+def watermark_key(source: int) -> bytes:
+    return f"{WATERMARK_KEY}{source}".encode()
 
 
 ENCODER = msgspec.msgpack.Encoder()

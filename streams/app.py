@@ -217,7 +217,7 @@ class Service:
         self.rollup = RollupStage(
             self.catalog, snapshots, topic=self.rollup_topic_name, metrics_topic=s.metrics_topic,
             grace_seconds=s.grace_seconds, send=self._send,
-            event_time=s.window_clock == "event",
+            event_time=s.window_clock == "event", sources=s.partitions,
             consumer_factory=lambda: AIOKafkaConsumer(
                 bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                 auto_offset_reset="earliest", **kafka_client_kwargs(s),

@@ -15,11 +15,18 @@ Windows close by the wall clock (``SALESPULSE_WINDOW_CLOCK=wall``, live input): 
 record goes out two grace periods after its end, and a source's tombstone after its grace is its
 expiry, not a retraction. Replays of historical data close windows by event time instead
 (``event``): the stage's clock is the newest source watermark its partials carry, the sources
-publish an expired window's parts (not tombstones), and once the stage has published a window's
-final record it tombstones that window's partials itself and remembers it as closed: a partial
-for a closed window (a source that ran more than the grace period behind the others in event
-time) is dropped and counted (``late_partials``). Closed windows are remembered until their end
-is four grace periods behind the clock; a partial older than that is dropped too.
+publish an expired window's unpublished parts (not tombstones) and, after each round's partials,
+their watermark to every roll-up partition (``metrics.partials.WATERMARK_KEY``). Read in order
+with the partials, these marks are the stage's clock: in each roll-up partition, the lowest
+watermark of all sources (``sources``: every keyed-events partition), so a window closes once
+every source has read past its end plus two grace periods and all its partials for it are read.
+A source partition that has no events, or stops receiving them, holds the windows open: a
+replay needs events in every keyed partition, and one past the last window at its end. Once the stage has published a
+window's final record it tombstones that window's partials itself and remembers it as closed: a
+partial for a closed window (an event on time for its input partition but later than the
+others by more than the grace period) is dropped and counted (``late_partials``). Closed windows
+are remembered until their end is four grace periods behind the clock; a partial older than
+that is dropped too.
 """
 
 from __future__ import annotations
@@ -30,17 +37,21 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
-from metrics.partials import DECODER, Partial, partial_key
+from metrics.partials import DECODER, WATERMARK_KEY, Partial, partial_key
 from metrics.rollup import Parts, finish, merge
 from metrics.snapshots import SnapshotFormat
 from streams.publisher import PUBLISH_COST_FACTOR
 
 log = logging.getLogger(__name__)
+
+_MARK = WATERMARK_KEY.encode()
+MARK_DECODER = msgspec.msgpack.Decoder(float)
 
 WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
 
@@ -97,10 +108,13 @@ class RollupStage:
         send: Callable[..., Any],
         clock: Callable[[], float] = time.time,
         event_time: bool = False,
+        sources: int = 0,
     ) -> None:
         self.catalog = catalog
         self.event_time = event_time
-        self._event_clock = float("-inf")  # newest source watermark read (event time)
+        self.sources = sources  # event time: the keyed-events partitions, each a source
+        #: event time: roll-up partition -> source -> the watermark it announced there
+        self._marks: dict[int, dict[int, float]] = {}
         #: event time: windows whose final record is out -> (roll-up partition, end)
         self._closed: dict[WindowKey, tuple[int, float]] = {}
         self.late_partials = 0
@@ -135,6 +149,8 @@ class RollupStage:
                 del self.windows[key]
             for key in [k for k, (p, _) in self._closed.items() if p in gone]:
                 del self._closed[key]
+            for p in gone:
+                self._marks.pop(p, None)
         added = self._wanted - self._assigned
         self._assigned = set(self._wanted)
         log.info("roll-up partitions: %s (new: %s)", sorted(self._assigned), sorted(added))
@@ -164,7 +180,19 @@ class RollupStage:
         finally:
             await consumer.stop()
 
+    def _closing(self, partition: int) -> float:
+        """Event time up to which every source's partials in ``partition`` are read."""
+        marks = self._marks.get(partition)
+        if not marks or len(marks) < self.sources:
+            return float("-inf")  # a source has not said how far it is
+        return min(marks.values())
+
     def _apply(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if key.startswith(_MARK):
+            if value is not None:
+                marks = self._marks.setdefault(partition, {})
+                marks[int(key[len(_MARK):])] = MARK_DECODER.decode(value)
+            return
         self.partials_read += 1
         if value is None:
             head, kind, start, source = key.decode().rsplit("/", 3)
@@ -179,9 +207,7 @@ class RollupStage:
         partial = DECODER.decode(value)
         wkey = (partial.scope, partial.id, partial.kind, partial.start)
         if self.event_time:
-            if partial.watermark is not None and partial.watermark > self._event_clock:
-                self._event_clock = partial.watermark
-            if wkey in self._closed or partial.end + 4 * self.grace <= self._event_clock:
+            if wkey in self._closed or partial.end + 4 * self.grace <= self._closing(partition):
                 if not self.late_partials:
                     log.warning(
                         "a partial of %s arrived after the window was closed by event time: its "
@@ -209,10 +235,11 @@ class RollupStage:
             return
         began = time.perf_counter()
         fmt, catalog = self.fmt, self.catalog
-        closing = self._event_clock if self.event_time else now
+        closing = {p: self._closing(p) for p in self._marks} if self.event_time else {}
         for wkey, window in list(self.windows.items()):
             scope, scope_id, kind, start = wkey
-            final = window.end + 2 * self.grace <= closing
+            final = window.end + 2 * self.grace <= (
+                closing.get(window.partition, float("-inf")) if self.event_time else now)
             if not (final or window.dirty):
                 continue
             window.dirty = False
@@ -225,8 +252,8 @@ class RollupStage:
             if final and self.event_time:
                 await self._close(wkey, window)
         if self.event_time:
-            for key in [k for k, (_, end) in self._closed.items()
-                        if end + 4 * self.grace <= closing]:
+            for key in [k for k, (p, end) in self._closed.items()
+                        if end + 4 * self.grace <= closing.get(p, float("-inf"))]:
                 del self._closed[key]
         self._next_publish = now + PUBLISH_COST_FACTOR * (time.perf_counter() - began)
 

@@ -451,3 +451,21 @@ def test_sales_metrics_records_carry_a_kpi_only_in_its_scopes():
     team = msgspec.json.decode(fmt.value("team", "t", None, DAY, T0, T0 + 1, values, final=False, now=T0))
     assert rep["kpis"] == {"revenue": 5.0}
     assert team["kpis"] == {"enps": 20.0, "revenue": 5.0}
+
+
+def test_a_close_republishes_only_the_windows_ending_after_it():
+    """The open count at a window's end changes only for windows ending after the close: older
+    windows are not published again (by event time they may be closed already)."""
+    created = T0 - 100 * 86400  # an earlier quarter
+    state = PartitionState(CAT, CAL, grace_seconds=200 * 86400.0)
+    events = as_events([(created, OpportunityCreated("a", "rep-1", team_id="team-a")),
+                        (T0, OpportunityLost("a", "rep-1", team_id="team-a"))])
+    state.apply(Bundle("d", 0, events[:1]), 0)
+    assert state.windows  # folds the pending hits (which marks their windows changed)
+    state.changed_windows.clear()
+    state.apply(Bundle("d", 0, events[1:]), 1)
+    assert state.windows
+    old_quarter = (QUARTER, CAL.bounds("quarter", created)[0])
+    assert old_quarter in state.windows
+    assert old_quarter not in state.changed_windows
+    assert (QUARTER, CAL.bounds("quarter", T0)[0]) in state.changed_windows

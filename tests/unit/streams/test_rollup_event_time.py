@@ -42,7 +42,7 @@ def wire(event_time: bool = True):
     pub = Publisher(partitions=2, rollup_topic="r", interval=0.0, clock=lambda: WALL, event_time=event_time)
     stage = RollupStage(CAT, SnapshotFormat(CAT, CAL), topic="r", metrics_topic="m",
                         grace_seconds=GRACE, consumer_factory=None, send=sink,  # type: ignore[arg-type]
-                        clock=lambda: WALL, event_time=event_time)
+                        clock=lambda: WALL, event_time=event_time, sources=2)
     return sink, pub, stage
 
 
@@ -64,38 +64,53 @@ def finals(sink: Sink) -> dict[str, dict]:
     return out
 
 
-def test_final_records_come_when_the_newest_source_watermark_passes_two_graces():
+def test_final_records_come_when_every_sources_watermark_passes_two_graces():
     sink, pub, stage = wire()
     s0 = PartitionState(CAT, CAL, grace_seconds=GRACE)
-    s1 = PartitionState(CAT, CAL, grace_seconds=GRACE)
+    s1 = PartitionState(CAT, CAL, grace_seconds=GRACE, dedup_horizon_seconds=400 * 86400.0)
     s0.apply(Bundle("d", 0, [won(0, T0, "ann", 100.0)]), 0)
     s1.apply(Bundle("d", 0, [won(1, T0 + 60, "bob", 300.0)]), 0)
     feed(stage, pub, 0, s0)
     feed(stage, pub, 1, s1)
     asyncio.run(stage.publish())
     assert not finals(sink)  # the wall clock (years later) closes nothing
-    # partition 0 reads on, past the quarter's end + 2 graces: it expires the quarter itself and
-    # publishes its parts (not tombstones), with its watermark
-    s0.apply(Bundle("d", 0, [won(2, Q_END + 2 * GRACE + 1, "ann", 7.0)]), 1)
+    # partition 0 reads on, past the quarter's end + 2 graces: it expires the quarter itself,
+    # sends no tombstone, re-sends nothing it published already, only the change of the round,
+    # then its watermark to every roll-up partition
+    past = Q_END + 2 * GRACE + 1
+    s0.apply(Bundle("d", 0, [won(2, T0 + 5, "ann", 0.0), won(3, past, "ann", 7.0)]), 1)
     records = feed(stage, pub, 0, s0)
-    expired = [DECODER.decode(v) for _, k, v, _ in records if v is not None and DECODER.decode(v).start == Q_START]
-    assert expired and all(p.watermark == Q_END + 2 * GRACE + 1 for p in expired)
     assert not [k for _, k, v, _ in records if v is None]
+    marks = [(k, p) for _, k, _, p in records if k.startswith(b"~wm/")]
+    assert sorted(marks) == [(b"~wm/0", p) for p in range(2)]
+    assert records[-2:] == [r for r in records if r[1].startswith(b"~wm/")]  # after the partials
+    old = [DECODER.decode(v) for _, k, v, _ in records if not k.startswith(b"~wm/")]
+    assert [p for p in old if p.start == Q_START and p.scope == "org"]  # the round's change
+    stage._next_publish = float("-inf")
+    asyncio.run(stage.publish())
+    assert not finals(sink)  # partition 1 has not read past the quarter yet
+    s1.apply(Bundle("d", 0, [won(4, past + 60, "bob", 1.0)]), 1)
+    feed(stage, pub, 1, s1)
     stage._next_publish = float("-inf")
     asyncio.run(stage.publish())
     got = finals(sink)
     key = f"org/org/quarter/{datetime.fromtimestamp(Q_START, UTC).isoformat().replace('+00:00', 'Z')}"
-    assert got[key]["kpis"]["revenue"] == 400.0  # both sources, although partition 1 is behind
-    assert got[key]["kpis"]["opportunities_won"] == 2.0
+    assert got[key]["kpis"]["revenue"] == 400.0
+    assert got[key]["kpis"]["opportunities_won"] == 3.0
     # the stage tombstones the closed window's partials itself
     tombstones = {k for t, k, v, _ in sink.sent if t == "r" and v is None}
     assert b"org/org/5/%d/0" % int(Q_START) in tombstones
     assert b"org/org/5/%d/1" % int(Q_START) in tombstones
-    # partition 1, more than the grace behind, publishes the closed quarter again: late, dropped
-    s1.apply(Bundle("d", 0, [won(3, T0 + 120, "bob", 50.0)]), 1)
+    # an event on time for its own input partition, but for the closed quarter: late, dropped
+    s1.apply(Bundle("other", 0, [won(5, T0 + 120, "bob", 50.0)]), 2)
     feed(stage, pub, 1, s1)
     assert stage.late_partials > 0
     assert ("org", "org", QUARTER, Q_START) not in stage.windows
+
+
+def test_a_partition_without_events_announces_no_watermark():
+    sink, pub, stage = wire()
+    assert not feed(stage, pub, 0, PartitionState(CAT, CAL, grace_seconds=GRACE))
 
 
 def test_a_tombstone_is_a_retraction_when_windows_close_by_event_time():
@@ -116,3 +131,13 @@ def test_wall_clock_mode_is_unchanged_for_old_windows():
     # expired at once by the wall clock: tombstones only, nothing for the roll-up to publish
     assert records and all(v is None for _, _, v, _ in records)
     assert not stage.windows
+
+
+def test_no_window_closes_before_every_source_has_said_how_far_it_is():
+    sink, pub, stage = wire()
+    s0 = PartitionState(CAT, CAL, grace_seconds=GRACE)
+    s0.apply(Bundle("d", 0, [won(0, T0, "ann", 100.0), won(1, Q_END + 3 * GRACE, "ann", 1.0)]), 0)
+    feed(stage, pub, 0, s0)  # partition 1 has published nothing yet (a replay's start)
+    asyncio.run(stage.publish())
+    assert not finals(sink)
+    assert ("org", "org", QUARTER, Q_START) in stage.windows
