@@ -38,7 +38,7 @@ Aggregation = Literal["count", "sum", "distinct", "ratio", "quantile", "mean", "
 #: sample series the state fills itself (not from an event field)
 COMPUTED_SERIES = frozenset({"lead_response_seconds", "sales_cycle_seconds"})
 #: values the state computes per opportunity (``metrics.opportunities``), by ``computed`` name
-COMPUTED_VALUES = frozenset({"sales_cycle", "open"})
+COMPUTED_VALUES = frozenset({"sales_cycle", "open", "target"})
 Scope = Literal["rep", "team", "org"]
 STORED = ("count", "sum", "distinct")  # aggregations kept as sums in window state
 
@@ -268,7 +268,27 @@ CUSTOMER_KPIS: tuple[KPI, ...] = (
         help="Employee NPS, per team and organisation only (responses are anonymous)."),
 )
 
-DEFAULT_CATALOG: tuple[KPI, ...] = ACTIVITY_KPIS + LEAD_KPIS + OPPORTUNITY_KPIS + CUSTOMER_KPIS
+
+
+def with_targets(kpis: tuple[KPI, ...]) -> tuple[KPI, ...]:
+    """``kpis`` and, for every exported count or sum without dimensions, its hidden target
+    (the sum of the reps' targets, ``metrics.targets``) and its attainment ratio."""
+    out = list(kpis)
+    for k in kpis:
+        if not k.exported or k.aggregation not in ("count", "sum") or k.dimensions:
+            continue
+        target = f"{k.name}_target"
+        out.append(KPI(name=target, aggregation="sum", types=("rep.updated",), computed="target",
+                       exported=False, windows=k.windows, scopes=k.scopes,
+                       help=f"Targets of {k.name} (rep.updated), summed over the scope's reps."))
+        out.append(KPI(name=f"{k.name}_attainment_ratio", aggregation="ratio", numerator=k.name,
+                       denominator=target, windows=k.windows, scopes=k.scopes,
+                       help=f"Attainment: {k.name} / its target for the window."))
+    return tuple(out)
+
+
+DEFAULT_CATALOG: tuple[KPI, ...] = with_targets(
+    ACTIVITY_KPIS + LEAD_KPIS + OPPORTUNITY_KPIS + CUSTOMER_KPIS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,7 +508,8 @@ class Catalog:
                     )
         self.rules_by_type = {t: tuple(r) for t, r in rules.items()}
         self.accumulators = {t: _accumulator(e) for t, e in entries.items()}
-        for t in {*samplers, *(t for c in computed.values() for k, _ in c for t in k.types)}:
+        for t in {*samplers, *(t for c in ("sales_cycle", "open") for k, _ in computed.get(c, ())
+                               for t in k.types)}:
             # an event type read only by samples or computed values still reaches the state
             self.accumulators.setdefault(t, _accumulator([]))
         self.samplers = {t: tuple(v) for t, v in samplers.items()}

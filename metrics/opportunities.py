@@ -9,7 +9,7 @@ entries. Two kinds of value need the opportunity's history instead (catalog entr
   ``sales_cycle_seconds`` series (quantiles, mean) and into the computed sums (per region).
 * ``open``: opportunities created and not yet won or lost at a window's end. It is not stored
   in the windows: it is counted from the book when a window is published
-  (:func:`window_values`), so it is the pipeline at the window's end (now, for the current one).
+  (:func:`open_values`, ``metrics.extras``), so it is the pipeline at the window's end (now, for the current one).
 
 Events arrive out of order and duplicated (duplicates are dropped before they get here). The
 book keeps, per opportunity, the earliest created, won and close (won or lost) times it has
@@ -318,13 +318,8 @@ def hooks(catalog: Any) -> dict[type, Callable[..., None]]:
     return out
 
 
-def window_values(state: PartitionState, wpart: WindowPart) -> dict[tuple, float]:
-    """A window's stored sums with the computed ``open`` counts at its end added."""
+def open_values(state: PartitionState, wpart: WindowPart) -> dict[tuple, float]:
+    """The computed ``open`` counts at the window's end (``metrics.extras``)."""
     if "open" not in state.catalog.computed:
-        return wpart.values
-    counts = state.opportunities.open_counts(wpart.end, wpart.kind, state.catalog.kinds_of)
-    if not counts:
-        return wpart.values
-    values = dict(wpart.values)
-    values.update(counts)
-    return values
+        return {}
+    return state.opportunities.open_counts(wpart.end, wpart.kind, state.catalog.kinds_of)

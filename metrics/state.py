@@ -66,6 +66,7 @@ from metrics.opportunities import OpportunityBook, hooks
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS, Calendar
 
 UNASSIGNED = "unassigned"
+ROSTER_HISTORY = 16  # earlier (time, team) entries kept per rep
 _SEQ_BITS = 20  # events per bundle < 2**20; sequence = offset << 20 | index
 
 
@@ -136,6 +137,18 @@ class RosterEntry(msgspec.Struct, array_like=True):
     team: str | None
     region: str | None = None
     targets: dict[str, dict[str, float]] | None = None
+    #: (time, team) of the rep's earlier entries, oldest first (the last few): a rep who moves
+    #: team is credited to the new team from the event time of the change on
+    earlier: list[tuple[float, str | None]] = []
+
+    def team_at(self, t: float) -> str | None:
+        """The team in effect at event time ``t`` (None before the first known entry)."""
+        if t >= self.time:
+            return self.team
+        for time, team in reversed(self.earlier):
+            if t >= time:
+                return team
+        return None
 
 
 class _MetaRecord(msgspec.Struct, array_like=True):
@@ -276,6 +289,7 @@ class PartitionState:
         reps_in, teams_in = self.labels[REP], self.labels[TEAM]
         admit = self._admit
         special = self._hooks
+        roster = self.roster
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
@@ -313,6 +327,10 @@ class PartitionState:
                     rep, team = self._admit_rep(rep, team)
                 elif team is not None and team not in teams_in:
                     team = admit(TEAM, team)
+            if team is None and rep is not None:
+                entry = roster.get(rep)
+                if entry is not None:  # the team in effect at the event's time (a label already)
+                    team = entry.team if t >= entry.time else entry.team_at(t)
             hook = special.get(cls)
             if hook is not None:
                 hook(self, data, t, rep, team, offset, replaying, src_wm)
@@ -547,10 +565,16 @@ class PartitionState:
                 team = self.admit(TEAM, team)
         current = self.roster.get(data.rep_id)
         if current is None or t >= current.time:
-            self.roster[data.rep_id] = RosterEntry(t, team, data.region, data.targets)
-            if current is None or current.team != team:
-                # keys stored without a team are attributed by the roster when read
+            earlier = [] if current is None else [*current.earlier, (current.time, current.team)]
+            self.roster[data.rep_id] = RosterEntry(
+                t, team, data.region, data.targets, earlier[-ROSTER_HISTORY:])
+            if current is None or current.team != team or current.targets != data.targets:
+                # keys stored without a team are attributed by the roster when read, and
+                # targets are published with the windows (metrics.targets)
                 self.changed_windows.update(self._windows)
+        elif (t, team) not in current.earlier:
+            # an earlier change read late: it only tells who was in which team when
+            current.earlier = sorted([*current.earlier, (t, team)])[-ROSTER_HISTORY:]
 
     # -- bounded cardinality (metrics.labels) ----------------------------------------------
     def _admitted(self, label: str, value: str) -> bool:

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from zlib import crc32
 
+from metrics.extras import window_values
 from metrics.leads import UNASSIGNED
-from metrics.opportunities import window_values
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
 from metrics.rollup import Parts, merge, split
 from metrics.state import PartitionState, WindowPart

@@ -28,7 +28,7 @@ from metrics.events import (
     RepUpdated,
     SpendRecorded,
 )
-from metrics.opportunities import window_values
+from metrics.extras import window_values
 from metrics.rollup import finish, merge, split
 from metrics.sketch import SKETCH_ACCURACY, Sketch
 from metrics.state import PartitionState
