@@ -70,6 +70,8 @@ class KPI(msgspec.Struct, frozen=True, kw_only=True):
     windows: tuple[str, ...] = WINDOW_KINDS
     scopes: tuple[str, ...] = ("rep", "team", "org")
     exported: bool = True  # False for the hidden parts of a ratio
+    #: distinct values admitted per dimension and partition (None: SALESPULSE_MAX_DIMENSION_VALUES)
+    max_values: int | None = None
 
 
 _ACTIVITY = ("call.completed", "email.sent", "meeting.scheduled", "conversation.held")
@@ -459,6 +461,8 @@ class Catalog:
             unknown = set(k.windows) - set(WINDOW_KINDS)
             if unknown:
                 raise CatalogError(f"KPI {k.name!r}: unknown windows {sorted(unknown)}")
+            if k.max_values is not None and k.max_values < 1:
+                raise CatalogError(f"KPI {k.name!r}: max_values must be at least 1")
             if k.aggregation == "expression":
                 self.expressions[k.name] = self._expression(k)
                 continue
@@ -563,6 +567,16 @@ class Catalog:
         return names, fn
 
     @property
+    def dimension_caps(self) -> dict[str, int]:
+        """Bounds the entries set on their dimensions (``max_values``): the lowest per field."""
+        caps: dict[str, int] = {}
+        for k in self.kpis:
+            if k.max_values is not None:
+                for dim in k.dimensions:
+                    caps[dim] = min(caps.get(dim, k.max_values), k.max_values)
+        return caps
+
+    @property
     def stored(self) -> tuple[KPI, ...]:
         return tuple(k for k in self.kpis if k.aggregation in STORED)
 
@@ -614,7 +628,10 @@ def load_catalog(entries: Iterable[Mapping[str, Any]]) -> tuple[KPI, ...]:
     out = []
     for entry in entries:
         data = dict(entry)
-        where = {f: PRESENT if v == "$present" else v for f, v in (data.pop("where", None) or {}).items()}
+        where = data.pop("where", None) or {}
+        if not isinstance(where, Mapping):
+            raise CatalogError(f"catalog entry {data.get('name')!r}: where must be a mapping")
+        where = {f: PRESENT if v == "$present" else v for f, v in where.items()}
         try:
             kpi = msgspec.convert(data, KPI)
         except msgspec.ValidationError as exc:

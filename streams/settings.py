@@ -100,6 +100,9 @@ class Settings(BaseSettings):
         description="Distinct values of each KPI dimension (tool, reason, source, region, ...) per "
         "aggregate partition; more are counted as \"other\".",
     )
+    catalog_file: str | None = Field(
+        None, description="A YAML file of user KPIs, added to the built-in catalog (see README).",
+    )
     loglevel: str = "INFO"
 
     @cached_property
