@@ -228,7 +228,8 @@ def _file_cycle(state: PartitionState, cycle: Cycle, offset: int, replaying: boo
                 sign: float) -> None:
     catalog = state.catalog
     kinds_of = catalog.kinds_of
-    sample_key = (CYCLE_SERIES, cycle.rep, cycle.team)
+    # samples are keyed by an explicit team (a snapshot's sample keys carry one)
+    sample_key = (CYCLE_SERIES, cycle.rep, cycle.team or state.team_of(cycle.rep))
     values_of = [
         (key, sign * (cycle.seconds if catalog.by_name[key[0]].aggregation == "sum" else 1.0))
         for key in cycle.keys
@@ -287,6 +288,8 @@ def sample_fields(state: PartitionState, samplers: tuple[Any, ...], data: Any, t
     hits = [(s.series, s.value(data)) for s in samplers if s.match(data)]
     if not hits:
         return
+    if team is None:  # samples are keyed by an explicit team (a snapshot's sample keys carry one)
+        team = state.team_of(rep)
 
     def change(wpart: WindowPart) -> None:
         samples = wpart.samples

@@ -469,3 +469,16 @@ def test_a_close_republishes_only_the_windows_ending_after_it():
     assert old_quarter in state.windows
     assert old_quarter not in state.changed_windows
     assert (QUARTER, CAL.bounds("quarter", T0)[0]) in state.changed_windows
+
+
+def test_samples_of_events_without_a_team_survive_a_snapshot():
+    """Sample keys carry an explicit team: a won deal without team_id (and no roster entry)
+    is filed under its rep's team from the roster, here unassigned, and restores."""
+    events = as_events([(T0, OpportunityCreated("a", "rep-9")),
+                        (T0 + 60, OpportunityWon("a", "rep-9", 10.0))])
+    state = PartitionState(CAT, CAL, grace_seconds=86400.0)
+    state.apply(Bundle("d", 0, events), 0)
+    restored = PartitionState.restore(state.snapshot(), CAT, CAL, grace_seconds=86400.0)
+    v = scopes([restored], DAY, T0)[("team", "unassigned")]
+    assert v[("sales_cycle_seconds_avg",)] == 60
+    assert v[("deal_size_p50",)] == pytest.approx(10, rel=SKETCH_ACCURACY)
