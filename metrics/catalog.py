@@ -34,7 +34,8 @@ from metrics.expressions import ExpressionError, compile_expression
 from metrics.labels import same
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
 
-Aggregation = Literal["count", "sum", "distinct", "ratio", "quantile", "mean", "expression"]
+Aggregation = Literal[
+    "count", "sum", "distinct", "ratio", "quantile", "mean", "expression", "min", "max", "last"]
 #: sample series the state fills itself (not from an event field)
 COMPUTED_SERIES = frozenset({"lead_response_seconds", "sales_cycle_seconds"})
 #: values the state computes per opportunity (``metrics.opportunities``), by ``computed`` name
@@ -429,6 +430,17 @@ class Sampler(msgspec.Struct, frozen=True):
     kinds: tuple[int, ...]
 
 
+class Extreme(msgspec.Struct, frozen=True):
+    """A min, max or last entry compiled for one event type (``metrics.extremes``)."""
+
+    kpi: str
+    op: str
+    match: Callable[[Any], bool]
+    field: str
+    dimensions: tuple[str, ...]
+    kinds: tuple[int, ...]
+
+
 class Catalog:
     """A validated, compiled catalog."""
 
@@ -447,6 +459,8 @@ class Catalog:
         self.samplers: dict[str, tuple[Sampler, ...]] = {}
         #: ``computed`` name -> (entry, rule) of the count/sum entries the state fills
         self.computed: dict[str, tuple[tuple[KPI, Rule], ...]] = {}
+        #: event type -> its min, max and last entries
+        self.extremes: dict[str, tuple[Extreme, ...]] = {}
         #: expression KPI name -> (names it reads, evaluator)
         self.expressions: dict[str, tuple[tuple[str, ...], Callable[..., float | None]]] = {}
         self._compile()
@@ -457,6 +471,7 @@ class Catalog:
         samplers: dict[str, list[Sampler]] = {}
         sampled_from: dict[str, KPI] = {}  # series -> the entry that samples it from events
         computed: dict[str, list[tuple[KPI, Rule]]] = {}
+        extremes: dict[str, list[Extreme]] = {}
         for k in self.kpis:
             unknown = set(k.windows) - set(WINDOW_KINDS)
             if unknown:
@@ -475,6 +490,15 @@ class Catalog:
                     raise CatalogError(
                         f"KPI {k.name!r}: the denominator's dimensions must be none or the numerator's"
                     )
+                continue
+            if k.aggregation in ("min", "max", "last"):
+                if not k.types or len(k.fields) != 1:
+                    raise CatalogError(f"KPI {k.name!r}: a {k.aggregation} reads one field of event types")
+                _check_fields(k)
+                x = Extreme(k.name, k.aggregation, _match(k.where), k.fields[0], k.dimensions,
+                            tuple(WINDOW_KINDS.index(w) for w in k.windows))
+                for t in k.types:
+                    extremes.setdefault(t, []).append(x)
                 continue
             if k.aggregation in ("quantile", "mean"):
                 if k.aggregation == "quantile" and not (k.quantile and 0 < k.quantile < 1):
@@ -512,11 +536,12 @@ class Catalog:
                     )
         self.rules_by_type = {t: tuple(r) for t, r in rules.items()}
         self.accumulators = {t: _accumulator(e) for t, e in entries.items()}
-        for t in {*samplers, *(t for c in ("sales_cycle", "open") for k, _ in computed.get(c, ())
-                               for t in k.types)}:
+        for t in {*samplers, *extremes, *(t for c in ("sales_cycle", "open")
+                                          for k, _ in computed.get(c, ()) for t in k.types)}:
             # an event type read only by samples or computed values still reaches the state
             self.accumulators.setdefault(t, _accumulator([]))
         self.samplers = {t: tuple(v) for t, v in samplers.items()}
+        self.extremes = {t: tuple(v) for t, v in extremes.items()}
         self.computed = {c: tuple(v) for c, v in computed.items()}
         every = ALL_KIND_INDICES
         self.kinds_of: dict[str, tuple[int, ...]] = {

@@ -286,39 +286,20 @@ def sample_fields(state: PartitionState, samplers: tuple[Any, ...], data: Any, t
                   src_wm: float) -> None:
     """Sampled fields of one event (catalog quantiles and means with event types)."""
     hits = [(s.series, s.value(data)) for s in samplers if s.match(data)]
-    if not hits:
-        return
-    if team is None:  # samples are keyed by an explicit team (a snapshot's sample keys carry one)
-        team = state.team_of(rep)
+    if hits:
+        def update(samples: dict, who: tuple, kind: int) -> None:
+            for series, value in hits:
+                samples.setdefault((series, *who), []).append(value)
 
-    def change(wpart: WindowPart) -> None:
-        samples = wpart.samples
-        for series, value in hits:
-            samples.setdefault((series, rep, team), []).append(value)
-
-    _file(state, t, offset, replaying, src_wm, change)
+        file_samples(state, t, rep, team, offset, replaying, src_wm, update)
 
 
-def hooks(catalog: Any) -> dict[type, Callable[..., None]]:
-    """Per event class, what the state does besides the catalog's sums (none for most)."""
-    from metrics.events import DATA_TYPES
-
-    out: dict[type, Callable[..., None]] = {}
-    for etype, cls in DATA_TYPES.items():
-        samplers = catalog.samplers.get(etype, ())
-        book = cls in OPPORTUNITY_TYPES and bool(catalog.computed)
-        if not (samplers or book):
-            continue
-
-        def hook(state: PartitionState, data: Any, t: float, rep: str | None, team: str | None,
-                 offset: int, replaying: bool, src_wm: float,
-                 samplers: tuple = samplers, book: bool = book) -> None:
-            if samplers:
-                sample_fields(state, samplers, data, t, rep, team, offset, replaying, src_wm)
-            if book:
-                apply_opportunity(state, data, t, rep, team, offset, replaying, src_wm)
-        out[cls] = hook
-    return out
+def file_samples(state: PartitionState, t: float, rep: str | None, team: str | None, offset: int,
+                 replaying: bool, src_wm: float, update: Callable[[dict, tuple, int], None]) -> None:
+    """``update(samples, (rep, team), kind)`` of every window of ``t`` that takes the record.
+    Sample keys carry an explicit team (a snapshot's do): None is the rep's roster team."""
+    who = (rep, team if team is not None else state.team_of(rep))
+    _file(state, t, offset, replaying, src_wm, lambda w: update(w.samples, who, w.kind))
 
 
 def open_values(state: PartitionState, wpart: WindowPart) -> dict[tuple, float]:

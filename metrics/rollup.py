@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from metrics.catalog import Catalog
+from metrics.extremes import combine, is_extreme
+from metrics.extremes import parse as parse_extreme
 from metrics.leads import UNASSIGNED
 from metrics.sketch import SKETCH_ACCURACY, Sketch
 
@@ -82,14 +84,24 @@ def split(
             continue
         if team is None:
             team = team_of(rep)
+        tp = teams.get(team)
+        if tp is None:
+            tp = teams[team] = Parts()
+        if is_extreme(series):  # min, max, last: combined by their operation at every scope
+            scopes = [tp, org]
+            if rep is not None:
+                rp = reps.get((rep, team))
+                if rp is None:
+                    rp = reps[(rep, team)] = Parts()
+                scopes.append(rp)
+            for scope in scopes:
+                scope.samples[series] = combine(series, scope.samples.get(series), obs)
+            continue
         if rep is not None:
             rp = reps.get((rep, team))
             if rp is None:
                 rp = reps[(rep, team)] = Parts()
             rp.samples.setdefault(series, []).extend(obs)
-        tp = teams.get(team)
-        if tp is None:
-            tp = teams[team] = Parts()
         for scope in (tp, org):
             sketch = scope.sketches.get(series)
             if sketch is None:
@@ -106,7 +118,10 @@ def merge(parts: Iterable[Parts]) -> Parts:
         for key, v in p.sums.items():
             sums[key] = sums.get(key, 0.0) + v
         for series, obs in p.samples.items():
-            out.samples.setdefault(series, []).extend(obs)
+            if is_extreme(series):
+                out.samples[series] = combine(series, out.samples.get(series), obs)
+            else:
+                out.samples.setdefault(series, []).extend(obs)
         for series, sketch in p.sketches.items():
             mine = out.sketches.get(series)
             if mine is None:
@@ -147,6 +162,10 @@ def finish(catalog: Catalog, parts: Parts) -> Values:
             values[(kpi.name,)] = sketch.sum / sketch.count
         else:
             values[(kpi.name,)] = sketch.quantile(kpi.quantile)  # type: ignore[arg-type,assignment]
+    for series, obs in parts.samples.items():
+        if obs and is_extreme(series):
+            _, kpi, dims = parse_extreme(series)
+            values[(kpi, *dims)] = obs[-1]
     for name, (names, evaluate) in catalog.expressions.items():
         _evaluate(values, name, names, evaluate)
     return values

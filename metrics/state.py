@@ -51,7 +51,8 @@ import msgspec
 from xxhash import xxh3_64_intdigest
 
 from metrics.catalog import Catalog
-from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated
+from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated, UserEvent
+from metrics.extras import hooks
 from metrics.labels import OTHER, REP, TEAM, LabelCaps, same
 from metrics.leads import (
     LEAD_LANE_TYPES,
@@ -62,7 +63,7 @@ from metrics.leads import (
     is_touch,
     lead_part,
 )
-from metrics.opportunities import OpportunityBook, hooks
+from metrics.opportunities import OpportunityBook
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS, Calendar
 
 UNASSIGNED = "unassigned"
@@ -307,6 +308,11 @@ class PartitionState:
                 src_wm = t
             data = ev.data
             cls = type(data)
+            if cls is UserEvent:  # a user catalog's event type (metrics.user_events)
+                data = data.unwrap()  # type: ignore[attr-defined]
+                if data is None:
+                    continue  # a type this worker's catalog does not declare
+                cls = type(data)
             counts[cls] = counts.get(cls, 0) + 1
             if cls is RepUpdated:
                 self._roster_update(data, t)  # type: ignore[arg-type]

@@ -1,7 +1,10 @@
 """User KPIs from a YAML catalog (``SALESPULSE_CATALOG_FILE``): entries of the same form as the
 built-in catalog (``metrics.catalog.KPI``), checked before the worker starts.
 
-The file is a list of entries, or a mapping with the list under ``kpis``. Every problem is
+The file is a list of entries, or a mapping with the list under ``kpis`` and, optionally, the
+event types it declares under ``event_types`` (type name -> field -> spec, see
+``metrics.user_events``): those are registered in this process before the entries compile, so
+entries can read them, and their events are validated like the built-in ones. Every problem is
 reported as ``<file>:<line>: KPI entry <name>: <what is wrong>``, the line being the entry's
 first line, whether the entry is malformed (an unknown key, a wrong type) or does not compile
 against the event types and the rest of the catalog (an unknown field, a ratio of unknown KPIs,
@@ -16,6 +19,7 @@ import msgspec
 import yaml
 
 from metrics.catalog import DEFAULT_CATALOG, KPI, Catalog, CatalogError, load_catalog
+from metrics.user_events import build_type, register
 
 _KEYS = frozenset(f.name for f in msgspec.structs.fields(KPI)) - {"computed"}  # state-only
 
@@ -32,11 +36,14 @@ def parse_catalog(text: str, source: str = "<catalog>") -> tuple[tuple[KPI, ...]
             return (), {}
         items = root
         if isinstance(root, yaml.MappingNode):
-            found = [v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == "kpis"]
-            if not found:
+            sections = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+            unknown = sorted(set(sections) - {"kpis", "event_types"})
+            if unknown or "kpis" not in sections:
                 raise CatalogError(f"{source}:{root.start_mark.line + 1}: expected a list of KPI "
-                                   "entries, or one under the key 'kpis'")
-            items = found[0]
+                                   "entries, or one under the key 'kpis' (and 'event_types')")
+            if "event_types" in sections:
+                _event_types(loader, sections["event_types"], source)
+            items = sections["kpis"]
         if not isinstance(items, yaml.SequenceNode):
             raise CatalogError(f"{source}:{items.start_mark.line + 1}: expected a list of KPI entries")
         kpis: list[KPI] = []
@@ -49,6 +56,19 @@ def parse_catalog(text: str, source: str = "<catalog>") -> tuple[tuple[KPI, ...]
         return tuple(kpis), lines
     finally:
         loader.dispose()
+
+
+def _event_types(loader: yaml.SafeLoader, node: yaml.Node, source: str) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        raise CatalogError(f"{source}:{node.start_mark.line + 1}: event_types maps type names to fields")
+    types = {}
+    for key, value in node.value:
+        where = f"{source}:{key.start_mark.line + 1}"
+        try:
+            types[key.value] = build_type(key.value, loader.construct_object(value, deep=True))
+        except CatalogError as exc:
+            raise CatalogError(f"{where}: {exc}") from None
+    register(types)
 
 
 def _entry(data: Any, where: str) -> KPI:
