@@ -245,7 +245,8 @@ class RollupStage:
             window.dirty = False
             if final:
                 del self.windows[wkey]
-            team = window.team() if scope == "rep" else None
+            # a rep whose every source dropped it (tombstones) has no team label left
+            team = (window.team() or UNASSIGNED) if scope == "rep" else None
             value = fmt.value(scope, scope_id, team, kind, start, window.end,
                               window.values(catalog), final=final, now=now)
             await self.send(self.metrics_topic, key=fmt.key(scope, scope_id, kind, start), value=value)

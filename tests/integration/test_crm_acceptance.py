@@ -31,6 +31,7 @@ from pathlib import Path
 from zlib import crc32
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from tests.integration.harness import (
     REPO,
@@ -152,10 +153,16 @@ def expected(roster: dict[str, tuple[str, str]], rows: list[dict[str, str]]) -> 
     return out
 
 
+SCHEMA = Draft202012Validator(json.loads((REPO / "docs" / "schema" / "sales-metrics.v1.json").read_text()))
+
+
 def finals(bootstrap: str, topic: str) -> dict[str, dict]:
     latest: dict[str, dict] = {}
     for rec in asyncio.run(read_topic(bootstrap, topic)):  # in offset order per partition
         latest[rec.key.decode()] = json.loads(rec.value)
+    for key, record in latest.items():  # the records keep the published schema
+        if record["window"] not in ("minute", "hour"):  # (the bulk; same code path)
+            assert not [e.message for e in SCHEMA.iter_errors(record)], key
     return {k: v for k, v in latest.items() if v["final"] and v["window"] == "quarter"}
 
 

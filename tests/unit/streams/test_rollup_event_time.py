@@ -141,3 +141,17 @@ def test_no_window_closes_before_every_source_has_said_how_far_it_is():
     asyncio.run(stage.publish())
     assert not finals(sink)
     assert ("org", "org", QUARTER, Q_START) in stage.windows
+
+
+def test_a_rep_dropped_by_every_source_is_published_with_a_team_label():
+    """All of a rep's partials retracted (tombstones): its record still names a team (the
+    schema wants a string), unassigned."""
+    sink, pub, stage = wire()
+    s0 = PartitionState(CAT, CAL, grace_seconds=GRACE)
+    s0.apply(Bundle("d", 0, [won(0, T0, "ann", 100.0)]), 0)
+    feed(stage, pub, 0, s0)
+    window = stage.windows[("rep", "ann", QUARTER, Q_START)]
+    stage._apply(window.partition, b"rep/ann/5/%d/0" % int(Q_START), None)
+    asyncio.run(stage.publish())
+    records = [json.loads(v) for t, k, v, _ in sink.sent if t == "m" and k.startswith(b"rep/ann/quarter")]
+    assert records and records[-1]["team"] == "unassigned" and records[-1]["kpis"] == {}
