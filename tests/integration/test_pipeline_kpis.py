@@ -14,15 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import (
-    Worker,
-    cloudevent,
-    create_topics,
-    produce,
-    topic_set,
-    unique,
-    value,
-)
+from tests.integration import harness as h
 from tests.integration.oracle import recent_today
 
 pytestmark = pytest.mark.integration
@@ -31,14 +23,14 @@ REPS = {"rep-a1": ("team-a", "emea"), "rep-a2": ("team-a", "emea"), "rep-b1": ("
 
 
 def test_pipeline_revenue_sentiment_and_targets_on_metrics(bootstrap: str, log_dir: Path) -> None:
-    topics = topic_set(unique("pipe"))
-    asyncio.run(create_topics(bootstrap, [t for k, t in topics.items() if k != "metrics"]))
+    topics = h.topic_set(h.unique("pipe"))
+    asyncio.run(h.create_topics(bootstrap, [t for k, t in topics.items() if k != "metrics"]))
     earliest, now = recent_today(200)
     rng = random.Random(7)
     records: list[tuple] = []
 
     def send(topic: str, etype: str, data: dict, t: float) -> None:
-        records.append((topics[topic], None, cloudevent(etype, data, t=t), []))
+        records.append((topics[topic], None, h.cloudevent(etype, data, t=t), []))
 
     for rep, (team, region) in REPS.items():
         send("reps", "rep.updated", {"rep_id": rep, "team_id": team, "region": region,
@@ -72,16 +64,16 @@ def test_pipeline_revenue_sentiment_and_targets_on_metrics(bootstrap: str, log_d
     stream = records + rng.sample(records, 20)
     rng.shuffle(stream)
 
-    worker = Worker(bootstrap, unique("app"), topics, log_dir)
+    worker = h.Worker(bootstrap, h.unique("app"), topics, log_dir)
     worker.start()
     try:
-        asyncio.run(produce(bootstrap, stream))
+        asyncio.run(h.produce(bootstrap, stream))
         won = [d for d in deals if d[5] == "won"]
         closed = [d for d in deals if d[5] in ("won", "lost")]
 
         def check(s) -> None:
             def get(name: str, **labels: str) -> float | None:
-                return value(s, name, window="day", **labels)
+                return h.value(s, name, window="day", **labels)
 
             for rep, (team, _) in REPS.items():
                 mine = [d for d in won if d[0] == rep]

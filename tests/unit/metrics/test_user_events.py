@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -18,36 +19,7 @@ from metrics.windows import KIND_INDEX, Calendar
 CAL = Calendar("UTC")
 T0 = 1_780_000_000.0
 DAY = KIND_INDEX["day"]
-PRICES = """\
-event_types:
-  competitor.price_observed:
-    competitor: {type: string, required: true}
-    product: {type: string, required: true}
-    price: {type: number, minimum: 0, required: true}
-    currency: string
-    rep_id: string
-    team_id: string
-kpis:
-  - name: competitor_price
-    help: Latest observed price per competitor and product.
-    aggregation: last
-    types: [competitor.price_observed]
-    fields: [price]
-    dimensions: [competitor, product]
-    max_values: 50
-  - name: competitor_price_min
-    help: Lowest observed price per competitor and product.
-    aggregation: min
-    types: [competitor.price_observed]
-    fields: [price]
-    dimensions: [competitor, product]
-  - name: competitor_price_max
-    help: Highest observed price per competitor.
-    aggregation: max
-    types: [competitor.price_observed]
-    fields: [price]
-    dimensions: [competitor]
-"""
+PRICES = (Path(__file__).resolve().parents[3] / "docs" / "examples" / "competitor-pricing.yml").read_text()
 
 
 def record(t: float, i: int, **data) -> bytes:

@@ -113,13 +113,19 @@ def test_a_partition_without_events_announces_no_watermark():
     assert not feed(stage, pub, 0, PartitionState(CAT, CAL, grace_seconds=GRACE))
 
 
-def test_a_tombstone_is_a_retraction_when_windows_close_by_event_time():
+def one_deal_retracted(scope: str, scope_id: str):
+    """A deal of ann published from partition 0, then its partial of ``scope`` tombstoned."""
     sink, pub, stage = wire()
     s0 = PartitionState(CAT, CAL, grace_seconds=GRACE)
     s0.apply(Bundle("d", 0, [won(0, T0, "ann", 100.0)]), 0)
     feed(stage, pub, 0, s0)
-    window = stage.windows[("org", "org", QUARTER, Q_START)]
-    stage._apply(window.partition, b"org/org/5/%d/0" % int(Q_START), None)
+    window = stage.windows[(scope, scope_id, QUARTER, Q_START)]
+    stage._apply(window.partition, f"{scope}/{scope_id}/5/{int(Q_START)}/0".encode(), None)
+    return sink, stage, window
+
+
+def test_a_tombstone_is_a_retraction_when_windows_close_by_event_time():
+    _, _, window = one_deal_retracted("org", "org")
     assert not window.sources  # by the wall clock this old window would have ignored it
 
 
@@ -146,12 +152,7 @@ def test_no_window_closes_before_every_source_has_said_how_far_it_is():
 def test_a_rep_dropped_by_every_source_is_published_with_a_team_label():
     """All of a rep's partials retracted (tombstones): its record still names a team (the
     schema wants a string), unassigned."""
-    sink, pub, stage = wire()
-    s0 = PartitionState(CAT, CAL, grace_seconds=GRACE)
-    s0.apply(Bundle("d", 0, [won(0, T0, "ann", 100.0)]), 0)
-    feed(stage, pub, 0, s0)
-    window = stage.windows[("rep", "ann", QUARTER, Q_START)]
-    stage._apply(window.partition, b"rep/ann/5/%d/0" % int(Q_START), None)
+    sink, stage, _ = one_deal_retracted("rep", "ann")
     asyncio.run(stage.publish())
     records = [json.loads(v) for t, k, v, _ in sink.sent if t == "m" and k.startswith(b"rep/ann/quarter")]
     assert records and records[-1]["team"] == "unassigned" and records[-1]["kpis"] == {}
