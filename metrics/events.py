@@ -12,7 +12,7 @@ hop between the ingest and aggregate stages, so the second stage never re-valida
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta, Struct
@@ -146,6 +146,7 @@ class OpportunityLost(_Data, tag="opportunity.lost"):
     rep_id: Id
     team_id: Id | None = None
     reason: str | None = None
+    region: Id | None = None  # an extension of SPEC section 2: win rate per region needs it
 
 
 class NpsResponded(_Data, tag="nps.responded"):
@@ -175,6 +176,19 @@ class RepUpdated(_Data, tag="rep.updated"):
     targets: dict[str, dict[str, float]] | None = None
 
 
+class UserEvent(_Data, tag="~user"):
+    """An event of a type declared in a user catalog (``metrics.user_events``), as carried
+    between the stages: its type and validated fields. The aggregate stage unwraps it into the
+    type's own struct (:meth:`unwrap`), so the catalog reads its fields like any event's."""
+
+    type: str
+    values: dict[str, Any] = {}
+
+    def unwrap(self) -> _Data | None:
+        cls = USER_TYPES.get(self.type)
+        return None if cls is None else cls(**self.values)
+
+
 EventData = (
     CallCompleted
     | EmailSent
@@ -195,12 +209,17 @@ EventData = (
     | EnpsResponded
     | SpendRecorded
     | RepUpdated
+    | UserEvent
 )
 
-#: event type -> data struct, straight from the SPEC table.
+#: event type -> data struct, straight from the SPEC table (and the types a user catalog
+#: declares, added by ``metrics.user_events``).
 DATA_TYPES: dict[str, type[_Data]] = {
     cls.__struct_config__.tag: cls for cls in EventData.__args__  # type: ignore[attr-defined]
+    if cls is not UserEvent
 }
+#: user event type -> its struct (``metrics.user_events``)
+USER_TYPES: dict[str, type[_Data]] = {}
 
 _DATA_DECODERS = {name: msgspec.json.Decoder(cls) for name, cls in DATA_TYPES.items()}
 
@@ -378,6 +397,10 @@ class Validator:
             data = decoder.decode(env.data)
         except msgspec.ValidationError as exc:
             raise RejectedEvent(_reason_for(exc), f"{env.type}: {exc}") from None
+        if env.type in USER_TYPES:  # user types travel wrapped (the stages' union is fixed)
+            event = self._event(offset, env.source, env.id, env.time, data, now)
+            event.data = UserEvent(env.type, msgspec.structs.asdict(data))
+            return event
         return self._event(offset, env.source, env.id, env.time, data, now)
 
     def _event(

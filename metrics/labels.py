@@ -32,13 +32,14 @@ class LabelCaps(msgspec.Struct, frozen=True, kw_only=True):
     reps: int
     teams: int
     dimension_values: int  # each dimension (field name) on its own
+    per_label: dict[str, int] = {}  # lower bounds of some dimensions (catalog ``max_values``)
 
     def of(self, label: str) -> int:
         if label == REP:
             return self.reps
         if label == TEAM:
             return self.teams
-        return self.dimension_values
+        return self.per_label.get(label, self.dimension_values)
 
 
 def same(label: str, value: str) -> str:

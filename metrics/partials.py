@@ -58,5 +58,16 @@ def make_partial(scope: str, scope_id: str, kind: int, start: float, end: float,
     )
 
 
+#: Closing windows by event time, each source partition also writes, after its partials of a
+#: round, its watermark to every roll-up partition under this key (+ its number): read in
+#: order with the partials, it tells the roll-up stage that the source's partials for windows
+#: ending before it are all in.
+WATERMARK_KEY = "~wm/"
+
+
+def watermark_key(source: int) -> bytes:
+    return f"{WATERMARK_KEY}{source}".encode()
+
+
 ENCODER = msgspec.msgpack.Encoder()
 DECODER = msgspec.msgpack.Decoder(Partial)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from metrics.catalog import Catalog
+from metrics.extremes import combine, is_extreme
+from metrics.extremes import parse as parse_extreme
 from metrics.leads import UNASSIGNED
 from metrics.sketch import SKETCH_ACCURACY, Sketch
 
@@ -82,14 +84,24 @@ def split(
             continue
         if team is None:
             team = team_of(rep)
+        tp = teams.get(team)
+        if tp is None:
+            tp = teams[team] = Parts()
+        if is_extreme(series):  # min, max, last: combined by their operation at every scope
+            scopes = [tp, org]
+            if rep is not None:
+                rp = reps.get((rep, team))
+                if rp is None:
+                    rp = reps[(rep, team)] = Parts()
+                scopes.append(rp)
+            for scope in scopes:
+                scope.samples[series] = combine(series, scope.samples.get(series), obs)
+            continue
         if rep is not None:
             rp = reps.get((rep, team))
             if rp is None:
                 rp = reps[(rep, team)] = Parts()
             rp.samples.setdefault(series, []).extend(obs)
-        tp = teams.get(team)
-        if tp is None:
-            tp = teams[team] = Parts()
         for scope in (tp, org):
             sketch = scope.sketches.get(series)
             if sketch is None:
@@ -106,7 +118,10 @@ def merge(parts: Iterable[Parts]) -> Parts:
         for key, v in p.sums.items():
             sums[key] = sums.get(key, 0.0) + v
         for series, obs in p.samples.items():
-            out.samples.setdefault(series, []).extend(obs)
+            if is_extreme(series):
+                out.samples[series] = combine(series, out.samples.get(series), obs)
+            else:
+                out.samples.setdefault(series, []).extend(obs)
         for series, sketch in p.sketches.items():
             mine = out.sketches.get(series)
             if mine is None:
@@ -127,9 +142,11 @@ def _ratios(catalog: Catalog) -> list[tuple[str, str, str, int]]:
 def finish(catalog: Catalog, parts: Parts) -> Values:
     """A scope's KPI values keyed (kpi, *dims): sums, ratios of sums, quantiles and means."""
     values = dict(parts.sums)
+    for kpi in catalog.distinct:
+        _distinct(values, kpi.name)
     _derive(values, _ratios(catalog))
     for kpi in catalog.sampled:
-        series = kpi.series
+        series = catalog.series_of(kpi)
         raw = parts.samples.get(series)  # type: ignore[arg-type]
         if raw:
             if kpi.aggregation == "mean":
@@ -145,7 +162,35 @@ def finish(catalog: Catalog, parts: Parts) -> Values:
             values[(kpi.name,)] = sketch.sum / sketch.count
         else:
             values[(kpi.name,)] = sketch.quantile(kpi.quantile)  # type: ignore[arg-type,assignment]
+    for series, obs in parts.samples.items():
+        if obs and is_extreme(series):
+            _, kpi, dims = parse_extreme(series)
+            values[(kpi, *dims)] = obs[-1]
+    for name, (names, evaluate) in catalog.expressions.items():
+        _evaluate(values, name, names, evaluate)
     return values
+
+
+def _distinct(values: Values, name: str) -> None:
+    """A distinct count: the number of values seen, in place of the per-value keys
+    ``(name, value)`` (sums of partitions: a value seen in two partitions is one value)."""
+    keys = [k for k in values if k[0] == name]
+    n = 0
+    for k in keys:
+        if values.pop(k) > 0:
+            n += 1
+    if n:
+        values[(name,)] = float(n)
+
+
+def _evaluate(values: Values, name: str, names: tuple[str, ...],
+              evaluate: Callable[[Callable[[str], float | None]], float | None]) -> None:
+    """An expression KPI, per dimension values of the first KPI it names."""
+    first = names[0]
+    for dims in [k[1:] for k in values if k[0] == first]:
+        v = evaluate(lambda n, dims=dims: values.get((n, *dims)))
+        if v is not None:
+            values[(name, *dims)] = v
 
 
 def rollup(

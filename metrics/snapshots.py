@@ -32,20 +32,24 @@ class SnapshotFormat:
         self.catalog = catalog
         self.tz = calendar.tz
         self._kpis = {
-            k.name: (frozenset(catalog.windows_of(k.name)), len(catalog.dimensions_of(k.name)))
+            k.name: (frozenset(catalog.windows_of(k.name)), len(catalog.dimensions_of(k.name)),
+                     frozenset(k.scopes))
             for k in catalog.kpis if k.exported
         }
 
     def key(self, scope: str, scope_id: str, kind: int, start: float) -> bytes:
         return f"{scope}/{scope_id}/{WINDOW_KINDS[kind]}/{rfc3339(start, self.tz)}".encode()
 
-    def kpis(self, kind: int, values: dict[tuple, float]) -> dict[str, Any]:
-        """``{(kpi, *dims): value}`` as the record's ``kpis`` object (exported KPIs only)."""
+    def kpis(self, kind: int, values: dict[tuple, float], scope: str | None = None) -> dict[str, Any]:
+        """``{(kpi, *dims): value}`` as the record's ``kpis`` object (exported KPIs only, of
+        ``scope`` when given: eNPS never appears in a rep's record)."""
         window = WINDOW_KINDS[kind]
         out: dict[str, Any] = {}
         for key, v in sorted(values.items(), key=lambda kv: tuple(map(str, kv[0]))):
             spec = self._kpis.get(key[0])
             if spec is None or window not in spec[0] or len(key) != 1 + spec[1]:
+                continue
+            if scope is not None and scope not in spec[2]:
                 continue
             if len(key) == 1:
                 out[key[0]] = v
@@ -71,7 +75,7 @@ class SnapshotFormat:
             "window_end": rfc3339(end, self.tz),
             "final": final,
             "updated_at": rfc3339(now),
-            "kpis": self.kpis(kind, values),
+            "kpis": self.kpis(kind, values, scope),
         })
         return _JSON.encode(record)
 

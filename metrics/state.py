@@ -49,7 +49,8 @@ import msgspec
 from xxhash import xxh3_64_intdigest
 
 from metrics.catalog import Catalog
-from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated
+from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated, UserEvent
+from metrics.extras import hooks
 from metrics.labels import OTHER, REP, TEAM, LabelCaps, same
 from metrics.leads import (
     LEAD_LANE_TYPES,
@@ -60,9 +61,11 @@ from metrics.leads import (
     is_touch,
     lead_part,
 )
+from metrics.opportunities import OpportunityBook
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS, Calendar
 
 UNASSIGNED = "unassigned"
+ROSTER_HISTORY = 16  # earlier (time, team) entries kept per rep
 _SEQ_BITS = 20  # events per bundle < 2**20; sequence = offset << 20 | index
 
 
@@ -133,6 +136,18 @@ class RosterEntry(msgspec.Struct, array_like=True):
     team: str | None
     region: str | None = None
     targets: dict[str, dict[str, float]] | None = None
+    #: (time, team) of the rep's earlier entries, oldest first (the last few): a rep who moves
+    #: team is credited to the new team from the event time of the change on
+    earlier: list[tuple[float, str | None]] = []
+
+    def team_at(self, t: float) -> str | None:
+        """The team in effect at event time ``t`` (None before the first known entry)."""
+        if t >= self.time:
+            return self.team
+        for time, team in reversed(self.earlier):
+            if t >= time:
+                return team
+        return None
 
 
 class _MetaRecord(msgspec.Struct, array_like=True):
@@ -198,6 +213,10 @@ class PartitionState:
         self.lead_stamps: dict[int, int] = {}  # lead part -> stamp
         #: leads whose response was filed, changed or withdrawn since the last drain
         self._response_changes: set[str] = set()
+        #: per-opportunity state (metrics.opportunities), persisted in parts ``o/<n>``
+        self.opportunities = OpportunityBook()
+        #: event class -> what it does besides the catalog's sums (opportunities, sampled fields)
+        self._hooks = hooks(catalog)
         self.watermark = float("-inf")
         self._next_window_expiry = float("-inf")  # the earliest clock at which a window expires
         self._next_seen_expiry = float("-inf")  # the earliest watermark at which a dedup minute does
@@ -265,6 +284,8 @@ class PartitionState:
         gated = self.label_caps is not None
         reps_in, teams_in = self.labels[REP], self.labels[TEAM]
         admit = self._admit
+        special = self._hooks
+        roster = self.roster
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
@@ -282,6 +303,11 @@ class PartitionState:
                 src_wm = t
             data = ev.data
             cls = type(data)
+            if cls is UserEvent:  # a user catalog's event type (metrics.user_events)
+                data = data.unwrap()  # type: ignore[attr-defined]
+                if data is None:
+                    continue  # a type this worker's catalog does not declare
+                cls = type(data)
             counts[cls] = counts.get(cls, 0) + 1
             if cls is RepUpdated:
                 self._roster_update(data, t)  # type: ignore[arg-type]
@@ -302,6 +328,13 @@ class PartitionState:
                     rep, team = self._admit_rep(rep, team)
                 elif team is not None and team not in teams_in:
                     team = admit(TEAM, team)
+            if team is None and rep is not None:
+                entry = roster.get(rep)
+                if entry is not None:  # the team in effect at the event's time (a label already)
+                    team = entry.team if t >= entry.time else entry.team_at(t)
+            hook = special.get(cls)
+            if hook is not None:
+                hook(self, data, t, rep, team, offset, replaying, src_wm)
             if replaying:
                 self._apply_slow(data, accumulate, rep, team, t, offset, replaying, src_wm)
                 continue
@@ -533,10 +566,16 @@ class PartitionState:
                 team = self.admit(TEAM, team)
         current = self.roster.get(data.rep_id)
         if current is None or t >= current.time:
-            self.roster[data.rep_id] = RosterEntry(t, team, data.region, data.targets)
-            if current is None or current.team != team:
-                # keys stored without a team are attributed by the roster when read
+            earlier = [] if current is None else [*current.earlier, (current.time, current.team)]
+            self.roster[data.rep_id] = RosterEntry(
+                t, team, data.region, data.targets, earlier[-ROSTER_HISTORY:])
+            if current is None or current.team != team or current.targets != data.targets:
+                # keys stored without a team are attributed by the roster when read, and
+                # targets are published with the windows (metrics.targets)
                 self.changed_windows.update(self._windows)
+        elif (t, team) not in current.earlier:
+            # an earlier change read late: it only tells who was in which team when
+            current.earlier = sorted([*current.earlier, (t, team)])[-ROSTER_HISTORY:]
 
     # -- bounded cardinality (metrics.labels) ----------------------------------------------
     def _admitted(self, label: str, value: str) -> bool:
@@ -643,7 +682,8 @@ class PartitionState:
     @property
     def dirty(self) -> bool:
         return (
-            bool(self._dirty_parts or self._deleted or self.leads.dirty_parts)
+            bool(self._dirty_parts or self._deleted or self.leads.dirty_parts
+                 or self.opportunities.dirty_parts)
             or self.applied > self.meta_stamp
         )
 
@@ -677,6 +717,7 @@ class PartitionState:
             self.lead_stamps[lead_part_no] = stamp
             out.append((f"l/{lead_part_no}", _ENC.encode(_LeadRecord(stamp, leads))))
         self.leads.dirty_parts.clear()
+        out.extend(self.opportunities.parts(stamp))
         for label in sorted(self._dirty_labels):
             out.append((f"g/{label}", _ENC.encode(_LabelsRecord(stamp, label, list(self.labels[label])))))
         self._dirty_labels.clear()
@@ -728,6 +769,8 @@ class PartitionState:
                 state.leads.load(rec.leads)
                 state.lead_stamps[int(key[2:])] = rec.stamp
                 state.max_stamp = max(state.max_stamp, rec.stamp)
+            elif key.startswith("o/"):
+                state.max_stamp = max(state.max_stamp, state.opportunities.load(key, raw))
             elif key.startswith("g/"):
                 g = _DEC_LABELS.decode(raw)
                 state.labels[g.label] = {v: v for v in g.values}

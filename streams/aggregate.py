@@ -67,6 +67,7 @@ class AggregateStage:
         generation: Callable[[], int] = lambda: 0,
         publisher: Publisher | None = None,
         send: Callable[..., Awaitable[Any]] | None = None,
+        event_time: bool = False,
     ) -> None:
         self.table = table
         self.catalog = catalog
@@ -82,6 +83,8 @@ class AggregateStage:
         self.generation = generation
         self.publisher = publisher
         self.send = send
+        #: windows close by event time (each partition's watermark), not the wall clock
+        self.event_time = event_time
         self.offset_resets = 0
         self.states: dict[int, PartitionState] = {}
         self.held: dict[int, list[Any]] = {}
@@ -209,7 +212,7 @@ class AggregateStage:
                 if partition in self.suspended:
                     continue  # maybe no longer ours: another worker may be recovering it
                 held = self.held.pop(partition, [])
-                state.expire(time.time())
+                state.expire(None if self.event_time else time.time())
                 self.leads_expired += state.leads.drain_expired()
                 futures = []
                 if state.dirty:

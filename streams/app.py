@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -26,10 +27,11 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from metrics.business_hours import BusinessCalendar
-from metrics.catalog import Catalog
+from metrics.catalog import Catalog, CatalogError
 from metrics.events import Validator
 from metrics.labels import LabelCaps
 from metrics.snapshots import SnapshotFormat
+from metrics.user_catalog import build_catalog
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage, StaleState
 from streams.delivery import DeliveryGuard
@@ -204,18 +206,21 @@ class Service:
             waited=self.business.waited,
             lead_wait_horizon_seconds=s.lead_wait_horizon_seconds,
             label_caps=LabelCaps(
-                reps=s.max_reps, teams=s.max_teams, dimension_values=s.max_dimension_values
+                reps=s.max_reps, teams=s.max_teams, dimension_values=s.max_dimension_values,
+                per_label=self.catalog.dimension_caps,
             ),
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,
-                interval=s.metrics_interval_seconds,
+                interval=s.metrics_interval_seconds, event_time=s.window_clock == "event",
             ),
             send=self._send,
+            event_time=s.window_clock == "event",
         )
         self.rollup = RollupStage(
             self.catalog, snapshots, topic=self.rollup_topic_name, metrics_topic=s.metrics_topic,
             grace_seconds=s.grace_seconds, send=self._send,
+            event_time=s.window_clock == "event", sources=s.partitions,
             consumer_factory=lambda: AIOKafkaConsumer(
                 bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                 auto_offset_reset="earliest", **kafka_client_kwargs(s),
@@ -523,5 +528,17 @@ def rollup_topic(settings: Settings) -> str:
     return f"{settings.app_id}-rollup"
 
 
-def build_service(settings: Settings | None = None) -> Service:
-    return Service(settings or Settings())
+def load_catalog_file(settings: Settings) -> Catalog:
+    """The built-in catalog plus the user KPIs of ``SALESPULSE_CATALOG_FILE``, if set. Raises
+    :class:`CatalogError` with a message naming the file, the line and the entry."""
+    if not settings.catalog_file:
+        return Catalog()
+    try:
+        text = Path(settings.catalog_file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{settings.catalog_file}: cannot be read: {exc}") from None
+    return build_catalog(text, settings.catalog_file)
+
+
+def build_service(settings: Settings | None = None, catalog: Catalog | None = None) -> Service:
+    return Service(settings or Settings(), catalog)

@@ -12,14 +12,20 @@ def _worker(args: argparse.Namespace) -> int:
 
     import faust
 
-    from streams.app import build_service, ensure_topics
+    from metrics.catalog import CatalogError
+    from streams.app import build_service, ensure_topics, load_catalog_file
     from streams.settings import Settings
 
     settings = Settings()
+    try:
+        catalog = load_catalog_file(settings)
+    except CatalogError as exc:  # a bad user catalog stops the start with its message
+        print(f"salespulse: the KPI catalog is not valid: {exc}", file=sys.stderr)
+        return 2
     created = asyncio.run(ensure_topics(settings))
     if created:
         logging.getLogger("salespulse").warning("created topics: %s", ", ".join(created))
-    service = build_service(settings)
+    service = build_service(settings, catalog)
     worker = faust.Worker(service.app, loglevel=args.loglevel or settings.loglevel)
     # Faust's own loggers stay at INFO or above: a DEBUG root logger costs a LogRecord per
     # produced message (see the shared notes on faust internals).

@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable
 from zlib import crc32
 
+from metrics.extras import window_values
 from metrics.leads import UNASSIGNED
-from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key
+from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
 from metrics.rollup import Parts, merge, split
 from metrics.state import PartitionState, WindowPart
 
@@ -49,11 +50,19 @@ class Publisher:
         rollup_topic: str,
         interval: float,
         clock: Callable[[], float] = time.time,
+        event_time: bool = False,
     ) -> None:
         self.partitions = partitions
         self.rollup_topic = rollup_topic
         self.interval = interval
         self.clock = clock
+        #: windows close by event time (``SALESPULSE_WINDOW_CLOCK=event``): an expired window's
+        #: parts are published, not tombstoned, and the roll-up stage closes it by its own
+        #: event-time clock (then it tombstones them itself, see ``streams.rollup``)
+        self.event_time = event_time
+        self._marked: dict[int, float] = {}  # event time: source -> watermark last announced
+        #: event time: (source partition, kind, start) -> digest of the window's last partials
+        self._digests: dict[tuple[int, int, float], int] = {}
         self._next_at = float("-inf")
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
@@ -81,7 +90,22 @@ class Publisher:
             if wpart is not None:
                 self._window(out, partition, state, wpart, final=False)
         for wpart in expired:
-            self._window(out, partition, state, wpart, final=True)
+            if not self.event_time:
+                self._window(out, partition, state, wpart, final=True)
+                continue
+            # event time: what was not published yet goes out (the roll-up stage closes the
+            # window itself); the publication memory of the window goes
+            self._window(out, partition, state, wpart, final=False, expiring=True)
+            self._published.pop((partition, wpart.kind, wpart.start), None)
+            for key in [k for k in self._rep_sent
+                        if k[0] == partition and k[2:] == (wpart.kind, wpart.start)]:
+                del self._rep_sent[key]
+        if self.event_time and state.watermark > self._marked.get(partition, float("-inf")):
+            # after the round's partials, in every roll-up partition: see metrics.partials
+            self._marked[partition] = state.watermark
+            value = ENCODER.encode(state.watermark)
+            out.extend((self.rollup_topic, watermark_key(partition), value, p)
+                       for p in range(self.partitions))
         return out
 
     def forget(self, partition: int) -> None:
@@ -90,13 +114,23 @@ class Publisher:
             del self._published[key]
         for key in [k for k in self._rep_sent if k[0] == partition]:
             del self._rep_sent[key]
+        for key in [k for k in self._digests if k[0] == partition]:
+            del self._digests[key]
+        self._marked.pop(partition, None)
 
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
-                *, final: bool) -> None:
-        reps, teams, org = split(w.values, w.samples, state.team_of)
+                *, final: bool, expiring: bool = False) -> None:
+        reps, teams, org = split(window_values(state, w), w.samples, state.team_of)
         kind, start = w.kind, w.start
         version = state.applied
         pkey = (partition, kind, start)
+        if self.event_time:
+            digest = _digest(reps, teams, org)
+            if expiring:
+                if self._digests.pop(pkey, None) == digest:
+                    return  # all published already: a partial now would only arrive late
+            else:
+                self._digests[pkey] = digest
         before = self._published.pop(pkey, set())
         by_rep: dict[str, list[tuple[str, Parts]]] = {}
         for (rep, team), parts in reps.items():
@@ -140,6 +174,15 @@ class Publisher:
             ENCODER.encode(partial),
             scope_partition(scope_id, self.partitions),
         )
+
+
+def _digest(reps: dict, teams: dict, org: Parts) -> int:
+    """What a window's partials carry, as one hash (order-independent)."""
+    def one(parts: Parts) -> tuple:
+        return (frozenset(parts.sums.items()),
+                frozenset((k, tuple(v)) for k, v in parts.samples.items()))
+    return hash((frozenset((k, one(p)) for k, p in reps.items()),
+                 frozenset((k, one(p)) for k, p in teams.items()), one(org)))
 
 
 def _label(state: PartitionState, rep: str, entries: list[tuple[str, Parts]]) -> str:

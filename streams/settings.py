@@ -7,6 +7,7 @@ worker started with no configuration talks to a local broker and Redis.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,13 @@ class Settings(BaseSettings):
     max_future_seconds: float = 300.0
     currency: str = "USD"
     grace_seconds: float = Field(300.0, description="How long a closed window still accepts late events.")
+    window_clock: Literal["wall", "event"] = Field(
+        "wall",
+        description="What closes windows (drops them, publishes their final sales.metrics "
+        "records): the wall clock (live input, the default) or event time (replays of "
+        "historical data; the grace period then also bounds how far input partitions may run "
+        "apart in event time, see README).",
+    )
     dedup_horizon_seconds: float = Field(
         86400.0, description="How far behind the watermark (event time) producer duplicates are still recognised."
     )
@@ -91,6 +99,9 @@ class Settings(BaseSettings):
         200, ge=1,
         description="Distinct values of each KPI dimension (tool, reason, source, region, ...) per "
         "aggregate partition; more are counted as \"other\".",
+    )
+    catalog_file: str | None = Field(
+        None, description="A YAML file of user KPIs, added to the built-in catalog (see README).",
     )
     loglevel: str = "INFO"
 

@@ -656,6 +656,7 @@ class SalesFloor:
         if rand() < 0.18:
             self._opps.remove(opp)
             d["reason"] = OPP_LOST[int(rand() * len(OPP_LOST))]
+            d["region"] = opp.region
             return "opportunity.lost", key, d
         if opp.stage == len(OPP_STAGES) - 1:
             self._opps.remove(opp)

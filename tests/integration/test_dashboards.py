@@ -115,10 +115,11 @@ def test_top_level_sides() -> None:
         "s(r[5m])", "s(r[5m])", "s(r[5m]) / (s(r[5m]) + (s(p) or vector(0)))"]
 
 
-def _demo_records(topics: dict[str, str], n: int, reps: int, teams: int, seed: int, live: bool):
+def _demo_records(topics: dict[str, str], n: int, reps: int, teams: int, seed: int, live: bool,
+                  step_seconds: float = mix.DEFAULT_STEP_SECONDS):
     rename = {mix.ACTIVITIES: topics["activities"], mix.LEADS: topics["leads"],
               mix.DEALS: topics["deals"], mix.FEEDBACK: topics["feedback"], mix.REPS: topics["reps"]}
-    floor = mix.SalesFloor(reps=reps, teams=teams, seed=seed)
+    floor = mix.SalesFloor(reps=reps, teams=teams, seed=seed, step_seconds=step_seconds)
     for rec in islice(floor.events(n, rate=50.0 if live else None), n):
         yield rename[rec.topic], rec.key, rec.value, []
 
@@ -126,7 +127,9 @@ def _demo_records(topics: dict[str, str], n: int, reps: int, teams: int, seed: i
 def test_every_board_query_and_alert_expression_returns_data(bootstrap: str, log_dir: Path) -> None:
     topics = topic_set(unique("dash"))
     asyncio.run(create_topics(bootstrap, topics.values()))
-    backfill = list(_demo_records(topics, 6000, reps=60, teams=6, seed=5, live=False))
+    # the backfill spans half an hour of event time, so that deals get won and lost (the demo's
+    # opportunities close within minutes): the pipeline panels need some
+    backfill = list(_demo_records(topics, 6000, reps=60, teams=6, seed=5, live=False, step_seconds=0.3))
     duplicate = backfill[-1]
     hostile = (topics["activities"], b"x", b'{"specversion": "1.0", "type": "call.completed"', [])
     worker = Worker(bootstrap, unique("app"), topics, log_dir,
