@@ -6,10 +6,9 @@ rep or team. The worker that owns keyed-events partition ``r`` also owns roll-up
 reads it from the beginning when it is assigned (the compacted topic holds the latest partial
 of every team, window and source partition: it is this stage's durable state, so there is
 nothing else to snapshot or recover), keeps the newest partial per source, merges them
-(sums of sums, merged sketches; ratios and quantiles from those), and is the one worker that
-exports the rep's, team's and organisation's families on /metrics and publishes their
-`sales.metrics` records (coalesced to one per window per interval, and a final one when the
-window expires). A worker drops what it gave away at a rebalance.
+(sums of sums, merged sketches; ratios and quantiles from those), and is the one worker whose
+sinks write the rep's, team's and organisation's values: /metrics, `sales.metrics`, Redis (they
+read them through :mod:`streams.readout`). A worker drops what it gave away at a rebalance.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.partials import DECODER, Partial
 from metrics.rollup import Parts, finish, merge
-from metrics.snapshots import SnapshotFormat
-from streams.publisher import PUBLISH_COST_FACTOR
+from streams.publisher import scope_partition
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
 class ScopeWindow:
     """One team's (or the org's) window: the newest partial of every source partition."""
 
-    __slots__ = ("partition", "end", "sources", "_values", "dirty")
+    __slots__ = ("partition", "end", "sources", "_values", "seq", "closed")
 
     #: sources: source partition -> (version, parts, team label)
 
@@ -47,7 +45,8 @@ class ScopeWindow:
         self.end = end
         self.sources: dict[int, tuple[int, Parts, str | None]] = {}
         self._values: dict[tuple, float] | None = None
-        self.dirty = True  # not yet published to sales.metrics
+        self.seq = 0  # the stage's change number of its last change (streams.readout)
+        self.closed = False  # past its end plus twice the grace: final, nothing changes it
 
     def put(self, partial: Partial) -> bool:
         current = self.sources.get(partial.source)
@@ -55,13 +54,13 @@ class ScopeWindow:
             return False  # a stale copy from a worker that lost the partition
         self.sources[partial.source] = (partial.version, partial.parts, partial.team)
         self._values = None
-        self.dirty = True
         return True
 
-    def remove(self, source: int) -> None:
-        if self.sources.pop(source, None) is not None:
-            self._values = None
-            self.dirty = True
+    def remove(self, source: int) -> bool:
+        if self.sources.pop(source, None) is None:
+            return False
+        self._values = None
+        return True
 
     def values(self, catalog: Catalog) -> dict[tuple, float]:
         if self._values is None:
@@ -78,35 +77,39 @@ class RollupStage:
     def __init__(
         self,
         catalog: Catalog,
-        fmt: SnapshotFormat,
         *,
         topic: str,
-        metrics_topic: str,
+        partitions: int,
         grace_seconds: float,
         consumer_factory: Callable[[], AIOKafkaConsumer],
-        send: Callable[..., Any],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
-        self.fmt = fmt
         self.topic = topic
-        self.metrics_topic = metrics_topic
+        self.partitions = partitions
         self.grace = grace_seconds
         self.consumer_factory = consumer_factory
-        self.send = send
         self.clock = clock
         self.windows: dict[WindowKey, ScopeWindow] = {}
         self.partials_read = 0
+        self.seq = 0  # numbers the changes of windows, for the readers of streams.readout
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
-        self._next_publish = float("-inf")
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
     # -- ownership -----------------------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
         """The keyed-events partitions this worker owns now: it owns the same roll-up ones."""
         self._wanted = set(partitions)
         self._changed.set()
+
+    def owns(self, scope_id: str) -> bool:
+        """Whether the rep, team or org with this id is in a roll-up partition of this worker."""
+        return scope_partition(scope_id, self.partitions) in self._assigned
 
     def owned(self) -> dict[str, Any]:
         return {"partitions": sorted(self._assigned), "windows": len(self.windows),
@@ -154,8 +157,9 @@ class RollupStage:
             window = self.windows.get((scope, scope_id, int(kind), float(start)))
             # A window closed past its grace can no longer change: a tombstone for it is the
             # source dropping it at expiry, and its parts stay for this stage's final record.
-            if window is not None and self.clock() < window.end + self.grace:
-                window.remove(int(source))
+            if window is not None and self.clock() < window.end + self.grace \
+                    and window.remove(int(source)):
+                window.seq = self.next_seq()
             return
         partial = DECODER.decode(value)
         if partial.end + 2 * self.grace <= self.clock():
@@ -164,34 +168,10 @@ class RollupStage:
         window = self.windows.get(wkey)
         if window is None:
             window = self.windows[wkey] = ScopeWindow(partition, partial.end)
-        window.put(partial)
+        if not window.closed and window.put(partial):
+            window.seq = self.next_seq()
 
-    # -- outputs -------------------------------------------------------------------------
-    async def publish(self) -> None:
-        """`sales.metrics` records of windows that changed, and final ones of expired windows.
-
-        Paced by its cost like the aggregate's publication (:data:`PUBLISH_COST_FACTOR`): in a
-        backlog every rep's windows change all the time, and a record per rep and window each
-        second would take the worker's loop from the events."""
-        now = self.clock()
-        if now < self._next_publish:
-            return
-        began = time.perf_counter()
-        fmt, catalog = self.fmt, self.catalog
-        for wkey, window in list(self.windows.items()):
-            scope, scope_id, kind, start = wkey
-            final = window.end + 2 * self.grace <= now
-            if not (final or window.dirty):
-                continue
-            window.dirty = False
-            if final:
-                del self.windows[wkey]
-            team = window.team() if scope == "rep" else None
-            value = fmt.value(scope, scope_id, team, kind, start, window.end,
-                              window.values(catalog), final=final, now=now)
-            await self.send(self.metrics_topic, key=fmt.key(scope, scope_id, kind, start), value=value)
-        self._next_publish = now + PUBLISH_COST_FACTOR * (time.perf_counter() - began)
-
+    # -- outputs (read through streams.readout) ---------------------------------------
     def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:
         """The KPI values of one window per scope's labels: (rep, team), (team,) or (), for
         the exposition. The dicts are the stage's own, replaced, never changed: read only."""
