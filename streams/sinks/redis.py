@@ -99,8 +99,9 @@ class RedisSink:
         self.resyncs = 0
         self.windows_written = 0
         self.stale_deleted = 0
-        #: (rep, kind, start) -> (team, values) as last written to the leaderboards
-        self._ranked: dict[tuple[str, int, float], tuple[str, dict[tuple, float]]] = {}
+        #: (rep, kind, start) -> (team, values, window end) as last written to the leaderboards
+        self._ranked: dict[tuple[str, int, float], tuple[str, dict[tuple, float], float]] = {}
+        self._pruned_at = clock()
         self._overdue_sent: dict[int, tuple[int, float]] = {}  # partition -> (digest, at)
         self._next_at = float("-inf")
         self._overdue_at = float("-inf")
@@ -162,8 +163,9 @@ class RedisSink:
         self.resyncs += 1
         self.stale_deleted += deleted
         self.up, self.down_since, self.last_error = True, None, None
-        log.info("Redis %s written in full: %d windows, %d stale keys or entries deleted "
-                 "(unavailable for %.1f s before)", self.where, len(live), deleted, outage)
+        log.info("Redis %s written in full%s: %d windows, %d stale keys or entries deleted",
+                 self.where, f" after {outage:.1f} s unavailable" if self.resyncs > 1 else " at start",
+                 len(live), deleted)
 
     async def _write(self, updates: list[WindowUpdate], now: float) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -178,6 +180,11 @@ class RedisSink:
                 pipe = self.redis.pipeline(transaction=False)
         for key, at in expiring.items():
             pipe.expireat(key, at)
+        if now > self._pruned_at + 60:  # windows given away at a rebalance never come final
+            self._pruned_at = now
+            closed = now - 2 * self.grace
+            for wkey in [k for k, v in self._ranked.items() if v[2] <= closed]:
+                del self._ranked[wkey]
         if len(pipe):
             await pipe.execute()
         self.windows_written += sum(1 for u in updates if not u.final)
@@ -207,7 +214,7 @@ class RedisSink:
         layout, window, rep = self.layout, u.window, u.id
         team = u.team or UNASSIGNED
         wkey = (rep, u.kind, u.start)
-        before_team, before = self._ranked.get(wkey, (team, {}))
+        before_team, before, _ = self._ranked.get(wkey, (team, {}, u.end))
         moved = before_team != team
         for kpi in self.ranked[window]:
             value = u.values.get((kpi,))
@@ -226,7 +233,7 @@ class RedisSink:
             for board in (layout.board(window, u.start, kpi), layout.board(window, u.start, kpi, team)):
                 pipe.zadd(board, {rep: value})
                 expiring[board] = expires
-        self._ranked[wkey] = (team, u.values)
+        self._ranked[wkey] = (team, u.values, u.end)
 
     async def _delete_stale(self, live: list[WindowUpdate]) -> int:
         """Delete the keys and leaderboard entries of scopes this worker owns that no live
