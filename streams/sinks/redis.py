@@ -3,8 +3,9 @@
 The key layout is :mod:`streams.redis_layout` (and the README). Every
 ``SALESPULSE_REDIS_INTERVAL_SECONDS`` (stretched to :data:`PUBLISH_COST_FACTOR` times the last
 round's cost in a backlog) one pipeline writes what changed since the last round
-(:mod:`streams.readout`): per changed window its hash, its leaderboard entries whose value or
-team changed, and one message on its update channel; every second, the overdue leads of the
+(:mod:`streams.readout`): per changed window one script call (:data:`WRITE_WINDOW`) sets its
+hash, its leaderboard entries whose value or team changed, their expiry, and sends one message
+on its update channel; every second, the overdue leads of the
 aggregate partitions this worker owns. Writes are idempotent (whole values, never increments),
 and every key expires when its window closes.
 
@@ -52,6 +53,34 @@ PIPELINE_CHUNK = 5000
 
 #: {partition: {lead id: JSON of the lead}}: the overdue leads of the partitions this worker owns
 OverdueLeads = Callable[[], Mapping[int, Mapping[str, bytes]]]
+
+#: One window's write as one command: redis-py spends 10-20 us of the loop per command and
+#: ~2 us per argument (packing, reading the reply), and a window is a dozen commands or more
+#: (its hash, its expiry, its message, a rep's leaderboard entries): a full round of 1,000
+#: reps took ~4 s. As a script it is one command with a few arguments. KEYS: the hash.
+#: ARGV: expiry (Unix seconds), channel, message, rep id, the leaderboard changes as JSON
+#: ``[key, score or false (remove), ...]``, then the hash's fields and values (none: the scope
+#: has no values left in the window, e.g. its events moved to the rep's roster team: delete it).
+WRITE_WINDOW = """
+local at = ARGV[1]
+if #ARGV >= 6 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+  redis.call('EXPIREAT', KEYS[1], at)
+else
+  redis.call('DEL', KEYS[1])
+end
+local boards = cjson.decode(ARGV[5])
+for j = 1, #boards, 2 do
+  if boards[j + 1] == false then
+    redis.call('ZREM', boards[j], ARGV[4])
+  else
+    redis.call('ZADD', boards[j], boards[j + 1], ARGV[4])
+    redis.call('EXPIREAT', boards[j], at)
+  end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 0
+"""
 
 
 def client(url: str, timeout: float, **kwargs: Any) -> Redis:
@@ -103,6 +132,8 @@ class RedisSink:
         self._ranked: dict[tuple[str, int, float], tuple[str, dict[tuple, float], float]] = {}
         self._pruned_at = clock()
         self._overdue_sent: dict[int, tuple[int, float]] = {}  # partition -> (digest, at)
+        self._script_sha: str | None = None
+        self._spent = 0.0
         self._next_at = float("-inf")
         self._overdue_at = float("-inf")
         self._retry_at = float("-inf")
@@ -120,7 +151,7 @@ class RedisSink:
         now = self.clock()
         if now < self._next_at:
             return
-        began = time.perf_counter()
+        self._spent = 0.0
         updates = self.reader.changed()  # read even while Redis is away: closed windows go
         try:
             if self.up:
@@ -134,7 +165,9 @@ class RedisSink:
                 await self.resync(now)
         except (RedisError, OSError) as exc:
             self._failed(exc, now)
-        self._next_at = now + PUBLISH_COST_FACTOR * (time.perf_counter() - began)
+        # Paced by what the round took of the loop: building the commands, and about as much
+        # again for redis-py to pack them and read the replies (not the wait for Redis).
+        self._next_at = now + PUBLISH_COST_FACTOR * 2 * self._spent
 
     def _failed(self, exc: BaseException, now: float) -> None:
         self.errors += 1
@@ -153,6 +186,7 @@ class RedisSink:
         """Write every live window, delete what this worker owns that is stale, then follow
         the changes again."""
         live = [u for u in self.reader.live() if not u.final]
+        self._script_sha = await self.redis.script_load(WRITE_WINDOW)  # a restart forgets it
         self._ranked.clear()
         self._overdue_sent.clear()
         await self._write(live, now)
@@ -169,17 +203,18 @@ class RedisSink:
 
     async def _write(self, updates: list[WindowUpdate], now: float) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        expiring: dict[str, int] = {}  # leaderboard key -> expiry
+        began = time.perf_counter()
         for u in updates:
             if u.final:  # its keys expire now by themselves
                 self._ranked.pop((u.id, u.kind, u.start), None)
                 continue
-            self._put(pipe, u, now, expiring)
+            self._put(pipe, u, now)
             if len(pipe) >= PIPELINE_CHUNK:
+                self._spent += time.perf_counter() - began
                 await pipe.execute()
                 pipe = self.redis.pipeline(transaction=False)
-        for key, at in expiring.items():
-            pipe.expireat(key, at)
+                began = time.perf_counter()
+        self._spent += time.perf_counter() - began
         if now > self._pruned_at + 60:  # windows given away at a rebalance never come final
             self._pruned_at = now
             closed = now - 2 * self.grace
@@ -189,7 +224,7 @@ class RedisSink:
             await pipe.execute()
         self.windows_written += sum(1 for u in updates if not u.final)
 
-    def _put(self, pipe: Any, u: WindowUpdate, now: float, expiring: dict[str, int]) -> None:
+    def _put(self, pipe: Any, u: WindowUpdate, now: float) -> None:
         layout, fmt = self.layout, self.fmt
         window = u.window
         expires = math.ceil(u.end + 2 * self.grace)
@@ -201,19 +236,22 @@ class RedisSink:
             "window_end": rfc3339(u.end, fmt.tz), "updated_at": rfc3339(now),
             "kpis": fmt.kpis(u.kind, u.values),
         })
-        key = layout.kpis(window, u.start, u.scope, u.id)
-        pipe.hset(key, mapping={**record, "kpis": _JSON.encode(record["kpis"])})
-        pipe.expireat(key, expires)
-        pipe.publish(layout.channel(u.scope, window, u.id), _JSON.encode(record))
+        boards: list[Any] = []
         if u.scope == "rep":
-            self._rank(pipe, u, expires, expiring)
+            self._rank(u, boards)
+        args: list[Any] = [expires, layout.channel(u.scope, window, u.id), _JSON.encode(record),
+                           u.id, _JSON.encode(boards)]
+        if record["kpis"]:
+            for name, v in record.items():
+                args += (name, v if name != "kpis" else _JSON.encode(v))
+        pipe.evalsha(self._script_sha, 1, layout.kpis(window, u.start, u.scope, u.id), *args)
 
-    def _rank(self, pipe: Any, u: WindowUpdate, expires: int, expiring: dict[str, int]) -> None:
+    def _rank(self, u: WindowUpdate, boards: list[Any]) -> None:
         """The rep's entries in the leaderboards of its window: those whose value or team
         changed since they were last written; a team change moves the rep between boards."""
-        layout, window, rep = self.layout, u.window, u.id
+        layout, window = self.layout, u.window
         team = u.team or UNASSIGNED
-        wkey = (rep, u.kind, u.start)
+        wkey = (u.id, u.kind, u.start)
         before_team, before, _ = self._ranked.get(wkey, (team, {}, u.end))
         moved = before_team != team
         for kpi in self.ranked[window]:
@@ -223,16 +261,15 @@ class RedisSink:
             old = before.get((kpi,))
             if value is None:
                 if old is not None:
-                    pipe.zrem(layout.board(window, u.start, kpi), rep)
-                    pipe.zrem(layout.board(window, u.start, kpi, before_team), rep)
+                    boards += (layout.board(window, u.start, kpi), False,
+                               layout.board(window, u.start, kpi, before_team), False)
                 continue
             if moved and old is not None:
-                pipe.zrem(layout.board(window, u.start, kpi, before_team), rep)
+                boards += (layout.board(window, u.start, kpi, before_team), False)
             if value == old and not moved:
                 continue
-            for board in (layout.board(window, u.start, kpi), layout.board(window, u.start, kpi, team)):
-                pipe.zadd(board, {rep: value})
-                expiring[board] = expires
+            boards += (layout.board(window, u.start, kpi), value,
+                       layout.board(window, u.start, kpi, team), value)
         self._ranked[wkey] = (team, u.values, u.end)
 
     async def _delete_stale(self, live: list[WindowUpdate]) -> int:
