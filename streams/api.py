@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from metrics.catalog import Catalog
 from metrics.snapshots import rfc3339
 from metrics.windows import WINDOW_KINDS, Calendar
-from streams.redis_layout import ORG_ID, Layout
+from streams.redis_layout import ORG_ID, Layout, ranked_kpis
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,7 @@ class Api:
         self.streams = 0
         self.stored = frozenset(k.name for k in catalog.stored)
         #: window -> the KPIs ranked in leaderboards of that window (as the Redis sink writes)
-        self.ranked = {
-            window: frozenset(k.name for k in catalog.kpis
-                              if k.exported and "rep" in k.scopes and not catalog.dimensions_of(k.name)
-                              and window in catalog.windows_of(k.name))
-            for window in WINDOW_KINDS
-        }
+        self.ranked = ranked_kpis(catalog)
         self.kpis = frozenset(k.name for k in catalog.kpis if k.exported)
         self.board_html = resources.files("streams").joinpath("board.html").read_bytes()
 

@@ -20,10 +20,22 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from metrics.catalog import Catalog
 from metrics.windows import WINDOW_KINDS
 
 ORG_ID = "org"
 SCOPES = ("rep", "team", "org")
+
+
+def ranked_kpis(catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """Per window, the KPIs with leaderboards: every exported rep KPI without dimensions that
+    is kept for that window."""
+    return {
+        window: tuple(k.name for k in catalog.kpis
+                      if k.exported and "rep" in k.scopes and not catalog.dimensions_of(k.name)
+                      and window in catalog.windows_of(k.name))
+        for window in WINDOW_KINDS
+    }
 
 
 class KpiKey(NamedTuple):

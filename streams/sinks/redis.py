@@ -37,10 +37,9 @@ from redis.exceptions import RedisError
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.snapshots import SnapshotFormat, rfc3339
-from metrics.windows import WINDOW_KINDS
 from streams.publisher import PUBLISH_COST_FACTOR
 from streams.readout import Reader, Readout, WindowUpdate
-from streams.redis_layout import Layout
+from streams.redis_layout import Layout, ranked_kpis
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +114,7 @@ class RedisSink:
         self.where = where  # for logs, without credentials
         self.clock = clock
         #: window -> the rep KPIs (no dimensions) ranked in leaderboards of that window
-        self.ranked: dict[str, tuple[str, ...]] = {
-            window: tuple(k.name for k in catalog.kpis
-                          if k.exported and "rep" in k.scopes and not catalog.dimensions_of(k.name)
-                          and window in catalog.windows_of(k.name))
-            for window in WINDOW_KINDS
-        }
+        self.ranked = ranked_kpis(catalog)
         self.up = False
         self.down_since: float | None = clock()
         self.last_error: str | None = None
