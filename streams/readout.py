@@ -75,6 +75,16 @@ class Readout:
         """Per scope's labels ((rep, team), (team,) or ()), the values of one window."""
         return self.stage.values(scope, kind, start)
 
+    def takeovers(self) -> int:
+        """Grows each time the stage has read the partitions it was last given: a sink that
+        must drop what this worker no longer holds (Redis) compares its state then."""
+        return self.stage.takeovers
+
+    def settled(self) -> bool:
+        """Whether the stage holds every window of what it owns (not reading partitions it was
+        just given): only then may a sink delete what the stage lacks."""
+        return self.stage.settled()
+
     def owns(self, scope_id: str) -> bool:
         """Whether the scope (rep, team or org) with this id is this worker's to write."""
         return self.stage.owns(scope_id)

@@ -93,6 +93,10 @@ class RollupStage:
         self.windows: dict[WindowKey, ScopeWindow] = {}
         self.partials_read = 0
         self.seq = 0  # numbers the changes of windows, for the readers of streams.readout
+        #: times the partitions assigned last were read to the ends they had when assigned:
+        #: from then on the stage holds every window of what it owns (streams.readout.takeovers)
+        self.takeovers = 0
+        self._replaying: dict[TopicPartition, int] = {}
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
@@ -106,6 +110,11 @@ class RollupStage:
         """The keyed-events partitions this worker owns now: it owns the same roll-up ones."""
         self._wanted = set(partitions)
         self._changed.set()
+
+    def settled(self) -> bool:
+        """Whether the stage holds every window of the partitions it was given: none is being
+        read from its beginning, and no new assignment waits."""
+        return not self._replaying and self._assigned == self._wanted
 
     def owns(self, scope_id: str) -> bool:
         """Whether the rep, team or org with this id is in a roll-up partition of this worker."""
@@ -137,6 +146,9 @@ class RollupStage:
                     added = self._reassign(consumer)
                     if added:
                         await consumer.seek_to_beginning(*added)
+                        self._replaying = {tp: end for tp, end in self._replaying.items()
+                                           if tp.partition in self._assigned}
+                        self._replaying.update(await consumer.end_offsets(added))
                 if not self._assigned:
                     await self._changed.wait()
                     continue
@@ -146,8 +158,17 @@ class RollupStage:
                 for tp, records in batch.items():
                     for rec in records:
                         self._apply(tp.partition, rec.key, rec.value)
+                if self._replaying and await self._replayed(consumer):
+                    self._replaying = {}
+                    self.takeovers += 1
         finally:
             await consumer.stop()
+
+    async def _replayed(self, consumer: AIOKafkaConsumer) -> bool:
+        for tp, end in self._replaying.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
 
     def _apply(self, partition: int, key: bytes, value: bytes | None) -> None:
         self.partials_read += 1

@@ -14,7 +14,8 @@ timeouts. When Redis is away (refused, timed out, restarted, out of memory) the 
 once, shows it on ``salespulse_redis_up`` and /healthz, keeps reading the readout (so nothing
 piles up) and tries again every second; once Redis answers it writes every live window again
 and deletes the keys of the scopes it owns that hold no live window: afterwards Redis holds what
-/metrics shows.
+/metrics shows. It does the same once the roll-up stage has read the partitions it was given
+(at start and after a rebalance), so that nothing stale of what it owns is left.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class RedisSink:
         self._pruned_at = clock()
         self._overdue_sent: dict[int, tuple[int, float]] = {}  # partition -> (digest, at)
         self._script_sha: str | None = None
+        self._takeovers = 0
         self._spent = 0.0
         self._next_at = float("-inf")
         self._overdue_at = float("-inf")
@@ -148,7 +150,9 @@ class RedisSink:
         self._spent = 0.0
         updates = self.reader.changed()  # read even while Redis is away: closed windows go
         try:
-            if self.up:
+            if self.up and self.readout.takeovers() != self._takeovers:
+                await self.resync(now)  # started, or took over partitions: clean what is ours
+            elif self.up:
                 await self._write(updates, now)
                 if now >= self._overdue_at:
                     self._overdue_at = now + OVERDUE_EVERY
@@ -179,18 +183,22 @@ class RedisSink:
     async def resync(self, now: float) -> None:
         """Write every live window, delete what this worker owns that is stale, then follow
         the changes again."""
+        takeovers = self.readout.takeovers()
         live = [u for u in self.reader.live() if not u.final]
         self._script_sha = await self.redis.script_load(WRITE_WINDOW)  # a restart forgets it
         self._ranked.clear()
         self._overdue_sent.clear()
         await self._write(live, now)
-        deleted = await self._delete_stale(live)
+        # While the roll-up stage still reads partitions it was given, what it lacks may only
+        # be unread yet: the takeover's own full write deletes once it has read them.
+        deleted = await self._delete_stale(live) if self.readout.settled() else 0
         await self._write_overdue(now)
         self._overdue_at = now + OVERDUE_EVERY
         outage = now - self.down_since if self.down_since is not None else 0.0
         self.resyncs += 1
         self.stale_deleted += deleted
         self.up, self.down_since, self.last_error = True, None, None
+        self._takeovers = takeovers
         log.info("Redis %s written in full%s: %d windows, %d stale keys or entries deleted",
                  self.where, f" after {outage:.1f} s unavailable" if self.resyncs > 1 else " at start",
                  len(live), deleted)

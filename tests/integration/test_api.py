@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from redis import Redis
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from tests.integration.harness import (
+    REDIS_URL,
     REPO,
     Samples,
     Worker,
@@ -89,10 +91,21 @@ def api_samples(worker: Worker) -> Samples:
     return out
 
 
+def _gone(redis: Redis, key: str) -> bool:
+    assert not redis.exists(key), f"{key} still in Redis"
+    return True
+
+
 def test_the_api_answers_exactly_from_redis(bootstrap: str, log_dir: Path) -> None:
     topics = topic_set(unique("api"))
     asyncio.run(create_topics(bootstrap, topics.values()))
-    worker = Worker(bootstrap, unique("app"), topics, log_dir).start()
+    app_id = unique("app")
+    # Left from an earlier life of the app id: a rep the worker owns but has no values for.
+    redis = Redis.from_url(REDIS_URL)
+    day = int(time.time() // 86400 * 86400)
+    ghost = f"{app_id}:kpis:day:{day}:rep:ghost-rep"
+    redis.hset(ghost, mapping={"scope": "rep", "id": "ghost-rep", "kpis": "{}"})
+    worker = Worker(bootstrap, app_id, topics, log_dir).start()
     try:
         earliest, now = recent_today(400)
         rng = random.Random(5)
@@ -109,6 +122,8 @@ def test_the_api_answers_exactly_from_redis(bootstrap: str, log_dir: Path) -> No
                                         (topics["activities"], None, touch, [])]))
         worker.until(lambda s: assert_matches(s, oracle))
         assert eventually(lambda: assert_matches(api_samples(worker), oracle), 30) > 100
+        # Once its roll-up partitions are read, the worker deletes what it owns and lacks.
+        assert eventually(lambda: _gone(redis, ghost), 10)
 
         # leaderboards: every rep with calls, highest first, ties sharing a rank
         made = {r: oracle.v.get(("rep", r, t, "calls_made"), 0.0) for r, t in TEAMS.items()}
