@@ -14,6 +14,7 @@ while Redis is unavailable (or not configured).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -63,6 +64,8 @@ class Api:
         self.max_streams = max_streams
         self.clock = clock
         self.streams = 0
+        self._streaming: set[asyncio.Task] = set()
+        self._closing = False
         self.stored = frozenset(k.name for k in catalog.stored)
         #: window -> the KPIs ranked in leaderboards of that window (as the Redis sink writes)
         self.ranked = ranked_kpis(catalog)
@@ -256,7 +259,11 @@ class Api:
         if self.streams >= self.max_streams:
             return self._json({"error": f"too many live streams on this worker ({self.max_streams})"}, 503)
         self.streams += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._streaming.add(task)
         pubsub = redis.pubsub()
+        response: web.StreamResponse | None = None
         try:
             try:
                 await pubsub.psubscribe(*patterns)
@@ -285,10 +292,26 @@ class Api:
                 await response.write(b"event: update\ndata: " + (data if isinstance(data, bytes) else data.encode()) + b"\n\n")
         except ConnectionResetError:  # the client went away
             return response
+        except asyncio.CancelledError:
+            if not self._closing or response is None:
+                raise
+            # the worker stops: end the stream properly; the browser reconnects elsewhere
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(b"event: end\ndata: {}\n\n")
+                await response.write_eof()
+            return response
         finally:
             self.streams -= 1
+            self._streaming.discard(task)  # type: ignore[arg-type]
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
+
+    async def close_streams(self, app: Any = None) -> None:
+        """End every live stream (the web server's shutdown waits for open requests, and a
+        stream never ends by itself: a worker with a board open would not stop)."""
+        self._closing = True
+        for task in list(self._streaming):
+            task.cancel()
 
     def _stream_args(self, request: web.Request) -> tuple[list[str], tuple]:
         self._only(request, {"scope", "id", "window"})

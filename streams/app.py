@@ -406,6 +406,7 @@ class Service:
 
         for path, handler in self.api.routes():
             app.page(path, name=handler.__name__)(_view(handler))
+        app.web.web_app.on_shutdown.append(self.api.close_streams)
 
         @app.page("/metrics")
         class Metrics(View):

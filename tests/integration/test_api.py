@@ -204,5 +204,19 @@ def test_the_api_answers_exactly_from_redis(bootstrap: str, log_dir: Path) -> No
         assert kind == "update" and update["scope"] == "team" and update["id"] == "team-a"
         assert update["kpis"]["calls_made"] == before + 1
         documented("/api/v1/reps/{rep_id}", 200, update)  # update data is a Scope object
+
+        # A stream left open does not keep the worker from stopping (SIGTERM, within 10 s).
+        opened = threading.Event()
+
+        def hold() -> None:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                r.readline()
+                opened.set()
+                r.read()
+
+        threading.Thread(target=hold, daemon=True).start()
+        assert opened.wait(10)
+        took, code = worker.terminate(timeout=30)
+        assert code == 0 and took < 10, (took, code)
     finally:
         worker.stop()
