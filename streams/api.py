@@ -256,6 +256,9 @@ class Api:
             redis = self._client()
         except ApiError as exc:
             return self._json({"error": exc.message}, exc.status)
+        if request.method == "HEAD":  # headers only: no stream to hold open
+            return web.Response(headers={"Content-Type": "text/event-stream",
+                                         "Cache-Control": "no-store"})
         if self.streams >= self.max_streams:
             return self._json({"error": f"too many live streams on this worker ({self.max_streams})"}, 503)
         self.streams += 1
