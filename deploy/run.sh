@@ -8,6 +8,7 @@
 # .local/worker.log) and the demo generator in the foreground. Ctrl-C stops the generator and
 # the worker; Kafka and Redis keep running (deploy/local.sh down stops them).
 # /metrics: http://127.0.0.1:${SALESPULSE_WEB_PORT:-6066}/metrics
+# live board: http://127.0.0.1:${SALESPULSE_WEB_PORT:-6066}/board (API: /api/v1/..., docs/openapi.json)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,5 +38,6 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 log "worker serving: http://127.0.0.1:$port/metrics"
+log "live board:     http://127.0.0.1:$port/board   (API: http://127.0.0.1:$port/api/v1/org)"
 log "demo generator: ${DEMO_REPS:-200} reps in ${DEMO_TEAMS:-10} teams at ${DEMO_RATE:-200} events/s (Ctrl-C stops)"
 "$VENV/bin/salespulse" demo --reps "${DEMO_REPS:-200}" --teams "${DEMO_TEAMS:-10}" --rate "${DEMO_RATE:-200}"

@@ -4,7 +4,7 @@
 #   deploy/test.sh -k crash   extra arguments go to pytest
 #
 # Installs what it needs: a virtualenv with the project and its test extras (.venv), Debian's
-# prometheus (promtool) for the rule tests; the integration tests start their own Kafka broker
+# prometheus (promtool) for the rule tests, kcat and chromium for integration tests; the integration tests start their own Kafka broker
 # and Redis with deploy/local.sh on ports 49092/49094/46379 and stop them at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +24,8 @@ bash tests/promtool/run.sh
 
 # kcat (Debian's package): an independent Kafka client that reads sales.metrics in the tests.
 command -v kcat >/dev/null 2>&1 || apt_install kcat
+# chromium (Debian's package): the real browser the /board test drives (DevTools protocol).
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 
 log "pytest (unit + integration on a real broker)"
 export SALESPULSE_TEST_KAFKA_CONTROLLER_PORT=${SALESPULSE_TEST_KAFKA_CONTROLLER_PORT:-49094}

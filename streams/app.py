@@ -30,19 +30,26 @@ from metrics.business_hours import BusinessCalendar
 from metrics.catalog import Catalog, CatalogError
 from metrics.events import Validator
 from metrics.labels import LabelCaps
+from metrics.leads import UNASSIGNED
 from metrics.snapshots import SnapshotFormat
 from metrics.user_catalog import build_catalog
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage, StaleState
+from streams.api import Api
 from streams.delivery import DeliveryGuard
-from streams.exposition import HealthCollector, KpiRenderer, LeadCollector
+from streams.exposition import HealthCollector, LeadCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
 from streams.progress import GroupProgress, KafkaOffsets
 from streams.publisher import Publisher
+from streams.readout import Readout
+from streams.redis_layout import Layout
 from streams.rollup import RollupStage
 from streams.settings import Settings
+from streams.sinks import redis as redis_sink
+from streams.sinks.metrics_topic import MetricsTopicSink
+from streams.sinks.prometheus import KpiRenderer
 from streams.transport import BatchTransport
 
 log = logging.getLogger(__name__)
@@ -218,14 +225,16 @@ class Service:
             event_time=s.window_clock == "event",
         )
         self.rollup = RollupStage(
-            self.catalog, snapshots, topic=self.rollup_topic_name, metrics_topic=s.metrics_topic,
-            grace_seconds=s.grace_seconds, send=self._send,
-            event_time=s.window_clock == "event", sources=s.partitions,
+            self.catalog, topic=self.rollup_topic_name, partitions=s.partitions,
+            grace_seconds=s.grace_seconds,
+            event_time=s.window_clock == "event", sources=s.partitions, send=self._send,
             consumer_factory=lambda: AIOKafkaConsumer(
                 bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                 auto_offset_reset="earliest", **kafka_client_kwargs(s),
             ),
         )
+        # The output seam: every sink reads the roll-up stage's values through it.
+        self.readout = Readout(self.rollup, grace_seconds=s.grace_seconds)
         self.ledger = AlertLedger(s.kafka_bootstrap, s.alerts_topic, kafka_client_kwargs(s))
         # Leads are judged as of moments the whole group (every worker of the app id) had read
         # all input: the group's committed offsets, not this worker's positions (SPEC §4).
@@ -247,14 +256,52 @@ class Service:
             wait_horizon_seconds=s.lead_wait_horizon_seconds,
         )
         self.registry = CollectorRegistry(auto_describe=False)
-        self.kpis = KpiRenderer(
-            self.catalog, self.calendar, self.rollup
-        )
+        self.kpis = KpiRenderer(self.catalog, self.calendar, self.readout)
+        #: Push sinks (streams.sinks), each started as a task of its own.
+        self.sinks: list[Any] = [
+            MetricsTopicSink(self.readout.reader("sales.metrics"), snapshots,
+                             topic=s.metrics_topic, send=self._send,
+                             interval=s.metrics_interval_seconds),
+        ]
+        self.redis_layout = Layout(s.app_id)
+        self.redis: redis_sink.RedisSink | None = None
+        if s.redis_url:
+            self.redis = redis_sink.RedisSink(
+                self.readout.reader("redis"), self.readout,
+                redis_sink.client(s.redis_url, s.redis_timeout_seconds), self.redis_layout,
+                snapshots, self.catalog, interval=s.redis_interval_seconds,
+                grace_seconds=s.grace_seconds, overdue=self._overdue_leads,
+                where=redis_sink.redacted(s.redis_url),
+            )
+            self.sinks.append(self.redis)
+            self.registry.register(self.redis)
         self.registry.register(
             HealthCollector(self.ingest, self.aggregate, self._lag, s.lead_sla_seconds)
         )
         self.registry.register(LeadCollector(self.leads))
+        self.api = Api(
+            redis_sink.client(s.redis_url, s.redis_timeout_seconds, max_connections=s.api_max_streams + 32)
+            if s.redis_url else None,
+            self.redis_layout, self.catalog, self.calendar, partitions=s.partitions,
+            waited=self.business.waited, sla_seconds=s.lead_sla_seconds,
+            max_streams=s.api_max_streams,
+        )
         self._wire()
+
+    def _overdue_leads(self) -> dict[int, dict[str, bytes]]:
+        """Per owned aggregate partition, its leads in the last overdue verdict still awaiting
+        a response (what the overdue gauge counts), as the Redis sink stores them."""
+        verdict = self.leads.verdict
+        out = {}
+        for partition, state in list(self.aggregate.states.items()):
+            waiting = state.leads.waiting
+            out[partition] = {
+                lead_id: redis_sink.lead_json(lead_id, lead.owner,
+                                              state.label_of("team", lead.team or UNASSIGNED),
+                                              lead.created)
+                for lead_id in verdict if (lead := waiting.get(lead_id)) is not None
+            }
+        return out
 
     async def _send(self, topic: str, *, key: Any, value: bytes, partition: int | None = None,
                     headers: Any = None) -> Any:
@@ -344,9 +391,7 @@ class Service:
         async def follow_rollup() -> None:
             await self.rollup.run()
 
-        @app.timer(self.settings.metrics_interval_seconds, name="publish-rollup")
-        async def publish_rollup() -> None:
-            await self.rollup.publish()
+        sink_tasks = [app.task(sink.run) for sink in self.sinks]
 
         @app.task
         async def judge_leads() -> None:
@@ -360,8 +405,13 @@ class Service:
         registry = self.registry
         kpis = self.kpis
         rollup = self.rollup
+        redis = self.redis
         keyed_name = self.keyed_topic_name
         input_topics = frozenset(self.settings.input_topic_list)
+
+        for path, handler in self.api.routes():
+            app.page(path, name=handler.__name__)(_view(handler))
+        app.web.web_app.on_shutdown.append(self.api.close_streams)
 
         @app.page("/metrics")
         class Metrics(View):
@@ -382,6 +432,7 @@ class Service:
                 return self.json({
                     "ok": True, "assigned": assigned, "inputs": inputs,
                     "partitions": sorted(aggregate.states), "rollup": rollup.owned(),
+                    "redis": redis.health() if redis is not None else None,
                 })
 
         @self.table.on_recover
@@ -413,7 +464,22 @@ class Service:
             ingest.retain({(tp.topic, tp.partition) for tp in assigned})
 
         self._agents = (ingest_agent, aggregate_agent, flush_state, follow_alerts, judge_leads,
-                        follow_rollup, publish_rollup)
+                        follow_rollup, *sink_tasks)
+
+
+def _view(handler: Callable[..., Awaitable[Any]]) -> type[View]:
+    """A Faust page calling ``handler(request, **path)`` for GET; read-only: every other
+    method gets a JSON 405."""
+    async def get(view: View, request: Request, **path: str) -> Any:
+        return await handler(request, **path)
+
+    async def refuse(view: View, request: Request, **path: str) -> Any:
+        return aiohttp_web.json_response({"error": "read-only: GET only"}, status=405,
+                                         headers={"Allow": "GET, HEAD"})
+
+    return type(handler.__name__, (View,), {
+        "get": get, **{m: refuse for m in ("post", "put", "patch", "delete", "options", "search")},
+    })
 
 
 async def ensure_topics(settings: Settings) -> list[str]:

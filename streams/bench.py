@@ -60,7 +60,9 @@ from aiokafka.structs import TopicPartition
 
 from streams.demo.mix import DemoRecord, SalesFloor
 from streams.kafka_config import kafka_client_kwargs
+from streams.redis_layout import Layout
 from streams.settings import DEFAULT_INPUT_TOPICS, Settings
+from streams.sinks.redis import client as redis_client
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4  # of every input topic (the brief, and what the shared notes measured)
@@ -938,11 +940,47 @@ async def run_latency(
             )
             k += 1
 
+    # The same probes as Redis and the SSE stream show them: the probe rep's day calls_made in
+    # the update messages of its channel, and in the update events of /api/v1/stream.
+    served: dict[str, list[float]] = {"redis": [], "sse": []}
+
+    def seen(kind: str, count: int) -> None:
+        t, lat = time.perf_counter(), served[kind]
+        while len(lat) < len(sends) and count - baseline > len(lat):
+            lat.append(t - sends[len(lat)])
+
+    async def watch_redis() -> None:
+        redis = redis_client(Settings().redis_url, 5.0)
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(Layout(worker.app_id).channel("rep", "day", PROBE_REP))
+            while not stop.is_set():
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                if msg is not None:
+                    seen("redis", int(json.loads(msg["data"])["kpis"].get("calls_made", 0)))
+        finally:
+            await pubsub.aclose()
+            await redis.aclose()
+
+    async def watch_sse() -> None:
+        url = (f"http://127.0.0.1:{worker.port}/api/v1/stream?scope=rep&id={PROBE_REP}"
+               "&window=day")
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as r:
+            kind = None
+            async for raw in r.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "update":
+                    seen("sse", int(json.loads(line[6:])["kpis"].get("calls_made", 0)))
+
     poller: asyncio.Task[None] | None = None
+    watchers: list[asyncio.Task[None]] = []
     try:
         await producer.partitions_for(activities)  # metadata first: not part of any probe
         await asyncio.sleep(LOAD_WARMUP)
         poller = asyncio.create_task(poll())
+        watchers = [asyncio.create_task(watch_redis()), asyncio.create_task(watch_sse())]
         await send_probes()
         # a probe can only show up in the scrape after the one in flight, plus the pause
         drain_from = time.perf_counter()
@@ -951,10 +989,21 @@ async def run_latency(
             if time.perf_counter() - drain_from > PROBE_DRAIN_TIMEOUT + 2 * slowest / duty:
                 break
             await asyncio.sleep(0.05)
+        while any(len(lat) < len(sends) for lat in served.values()) \
+                and time.perf_counter() - drain_from < 2 * PROBE_DRAIN_TIMEOUT:
+            await asyncio.sleep(0.05)
     finally:
         stop.set()
         if poller is not None:
             await poller
+        for task in watchers:
+            task.cancel()
+        for task in watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await task
+                except Exception as exc:  # noqa: BLE001 - Redis or the API away: reported
+                    out[f"note_{task.get_coro().__name__}"] = repr(exc)
         await producer.stop()
     failed_sends = sum(1 for f in futures if f.done() and f.exception() is not None)
 
@@ -985,6 +1034,12 @@ async def run_latency(
         p99_ms=_ms(quantile(latencies, 0.99)),
         max_ms=_ms(max(latencies, default=None)),
         min_ms=_ms(min(latencies, default=None)),
+        redis_seen=len(served["redis"]),
+        redis_p50_ms=_ms(quantile(served["redis"], 0.50)),
+        redis_p99_ms=_ms(quantile(served["redis"], 0.99)),
+        sse_seen=len(served["sse"]),
+        sse_p50_ms=_ms(quantile(served["sse"], 0.50)),
+        sse_p99_ms=_ms(quantile(served["sse"], 0.99)),
         p50_to_request_ms=_ms(quantile(early, 0.50)),
         p99_to_request_ms=_ms(quantile(early, 0.99)),
         scrapes=len(renders),
@@ -1408,6 +1463,10 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
             _say(f"  (counted to the request of that scrape instead of its response: "
                  f"p50 {_num(lat.get('p50_to_request_ms'), '.0f')} ms, "
                  f"p99 {_num(lat.get('p99_to_request_ms'), '.0f')} ms)")
+            _say(f"  in Redis (update message on the probe rep's channel): {lat.get('redis_seen')} seen, "
+                 f"p50 {_num(lat.get('redis_p50_ms'), '.0f')} ms, p99 {_num(lat.get('redis_p99_ms'), '.0f')} ms; "
+                 f"on /api/v1/stream (SSE): {lat.get('sse_seen')} seen, "
+                 f"p50 {_num(lat.get('sse_p50_ms'), '.0f')} ms, p99 {_num(lat.get('sse_p99_ms'), '.0f')} ms")
             _say(f"  scrape render (request -> body): median {_num(lat['scrape_ms_median'], '.1f')} ms,"
                  f" p99 {_num(lat['scrape_ms_p99'], '.1f')} ms, {lat['scrapes']} scrapes "
                  f"(duty cap {lat['scrape_duty']:g})")

@@ -6,13 +6,12 @@ rep or team. The worker that owns keyed-events partition ``r`` also owns roll-up
 reads it from the beginning when it is assigned (the compacted topic holds the latest partial
 of every team, window and source partition: it is this stage's durable state, so there is
 nothing else to snapshot or recover), keeps the newest partial per source, merges them
-(sums of sums, merged sketches; ratios and quantiles from those), and is the one worker that
-exports the rep's, team's and organisation's families on /metrics and publishes their
-`sales.metrics` records (coalesced to one per window per interval, and a final one when the
-window expires). A worker drops what it gave away at a rebalance.
+(sums of sums, merged sketches; ratios and quantiles from those), and is the one worker whose
+sinks write the rep's, team's and organisation's values: /metrics, `sales.metrics`, Redis (they
+read them through :mod:`streams.readout`). A worker drops what it gave away at a rebalance.
 
-Windows close by the wall clock (``SALESPULSE_WINDOW_CLOCK=wall``, live input): a window's final
-record goes out two grace periods after its end, and a source's tombstone after its grace is its
+Windows close by the wall clock (``SALESPULSE_WINDOW_CLOCK=wall``, live input): a window closes
+(its final values go to every sink) two grace periods after its end, and a source's tombstone after its grace is its
 expiry, not a retraction. Replays of historical data close windows by event time instead
 (``event``): the stage's clock is the newest source watermark its partials carry, the sources
 publish an expired window's unpublished parts (not tombstones) and, after each round's partials,
@@ -21,8 +20,8 @@ with the partials, these marks are the stage's clock: in each roll-up partition,
 watermark of all sources (``sources``: every keyed-events partition), so a window closes once
 every source has read past its end plus two grace periods and all its partials for it are read.
 A source partition that has no events, or stops receiving them, holds the windows open: a
-replay needs events in every keyed partition, and one past the last window at its end. Once the stage has published a
-window's final record it tombstones that window's partials itself and remembers it as closed: a
+replay needs events in every keyed partition, and one past the last window at its end. Once the stage has closed a
+window it tombstones that window's partials itself and remembers it as closed: a
 partial for a closed window (an event on time for its input partition but later than the
 others by more than the grace period) is dropped and counted (``late_partials``). Closed windows
 are remembered until their end is four grace periods behind the clock; a partial older than
@@ -45,8 +44,7 @@ from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.partials import DECODER, WATERMARK_KEY, Partial, partial_key
 from metrics.rollup import Parts, finish, merge
-from metrics.snapshots import SnapshotFormat
-from streams.publisher import PUBLISH_COST_FACTOR
+from streams.publisher import scope_partition
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
 class ScopeWindow:
     """One team's (or the org's) window: the newest partial of every source partition."""
 
-    __slots__ = ("partition", "end", "sources", "_values", "dirty")
+    __slots__ = ("partition", "end", "sources", "_values", "seq", "closed")
 
     #: sources: source partition -> (version, parts, team label)
 
@@ -68,7 +66,8 @@ class ScopeWindow:
         self.end = end
         self.sources: dict[int, tuple[int, Parts, str | None]] = {}
         self._values: dict[tuple, float] | None = None
-        self.dirty = True  # not yet published to sales.metrics
+        self.seq = 0  # the stage's change number of its last change (streams.readout)
+        self.closed = False  # past its end plus twice the grace: final, nothing changes it
 
     def put(self, partial: Partial) -> bool:
         current = self.sources.get(partial.source)
@@ -76,13 +75,13 @@ class ScopeWindow:
             return False  # a stale copy from a worker that lost the partition
         self.sources[partial.source] = (partial.version, partial.parts, partial.team)
         self._values = None
-        self.dirty = True
         return True
 
-    def remove(self, source: int) -> None:
-        if self.sources.pop(source, None) is not None:
-            self._values = None
-            self.dirty = True
+    def remove(self, source: int) -> bool:
+        if self.sources.pop(source, None) is None:
+            return False
+        self._values = None
+        return True
 
     def values(self, catalog: Catalog) -> dict[tuple, float]:
         if self._values is None:
@@ -99,44 +98,61 @@ class RollupStage:
     def __init__(
         self,
         catalog: Catalog,
-        fmt: SnapshotFormat,
         *,
         topic: str,
-        metrics_topic: str,
+        partitions: int,
         grace_seconds: float,
         consumer_factory: Callable[[], AIOKafkaConsumer],
-        send: Callable[..., Any],
         clock: Callable[[], float] = time.time,
         event_time: bool = False,
         sources: int = 0,
+        send: Callable[..., Any] | None = None,
     ) -> None:
+        """``send`` (event time only) tombstones a closed window's partials."""
         self.catalog = catalog
         self.event_time = event_time
         self.sources = sources  # event time: the keyed-events partitions, each a source
+        self.send = send
         #: event time: roll-up partition -> source -> the watermark it announced there
         self._marks: dict[int, dict[int, float]] = {}
-        #: event time: windows whose final record is out -> (roll-up partition, end)
+        #: event time: windows closed -> (roll-up partition, end)
         self._closed: dict[WindowKey, tuple[int, float]] = {}
+        self._tombstones: list[tuple[WindowKey, int, list[int]]] = []  # event time: to send
         self.late_partials = 0
-        self.fmt = fmt
         self.topic = topic
-        self.metrics_topic = metrics_topic
+        self.partitions = partitions
         self.grace = grace_seconds
         self.consumer_factory = consumer_factory
-        self.send = send
         self.clock = clock
         self.windows: dict[WindowKey, ScopeWindow] = {}
         self.partials_read = 0
+        self.seq = 0  # numbers the changes of windows, for the readers of streams.readout
+        #: times the partitions assigned last were read to the ends they had when assigned:
+        #: from then on the stage holds every window of what it owns (streams.readout.takeovers)
+        self.takeovers = 0
+        self._replaying: dict[TopicPartition, int] = {}
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
-        self._next_publish = float("-inf")
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
     # -- ownership -----------------------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
         """The keyed-events partitions this worker owns now: it owns the same roll-up ones."""
         self._wanted = set(partitions)
         self._changed.set()
+
+    def settled(self) -> bool:
+        """Whether the stage holds every window of the partitions it was given: none is being
+        read from its beginning, and no new assignment waits."""
+        return not self._replaying and self._assigned == self._wanted
+
+    def owns(self, scope_id: str) -> bool:
+        """Whether the rep, team or org with this id is in a roll-up partition of this worker."""
+        return scope_partition(scope_id, self.partitions) in self._assigned
 
     def owned(self) -> dict[str, Any]:
         return {"partitions": sorted(self._assigned), "windows": len(self.windows),
@@ -168,6 +184,9 @@ class RollupStage:
                     added = self._reassign(consumer)
                     if added:
                         await consumer.seek_to_beginning(*added)
+                        self._replaying = {tp: end for tp, end in self._replaying.items()
+                                           if tp.partition in self._assigned}
+                        self._replaying.update(await consumer.end_offsets(added))
                 if not self._assigned:
                     await self._changed.wait()
                     continue
@@ -177,8 +196,18 @@ class RollupStage:
                 for tp, records in batch.items():
                     for rec in records:
                         self._apply(tp.partition, rec.key, rec.value)
+                if self._replaying and await self._replayed(consumer):
+                    self._replaying = {}
+                    self.takeovers += 1
+                await self._send_tombstones()
         finally:
             await consumer.stop()
+
+    async def _replayed(self, consumer: AIOKafkaConsumer) -> bool:
+        for tp, end in self._replaying.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
 
     def _closing(self, partition: int) -> float:
         """Event time up to which every source's partials in ``partition`` are read."""
@@ -186,6 +215,39 @@ class RollupStage:
         if not marks or len(marks) < self.sources:
             return float("-inf")  # a source has not said how far it is
         return min(marks.values())
+
+    def close_due(self, now: float) -> None:
+        """Close the windows past their end plus twice the grace period, by the wall clock
+        (``now``) or, closing by event time, by their roll-up partition's sources' watermarks:
+        final, nothing changes them any more (``streams.readout`` hands them out once more)."""
+        event_time = self.event_time
+        closing = {p: self._closing(p) for p in self._marks} if event_time else {}
+        limit = 2 * self.grace
+        for wkey, window in self.windows.items():
+            if window.closed:
+                continue
+            clock = closing.get(window.partition, float("-inf")) if event_time else now
+            if window.end + limit <= clock:
+                window.closed = True
+                window.seq = self.next_seq()
+                if event_time:
+                    self._closed[wkey] = (window.partition, window.end)
+                    self._tombstones.append((wkey, window.partition, list(window.sources)))
+        if event_time:
+            for key in [k for k, (p, end) in self._closed.items()
+                        if end + 4 * self.grace <= closing.get(p, float("-inf"))]:
+                del self._closed[key]
+
+    async def _send_tombstones(self) -> None:
+        """Event time: tombstone the partials of closed windows (the sources do not: they
+        cannot know when every source has reached the window's end)."""
+        if not self._tombstones or self.send is None:
+            return
+        pending, self._tombstones = self._tombstones, []
+        for (scope, scope_id, kind, start), partition, sources in pending:
+            for source in sources:
+                await self.send(self.topic, key=partial_key(scope, scope_id, kind, start, source),
+                                value=None, partition=partition)
 
     def _apply(self, partition: int, key: bytes, value: bytes | None) -> None:
         if key.startswith(_MARK):
@@ -201,8 +263,10 @@ class RollupStage:
             # A window closed past its grace can no longer change: a tombstone for it is the
             # source dropping it at expiry, and its parts stay for this stage's final record.
             # (Closing by event time, sources send no expiry tombstones: each is a retraction.)
-            if window is not None and (self.event_time or self.clock() < window.end + self.grace):
-                window.remove(int(source))
+            if window is not None and not window.closed \
+                    and (self.event_time or self.clock() < window.end + self.grace) \
+                    and window.remove(int(source)):
+                window.seq = self.next_seq()
             return
         partial = DECODER.decode(value)
         wkey = (partial.scope, partial.id, partial.kind, partial.start)
@@ -221,52 +285,10 @@ class RollupStage:
         window = self.windows.get(wkey)
         if window is None:
             window = self.windows[wkey] = ScopeWindow(partition, partial.end)
-        window.put(partial)
+        if not window.closed and window.put(partial):
+            window.seq = self.next_seq()
 
-    # -- outputs -------------------------------------------------------------------------
-    async def publish(self) -> None:
-        """`sales.metrics` records of windows that changed, and final ones of expired windows.
-
-        Paced by its cost like the aggregate's publication (:data:`PUBLISH_COST_FACTOR`): in a
-        backlog every rep's windows change all the time, and a record per rep and window each
-        second would take the worker's loop from the events."""
-        now = self.clock()
-        if now < self._next_publish:
-            return
-        began = time.perf_counter()
-        fmt, catalog = self.fmt, self.catalog
-        closing = {p: self._closing(p) for p in self._marks} if self.event_time else {}
-        for wkey, window in list(self.windows.items()):
-            scope, scope_id, kind, start = wkey
-            final = window.end + 2 * self.grace <= (
-                closing.get(window.partition, float("-inf")) if self.event_time else now)
-            if not (final or window.dirty):
-                continue
-            window.dirty = False
-            if final:
-                del self.windows[wkey]
-            # a rep whose every source dropped it (tombstones) has no team label left
-            team = (window.team() or UNASSIGNED) if scope == "rep" else None
-            value = fmt.value(scope, scope_id, team, kind, start, window.end,
-                              window.values(catalog), final=final, now=now)
-            await self.send(self.metrics_topic, key=fmt.key(scope, scope_id, kind, start), value=value)
-            if final and self.event_time:
-                await self._close(wkey, window)
-        if self.event_time:
-            for key in [k for k, (p, end) in self._closed.items()
-                        if end + 4 * self.grace <= closing.get(p, float("-inf"))]:
-                del self._closed[key]
-        self._next_publish = now + PUBLISH_COST_FACTOR * (time.perf_counter() - began)
-
-    async def _close(self, wkey: WindowKey, window: ScopeWindow) -> None:
-        """Event time: remember the window as closed and tombstone its partials (the sources
-        do not: they cannot know when every source has reached the window's end)."""
-        self._closed[wkey] = (window.partition, window.end)
-        scope, scope_id, kind, start = wkey
-        for source in window.sources:
-            await self.send(self.topic, key=partial_key(scope, scope_id, kind, start, source),
-                            value=None, partition=window.partition)
-
+    # -- outputs (read through streams.readout) ---------------------------------------
     def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:
         """The KPI values of one window per scope's labels: (rep, team), (team,) or (), for
         the exposition. The dicts are the stage's own, replaced, never changed: read only."""

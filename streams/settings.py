@@ -37,7 +37,20 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        description="Redis of the serving layer (rediss:// for TLS, user:password@ for auth); "
+        "empty: no Redis sink, and the HTTP API answers 503.",
+    )
+    redis_interval_seconds: float = Field(
+        0.25, gt=0, description="At most one Redis write per key (window) per interval."
+    )
+    redis_timeout_seconds: float = Field(
+        2.0, gt=0, description="Redis connect and command timeout: how soon an outage is noticed."
+    )
+    api_max_streams: int = Field(
+        100, ge=0, description="Concurrent /api/v1/stream (SSE) clients per worker; more get 503."
+    )
     web_port: int = 6066
     web_host: str = "0.0.0.0"
     web_faust_pages: bool = Field(

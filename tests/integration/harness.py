@@ -27,6 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 TOPIC_KINDS = ("activities", "leads", "deals", "feedback", "reps")
+REDIS_PORT = int(os.environ.get("SALESPULSE_TEST_REDIS_PORT", "46379"))
+#: The session's Redis (conftest.py); every worker's keys start with its own app id.
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 
 
 def free_port() -> int:
@@ -94,6 +97,7 @@ class Worker:
             "SALESPULSE_INPUT_TOPICS": ",".join(topics[k] for k in TOPIC_KINDS),
             "SALESPULSE_DLQ_TOPIC": topics["dlq"],
             "SALESPULSE_METRICS_TOPIC": topics["metrics"],
+            "SALESPULSE_REDIS_URL": REDIS_URL,
             "SALESPULSE_SESSION_TIMEOUT_SECONDS": "6",
             "SALESPULSE_STATE_FLUSH_SECONDS": "0.2",
             **env,

@@ -4,7 +4,8 @@ Three workers of one app id share a live stream with producer duplicates while t
 changes under it: two join mid-stream, one is SIGKILLed and restarted, two leave with SIGTERM.
 After each step, across both workers' /metrics, every rep, team and organisation series of the
 day window is exported by exactly one worker and equals one pass over the distinct events —
-ratios included, which no sum over workers could give. Then the sales.metrics topic, read with
+ratios included, which no sum over workers could give; Redis, written by each worker for the
+scopes it owns, holds the same values. Then the sales.metrics topic, read with
 an independent client (Debian's kcat), holds only records valid against the published JSON
 Schema, its latest record per key carries the same values, and the windows of a live minute end
 with a final record holding every call of that minute.
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+from redis import Redis
 
 from tests.integration.harness import (
+    REDIS_URL,
     REPO,
     Samples,
     Worker,
@@ -37,6 +40,7 @@ from tests.integration.harness import (
     value,
 )
 from tests.integration.oracle import TEAMS, Oracle, activity_stream, assert_matches, recent_today
+from tests.integration.serving import kpi_series, redis_samples
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +103,7 @@ def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: 
         assert done.is_set()
         group = [a, b, c]
         assert check_group(group, oracle) > 100
+        _check_redis(group, app_id, oracle)
         _check_responses(group, responses)  # quantiles from sketches merged across workers
         owned = [w.health()["assigned"] for w in group]
         assert sorted(p for ps in owned for p in ps) == [0, 1, 2, 3], owned
@@ -111,11 +116,25 @@ def test_a_group_exports_every_series_once_and_exactly(bootstrap: str, log_dir: 
             assert w.proc is not None and w.proc.returncode == 0
         a.wait_ready(60)
         assert check_group([a], oracle) > 100
+        _check_redis([a], app_id, oracle)
 
         _check_metrics_topic(topics["metrics"], bootstrap, oracle, finals)
     finally:
         for w in (c, b, a):
             w.stop()
+
+
+def _check_redis(workers: list[Worker], app_id: str, oracle: Oracle) -> None:
+    """Redis, written by each worker for what it owns, holds what the group shows on /metrics
+    (steady windows), and that is one pass over the events."""
+    client = Redis.from_url(REDIS_URL)
+
+    def same() -> None:
+        held = redis_samples(client, app_id)
+        assert held == kpi_series(merged(workers))
+        assert_matches(held, oracle)
+
+    eventually(same, 60, every=0.5)
 
 
 def _leads(rng: random.Random, topics: dict[str, str], stream: list, oracle: Oracle,

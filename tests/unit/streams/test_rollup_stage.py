@@ -15,7 +15,9 @@ from metrics.snapshots import SnapshotFormat
 from metrics.state import PartitionState
 from metrics.windows import KIND_INDEX, Calendar
 from streams.publisher import Publisher
+from streams.readout import Readout
 from streams.rollup import RollupStage
+from streams.sinks.metrics_topic import MetricsTopicSink
 
 CAT = Catalog()
 CAL = Calendar("UTC")
@@ -32,6 +34,12 @@ class Clock:
         return self.t
 
 
+def metrics_sink(stage: RollupStage, fmt: SnapshotFormat, send, clock: Clock) -> MetricsTopicSink:
+    readout = Readout(stage, grace_seconds=GRACE, clock=clock)
+    return MetricsTopicSink(readout.reader("sales.metrics"), fmt, topic="m", send=send,
+                            interval=0.0, clock=clock)
+
+
 def state_with(calls: list[tuple[str, str, str]], offset_base: int = 0) -> PartitionState:
     state = PartitionState(CAT, CAL, grace_seconds=GRACE)
     events = [
@@ -45,10 +53,9 @@ def state_with(calls: list[tuple[str, str, str]], offset_base: int = 0) -> Parti
 
 def test_team_and_org_values_from_partials_of_two_partitions_equal_one_rollup() -> None:
     clock = Clock(T0 + 100)
-    fmt = SnapshotFormat(CAT, CAL)
     pub = Publisher(partitions=4, rollup_topic="r", interval=1.0, clock=clock)
-    stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
-                        consumer_factory=None, send=None, clock=clock)  # type: ignore[arg-type]
+    stage = RollupStage(CAT, topic="r", partitions=4, grace_seconds=GRACE,
+                        consumer_factory=None, clock=clock)  # type: ignore[arg-type]
     s1 = state_with([("ann", "east", "connected"), ("ann", "east", "no_answer"), ("cid", "west", "connected")])
     s2 = state_with([("bob", "east", "no_answer")] * 3 + [("bob", "east", "connected")], 100)
     records = pub.capture(0, s1) + pub.capture(1, s2)
@@ -77,10 +84,9 @@ def test_a_reps_lead_responses_from_the_partitions_of_its_leads_merge_with_its_s
     """A rep's sums live in its own partition, its lead response times in the partitions of its
     leads: the rep's p50 and mean come only from the merge, exported by one worker."""
     clock = Clock(T0 + 100)
-    fmt = SnapshotFormat(CAT, CAL)
     pub = Publisher(partitions=4, rollup_topic="r", interval=1.0, clock=clock)
-    stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
-                        consumer_factory=None, send=None, clock=clock)  # type: ignore[arg-type]
+    stage = RollupStage(CAT, topic="r", partitions=4, grace_seconds=GRACE,
+                        consumer_factory=None, clock=clock)  # type: ignore[arg-type]
     home = state_with([("ann", "east", "connected")])
     leads = []
     for seconds in ((30.0, 50.0), (40.0,)):
@@ -108,8 +114,9 @@ def test_a_stale_partial_never_replaces_a_newer_one_and_windows_end_final() -> N
     async def send(topic: str, *, key: bytes, value: bytes) -> None:
         sent.append((key, value))
 
-    stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
-                        consumer_factory=None, send=send, clock=clock)  # type: ignore[arg-type]
+    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
+                        consumer_factory=None, clock=clock)  # type: ignore[arg-type]
+    sink = metrics_sink(stage, fmt, send, clock)
     old = state_with([("ann", "east", "connected")])
     new = state_with([("ann", "east", "connected")] * 2)
     new.applied = 5
@@ -124,11 +131,11 @@ def test_a_stale_partial_never_replaces_a_newer_one_and_windows_end_final() -> N
 
     import asyncio
 
-    asyncio.run(stage.publish())
+    asyncio.run(sink.publish())
     assert any(json.loads(v)["final"] is False for _, v in sent)
     sent.clear()
     clock.t = CAL.bounds("quarter", T0)[1] + 2 * GRACE  # every window of T0 has expired
-    asyncio.run(stage.publish())
+    asyncio.run(sink.publish())
     finals = [json.loads(v) for _, v in sent]
     assert finals and all(r["final"] for r in finals)
     assert {r["window"] for r in finals} == {"minute", "hour", "day", "week", "month", "quarter"}
@@ -144,8 +151,9 @@ def test_the_expiry_tombstones_of_the_sources_do_not_empty_the_final_record() ->
     async def send(topic: str, *, key: bytes, value: bytes) -> None:
         sent.append(value)
 
-    stage = RollupStage(CAT, fmt, topic="r", metrics_topic="m", grace_seconds=GRACE,
-                        consumer_factory=None, send=send, clock=clock)  # type: ignore[arg-type]
+    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
+                        consumer_factory=None, clock=clock)  # type: ignore[arg-type]
+    sink = metrics_sink(stage, fmt, send, clock)
     state = state_with([("ann", "east", "connected")] * 3)
     for topic, key, value, p in pub.capture(0, state):
         if topic == "r":
@@ -160,6 +168,6 @@ def test_the_expiry_tombstones_of_the_sources_do_not_empty_the_final_record() ->
 
     import asyncio
 
-    asyncio.run(stage.publish())
+    asyncio.run(sink.publish())
     finals = [json.loads(v) for v in sent if json.loads(v)["window"] == "minute"]
     assert finals and all(r["final"] and r["kpis"]["calls_made"] == 3.0 for r in finals), finals

@@ -1,0 +1,118 @@
+"""The output seam: the per-window values of the scopes this worker owns, read by every sink.
+
+The roll-up stage (:mod:`streams.rollup`) holds the finished rep, team and organisation values
+of every live window of the roll-up partitions this worker owns, and numbers each change of a
+window (its ``seq``). A sink reads through its own :class:`Reader`, at its own pace:
+:meth:`Reader.changed` gives one :class:`WindowUpdate` per window that changed since that
+reader's last read (however often it changed: reads coalesce), and once more, ``final``, a
+window that closed (its end plus twice the grace period: no partial can change it any more).
+A closed window is dropped when every reader has read it. :meth:`Reader.live` gives every live
+window, for a sink that has to write everything again (Redis back after an outage).
+
+Pull-based sinks (the Prometheus text) read :meth:`Readout.values` at scrape time instead.
+Adding a sink is one module under :mod:`streams.sinks` and one line in ``streams.app``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from metrics.leads import UNASSIGNED
+from metrics.windows import WINDOW_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdate:
+    """One scope's values in one window, as a sink writes them."""
+
+    scope: str  # rep, team or org
+    id: str
+    team: str | None  # a rep's team label; None for teams and the org
+    kind: int  # index into metrics.windows.WINDOW_KINDS
+    start: float
+    end: float
+    values: dict[tuple, float]  # {(kpi, *dims): value}; the stage's own dict: read only
+    final: bool
+
+    @property
+    def window(self) -> str:
+        return WINDOW_KINDS[self.kind]
+
+
+class Reader:
+    """One sink's position in the readout: the last change it has read."""
+
+    def __init__(self, readout: Readout, name: str) -> None:
+        self.readout = readout
+        self.name = name
+        self.seen = 0
+
+    def changed(self) -> list[WindowUpdate]:
+        """The windows changed (or closed) since this reader's last read."""
+        return self.readout._read(self, everything=False)
+
+    def live(self) -> list[WindowUpdate]:
+        """Every window not closed yet, and the closed ones not read yet (final)."""
+        return self.readout._read(self, everything=True)
+
+
+class Readout:
+    def __init__(self, stage: Any, *, grace_seconds: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.stage = stage  # streams.rollup.RollupStage
+        self.grace = grace_seconds
+        self.clock = clock
+        self.readers: list[Reader] = []
+
+    def reader(self, name: str) -> Reader:
+        reader = Reader(self, name)
+        self.readers.append(reader)
+        return reader
+
+    def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:
+        """Per scope's labels ((rep, team), (team,) or ()), the values of one window."""
+        return self.stage.values(scope, kind, start)
+
+    def takeovers(self) -> int:
+        """Grows each time the stage has read the partitions it was last given: a sink that
+        must drop what this worker no longer holds (Redis) compares its state then."""
+        return self.stage.takeovers
+
+    def settled(self) -> bool:
+        """Whether the stage holds every window of what it owns (not reading partitions it was
+        just given): only then may a sink delete what the stage lacks."""
+        return self.stage.settled()
+
+    def owns(self, scope_id: str) -> bool:
+        """Whether the scope (rep, team or org) with this id is this worker's to write."""
+        return self.stage.owns(scope_id)
+
+    def _close(self, now: float) -> None:
+        self.stage.close_due(now)  # by the wall clock, or by event time (streams.rollup)
+
+    def _read(self, reader: Reader, *, everything: bool) -> list[WindowUpdate]:
+        stage = self.stage
+        self._close(self.clock())
+        upto = stage.seq
+        catalog = stage.catalog
+        out = []
+        for (scope, scope_id, kind, start), w in stage.windows.items():
+            if w.seq > reader.seen or (everything and not w.closed):
+                # a rep whose every source dropped it (tombstones) has no team label left
+                team = (w.team() or UNASSIGNED) if scope == "rep" else None
+                out.append(WindowUpdate(scope, scope_id, team, kind, start, w.end,
+                                        w.values(catalog), w.closed))
+        reader.seen = upto
+        self._drop_read()
+        return out
+
+    def _drop_read(self) -> None:
+        """Forget the closed windows every reader has read (final)."""
+        stage = self.stage
+        upto = min((r.seen for r in self.readers), default=stage.seq)
+        gone = [k for k, w in stage.windows.items() if w.closed and w.seq <= upto]
+        for key in gone:
+            del stage.windows[key]

@@ -1,0 +1,53 @@
+"""The `sales.metrics` topic (SPEC section 3, contract): a record per changed window, coalesced.
+
+Every ``SALESPULSE_METRICS_INTERVAL_SECONDS`` (stretched in a backlog, below) one record per
+window that changed since the last round (:mod:`streams.readout`), and once more, ``final``,
+when the window closes. Records are :class:`metrics.snapshots.SnapshotFormat` JSON, keyed
+``<scope>/<id>/<window>/<window start>`` (the topic is compacted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from metrics.snapshots import SnapshotFormat
+from streams.publisher import PUBLISH_COST_FACTOR
+from streams.readout import Reader
+
+
+class MetricsTopicSink:
+    def __init__(self, reader: Reader, fmt: SnapshotFormat, *, topic: str,
+                 send: Callable[..., Any], interval: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.reader = reader
+        self.fmt = fmt
+        self.topic = topic
+        self.send = send
+        self.interval = interval
+        self.clock = clock
+        self._next_publish = float("-inf")
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.publish()
+
+    async def publish(self) -> None:
+        """Records of the windows that changed, and final ones of closed windows.
+
+        Paced by its cost like the aggregate's publication (:data:`PUBLISH_COST_FACTOR`): in a
+        backlog every rep's windows change all the time, and a record per rep and window each
+        second would take the worker's loop from the events."""
+        now = self.clock()
+        if now < self._next_publish:
+            return
+        began = time.perf_counter()
+        fmt = self.fmt
+        for u in self.reader.changed():
+            value = fmt.value(u.scope, u.id, u.team, u.kind, u.start, u.end, u.values,
+                              final=u.final, now=now)
+            await self.send(self.topic, key=fmt.key(u.scope, u.id, u.kind, u.start), value=value)
+        self._next_publish = now + PUBLISH_COST_FACTOR * (time.perf_counter() - began)

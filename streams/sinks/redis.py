@@ -1,0 +1,364 @@
+"""Redis: the latest values per (scope, id, window), leaderboards, overdue leads, update channel.
+
+The key layout is :mod:`streams.redis_layout` (and the README). Every
+``SALESPULSE_REDIS_INTERVAL_SECONDS`` (stretched to :data:`PUBLISH_COST_FACTOR` times the last
+round's cost in a backlog) one pipeline writes what changed since the last round
+(:mod:`streams.readout`): per changed window one script call (:data:`WRITE_WINDOW`) sets its
+hash, its leaderboard entries whose value or team changed, their expiry, and sends one message
+on its update channel; every second, the overdue leads of the
+aggregate partitions this worker owns. Writes are idempotent (whole values, never increments),
+and every key expires when its window closes.
+
+Redis never holds up the events: the sink runs in a task of its own, with short socket
+timeouts. When Redis is away (refused, timed out, restarted, out of memory) the sink logs it
+once, shows it on ``salespulse_redis_up`` and /healthz, keeps reading the readout (so nothing
+piles up) and tries again every second; once Redis answers it writes every live window again
+and deletes the keys of the scopes it owns that hold no live window: afterwards Redis holds what
+/metrics shows. It does the same once the roll-up stage has read the partitions it was given
+(at start and after a rebalance), so that nothing stale of what it owns is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from metrics.catalog import Catalog
+from metrics.leads import UNASSIGNED
+from metrics.snapshots import SnapshotFormat, rfc3339
+from streams.publisher import PUBLISH_COST_FACTOR
+from streams.readout import Reader, Readout, WindowUpdate
+from streams.redis_layout import Layout, ranked_kpis
+
+log = logging.getLogger(__name__)
+
+_JSON = msgspec.json.Encoder()
+#: Overdue leads: written at most this often, re-written at least this often, and kept this
+#: long after the last write (a worker that dies leaves its partitions' lists only that long).
+OVERDUE_EVERY, OVERDUE_REFRESH, OVERDUE_TTL = 1.0, 10.0, 60
+RETRY_EVERY = 1.0
+PIPELINE_CHUNK = 5000
+
+#: {partition: {lead id: JSON of the lead}}: the overdue leads of the partitions this worker owns
+OverdueLeads = Callable[[], Mapping[int, Mapping[str, bytes]]]
+
+#: One window's write as one command: redis-py spends 10-20 us of the loop per command and
+#: ~2 us per argument (packing, reading the reply), and a window is a dozen commands or more
+#: (its hash, its expiry, its message, a rep's leaderboard entries): a full round of 1,000
+#: reps took ~4 s. As a script it is one command with a few arguments. KEYS: the hash.
+#: ARGV: expiry (Unix seconds), channel, message, rep id, the leaderboard changes as JSON
+#: ``[key, score or false (remove), ...]``, then the hash's fields and values (none: the scope
+#: has no values left in the window, e.g. its events moved to the rep's roster team: delete it).
+WRITE_WINDOW = """
+local at = ARGV[1]
+if #ARGV >= 6 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+  redis.call('EXPIREAT', KEYS[1], at)
+else
+  redis.call('DEL', KEYS[1])
+end
+local boards = cjson.decode(ARGV[5])
+for j = 1, #boards, 2 do
+  if boards[j + 1] == false then
+    redis.call('ZREM', boards[j], ARGV[4])
+  else
+    redis.call('ZADD', boards[j], boards[j + 1], ARGV[4])
+    redis.call('EXPIREAT', boards[j], at)
+  end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 0
+"""
+
+
+def client(url: str, timeout: float, **kwargs: Any) -> Redis:
+    """A client for ``url`` (``redis://`` or ``rediss://``, ``user:password@`` as usual) that
+    fails fast: one retry, ``timeout`` seconds to connect and per command."""
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                          retry=Retry(NoBackoff(), 1), **kwargs)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class RedisSink:
+    def __init__(self, reader: Reader, readout: Readout, redis: Redis, layout: Layout,
+                 fmt: SnapshotFormat, catalog: Catalog, *, interval: float, grace_seconds: float,
+                 overdue: OverdueLeads, where: str = "",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.reader = reader
+        self.readout = readout
+        self.redis = redis
+        self.layout = layout
+        self.fmt = fmt
+        self.interval = interval
+        self.grace = grace_seconds
+        self.overdue = overdue
+        self.where = where  # for logs, without credentials
+        self.clock = clock
+        #: window -> the rep KPIs (no dimensions) ranked in leaderboards of that window
+        self.ranked = ranked_kpis(catalog)
+        self.up = False
+        self.down_since: float | None = clock()
+        self.last_error: str | None = None
+        self.errors = 0
+        self.resyncs = 0
+        self.windows_written = 0
+        self.stale_deleted = 0
+        #: (rep, kind, start) -> (team, values, window end) as last written to the leaderboards
+        self._ranked: dict[tuple[str, int, float], tuple[str, dict[tuple, float], float]] = {}
+        self._pruned_at = clock()
+        self._overdue_sent: dict[int, tuple[int, float]] = {}  # partition -> (digest, at)
+        self._script_sha: str | None = None
+        self._takeovers = 0
+        self._spent = 0.0
+        self._next_at = float("-inf")
+        self._overdue_at = float("-inf")
+        self._retry_at = float("-inf")
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.interval)
+                await self.tick()
+        finally:
+            await self.redis.aclose()
+
+    async def tick(self) -> None:
+        now = self.clock()
+        if now < self._next_at:
+            return
+        self._spent = 0.0
+        updates = self.reader.changed()  # read even while Redis is away: closed windows go
+        try:
+            if self.up and self.readout.takeovers() != self._takeovers:
+                await self.resync(now)  # started, or took over partitions: clean what is ours
+            elif self.up:
+                await self._write(updates, now)
+                if now >= self._overdue_at:
+                    self._overdue_at = now + OVERDUE_EVERY
+                    await self._write_overdue(now)
+            elif now >= self._retry_at:
+                self._retry_at = now + RETRY_EVERY
+                await self.redis.ping()
+                await self.resync(now)
+        except (RedisError, OSError) as exc:
+            self._failed(exc, now)
+        # Paced by what the round took of the loop: building the commands, and about as much
+        # again for redis-py to pack them and read the replies (not the wait for Redis).
+        self._next_at = now + PUBLISH_COST_FACTOR * 2 * self._spent
+
+    def _failed(self, exc: BaseException, now: float) -> None:
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.up:  # the first failure of an outage is logged, not every retry
+            self.up = False
+            self.down_since = now
+            log.warning("Redis %s unavailable (%s): KPIs keep going to /metrics and sales.metrics; "
+                        "Redis is written again, in full, once it answers", self.where, self.last_error)
+        elif self.resyncs == 0 and self.errors == 1:
+            log.warning("Redis %s not reachable yet (%s): trying every %.0f s",
+                        self.where, self.last_error, RETRY_EVERY)
+
+    # -- writing --------------------------------------------------------------------------
+    async def resync(self, now: float) -> None:
+        """Write every live window, delete what this worker owns that is stale, then follow
+        the changes again."""
+        takeovers = self.readout.takeovers()
+        live = [u for u in self.reader.live() if not u.final]
+        self._script_sha = await self.redis.script_load(WRITE_WINDOW)  # a restart forgets it
+        self._ranked.clear()
+        self._overdue_sent.clear()
+        await self._write(live, now)
+        # While the roll-up stage still reads partitions it was given, what it lacks may only
+        # be unread yet: the takeover's own full write deletes once it has read them.
+        deleted = await self._delete_stale(live) if self.readout.settled() else 0
+        await self._write_overdue(now)
+        self._overdue_at = now + OVERDUE_EVERY
+        outage = now - self.down_since if self.down_since is not None else 0.0
+        self.resyncs += 1
+        self.stale_deleted += deleted
+        self.up, self.down_since, self.last_error = True, None, None
+        self._takeovers = takeovers
+        log.info("Redis %s written in full%s: %d windows, %d stale keys or entries deleted",
+                 self.where, f" after {outage:.1f} s unavailable" if self.resyncs > 1 else " at start",
+                 len(live), deleted)
+
+    async def _write(self, updates: list[WindowUpdate], now: float) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        began = time.perf_counter()
+        for u in updates:
+            if u.final:  # its keys expire now by themselves
+                self._ranked.pop((u.id, u.kind, u.start), None)
+                continue
+            self._put(pipe, u, now)
+            if len(pipe) >= PIPELINE_CHUNK:
+                self._spent += time.perf_counter() - began
+                await pipe.execute()
+                pipe = self.redis.pipeline(transaction=False)
+                began = time.perf_counter()
+        self._spent += time.perf_counter() - began
+        if now > self._pruned_at + 60:  # windows given away at a rebalance never come final
+            self._pruned_at = now
+            closed = now - 2 * self.grace
+            for wkey in [k for k, v in self._ranked.items() if v[2] <= closed]:
+                del self._ranked[wkey]
+        if len(pipe):
+            await pipe.execute()
+        self.windows_written += sum(1 for u in updates if not u.final)
+
+    def _put(self, pipe: Any, u: WindowUpdate, now: float) -> None:
+        layout, fmt = self.layout, self.fmt
+        window = u.window
+        expires = math.ceil(u.end + 2 * self.grace)
+        record: dict[str, Any] = {"scope": u.scope, "id": u.id}
+        if u.scope == "rep":
+            record["team"] = u.team or UNASSIGNED
+        record.update({
+            "window": window, "window_start": rfc3339(u.start, fmt.tz),
+            "window_end": rfc3339(u.end, fmt.tz), "updated_at": rfc3339(now),
+            "kpis": fmt.kpis(u.kind, u.values),
+        })
+        boards: list[Any] = []
+        if u.scope == "rep":
+            self._rank(u, boards)
+        args: list[Any] = [expires, layout.channel(u.scope, window, u.id), _JSON.encode(record),
+                           u.id, _JSON.encode(boards)]
+        if record["kpis"]:
+            for name, v in record.items():
+                args += (name, v if name != "kpis" else _JSON.encode(v))
+        pipe.evalsha(self._script_sha, 1, layout.kpis(window, u.start, u.scope, u.id), *args)
+
+    def _rank(self, u: WindowUpdate, boards: list[Any]) -> None:
+        """The rep's entries in the leaderboards of its window: those whose value or team
+        changed since they were last written; a team change moves the rep between boards."""
+        layout, window = self.layout, u.window
+        team = u.team or UNASSIGNED
+        wkey = (u.id, u.kind, u.start)
+        before_team, before, _ = self._ranked.get(wkey, (team, {}, u.end))
+        moved = before_team != team
+        for kpi in self.ranked[window]:
+            value = u.values.get((kpi,))
+            if value is not None and not math.isfinite(value):
+                value = None
+            old = before.get((kpi,))
+            if value is None:
+                if old is not None:
+                    boards += (layout.board(window, u.start, kpi), False,
+                               layout.board(window, u.start, kpi, before_team), False)
+                continue
+            if moved and old is not None:
+                boards += (layout.board(window, u.start, kpi, before_team), False)
+            if value == old and not moved:
+                continue
+            boards += (layout.board(window, u.start, kpi), value,
+                       layout.board(window, u.start, kpi, team), value)
+        self._ranked[wkey] = (team, u.values, u.end)
+
+    async def _delete_stale(self, live: list[WindowUpdate]) -> int:
+        """Delete the keys and leaderboard entries of scopes this worker owns that no live
+        window holds (written before a restart or before Redis came back with old data)."""
+        layout, owns = self.layout, self.readout.owns
+        held = {(u.window, int(u.start), u.scope, u.id) for u in live}
+        stale = []
+        async for raw in self.redis.scan_iter(match=layout.kpis_pattern(), count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else raw
+            k = layout.parse_kpis(key)
+            if k is not None and tuple(k) not in held and owns(k.id):
+                stale.append(key)
+        deleted = len(stale)
+        for i in range(0, len(stale), PIPELINE_CHUNK):
+            await self.redis.delete(*stale[i:i + PIPELINE_CHUNK])
+        ranked = {(u.window, int(u.start), u.id): (u.team or UNASSIGNED, u.values)
+                  for u in live if u.scope == "rep"}
+        boards = []
+        for pattern in layout.board_patterns():
+            async for raw in self.redis.scan_iter(match=pattern, count=1000):
+                key = raw.decode() if isinstance(raw, bytes) else raw
+                parsed = layout.parse_board(key)
+                if parsed is not None:
+                    boards.append((key, parsed))
+        for i in range(0, len(boards), 500):
+            chunk = boards[i:i + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for key, _ in chunk:
+                pipe.zrange(key, 0, -1)
+            members = await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for (key, (window, start, kpi, team)), reps in zip(chunk, members, strict=True):
+                for raw in reps:
+                    rep = raw.decode() if isinstance(raw, bytes) else raw
+                    if not owns(rep):
+                        continue
+                    mine = ranked.get((window, start, rep))
+                    if mine is None or mine[1].get((kpi,)) is None or (team is not None and team != mine[0]):
+                        pipe.zrem(key, rep)
+                        deleted += 1
+            if len(pipe):
+                await pipe.execute()
+        return deleted
+
+    async def _write_overdue(self, now: float) -> None:
+        """Each owned aggregate partition's overdue leads, replaced whole (MULTI), when they
+        changed or every :data:`OVERDUE_REFRESH` seconds."""
+        pipe = self.redis.pipeline(transaction=True)
+        sent = []
+        for partition, leads in self.overdue().items():
+            digest = hash(frozenset(leads.items()))
+            last = self._overdue_sent.get(partition)
+            if last is not None and last[0] == digest and now < last[1] + OVERDUE_REFRESH:
+                continue
+            key = self.layout.overdue(partition)
+            pipe.delete(key)
+            if leads:
+                pipe.hset(key, mapping=dict(leads))
+                pipe.expire(key, OVERDUE_TTL)
+            sent.append((partition, digest))
+        if sent:
+            await pipe.execute()
+        for partition, digest in sent:
+            self._overdue_sent[partition] = (digest, now)
+
+    # -- health ---------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return {"up": self.up, "down_since": rfc3339(self.down_since) if self.down_since else None,
+                "last_error": self.last_error, "resyncs": self.resyncs}
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("salespulse_redis_up",
+                                "1 while the Redis sink writes, 0 while Redis is unavailable.",
+                                value=1.0 if self.up else 0.0)
+        yield CounterMetricFamily("salespulse_redis_errors",
+                                  "Failed Redis writes and connection attempts.", value=self.errors)
+        yield CounterMetricFamily("salespulse_redis_resyncs",
+                                  "Times Redis was written in full (at start and after an outage).",
+                                  value=self.resyncs)
+        yield CounterMetricFamily("salespulse_redis_windows_written",
+                                  "Window values written to Redis.", value=self.windows_written)
+        yield CounterMetricFamily("salespulse_redis_stale_deleted",
+                                  "Stale keys and leaderboard entries deleted at full writes.",
+                                  value=self.stale_deleted)
+
+
+def lead_json(lead_id: str, rep: str | None, team: str, created: float | None) -> bytes:
+    return _JSON.encode({"lead_id": lead_id, "rep_id": rep, "team_id": team, "created": created,
+                         "created_time": rfc3339(created) if created is not None else None})
