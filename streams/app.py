@@ -216,6 +216,7 @@ class Service:
                 reps=s.max_reps, teams=s.max_teams, dimension_values=s.max_dimension_values,
                 per_label=self.catalog.dimension_caps,
             ),
+            part_bytes=s.state_part_bytes,
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,

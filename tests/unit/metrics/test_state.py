@@ -30,6 +30,7 @@ from metrics.events import (
     RepUpdated,
     ToolUsed,
 )
+from metrics.parts import PartSplitter
 from metrics.state import META_KEY, UNASSIGNED, PartitionState
 from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 
@@ -738,20 +739,27 @@ def _write(changelog: dict[str, bytes], parts: list[tuple[str, bytes | None]]) -
             changelog[key] = value
 
 
+PART_BOUND = 256  # bytes: most parts are written in chunks (metrics.parts)
+
+
 def _run_with_crashes(bundles: list[Bundle], rng: random.Random, **extra) -> tuple[PartitionState, int]:
+    """Apply with random crashes; snapshots are written as bounded records (metrics.parts), as
+    the worker writes them, and cut short at any record."""
     kw = {"grace_seconds": GRACE, "dedup_horizon_seconds": HORIZON, **extra}
     changelog: dict[str, bytes] = {}
     state = PartitionState(CAT, CAL, **kw)
+    splitter = PartSplitter(PART_BOUND)
     crashes = 0
     budget = rng.randint(1, 5)
     i = 0
 
-    def crash() -> tuple[PartitionState, int]:
+    def crash() -> tuple[PartitionState, PartSplitter, int]:
         items = list(changelog.items())
         rng.shuffle(items)
-        restored = PartitionState.restore(items, CAT, CAL, **kw)
+        splitter, parts = PartSplitter.assemble(items, PART_BOUND)
+        restored = PartitionState.restore(parts, CAT, CAL, **kw)
         # the consumer resumes at or before the last complete snapshot
-        return restored, rng.randint(0, restored.meta_stamp + 1)
+        return restored, splitter, rng.randint(0, restored.meta_stamp + 1)
 
     while i < len(bundles):
         state.apply(bundles[i], i)
@@ -759,15 +767,15 @@ def _run_with_crashes(bundles: list[Bundle], rng: random.Random, **extra) -> tup
         if rng.random() < 0.3:
             if rng.random() < 0.7:
                 state.expire()
-            parts = state.snapshot()
+            records = splitter.split(state.snapshot())
             if crashes < budget and rng.random() < 0.3:
-                _write(changelog, parts[: rng.randint(0, len(parts))])  # cut short (or not)
-                state, i = crash()
+                _write(changelog, records[: rng.randint(0, len(records))])  # cut short (or not)
+                state, splitter, i = crash()
                 crashes += 1
             else:
-                _write(changelog, parts)
+                _write(changelog, records)
         elif crashes < budget and rng.random() < 0.04:
-            state, i = crash()  # between snapshots: the in-memory progress is lost
+            state, splitter, i = crash()  # between snapshots: the in-memory progress is lost
             crashes += 1
     return state, crashes
 
