@@ -45,11 +45,15 @@ def minute_bytes(minute: int) -> bytes:
 class RememberedIds:
     """A packed set of identities, each with the event-time minute of its first sighting."""
 
-    __slots__ = ("buckets", "count")
+    __slots__ = ("buckets",)
 
     def __init__(self) -> None:
         self.buckets: dict[bytes, bytearray] = {}
-        self.count = 0  # records held, live or not yet reclaimed
+
+    @property
+    def count(self) -> int:
+        """Records held, live or not yet reclaimed."""
+        return sum(len(buf) for buf in self.buckets.values()) // RECORD
 
     def _find(self, ident: bytes, live_from: float) -> tuple[bool, int]:
         """(live record found, position of an expired record of ``ident`` or -1)."""
@@ -84,7 +88,6 @@ class RememberedIds:
         buf = self.buckets.get(key)
         if buf is None:
             self.buckets[key] = bytearray(ident[_HASH] + minute_bytes(minute))
-            self.count += 1
             return True
         if buf.find(ident[_HASH]) >= 0:
             live, expired = self._find(ident, live_from)
@@ -95,7 +98,6 @@ class RememberedIds:
                 return True
         buf += ident[_HASH]
         buf += minute_bytes(minute)
-        self.count += 1
         return True
 
     def purge(self, live_from: float) -> int:
@@ -115,7 +117,6 @@ class RememberedIds:
                     empty.append(key)
         for key in empty:
             del self.buckets[key]
-        self.count -= dropped
         return dropped
 
     def live(self, live_from: float) -> Iterator[tuple[bytes, int]]:
@@ -134,7 +135,6 @@ class RememberedIds:
             buf = self.buckets[key] = bytearray()
         buf += ident[_HASH]
         buf += minute_bytes(minute)
-        self.count += 1
 
 
 SEAL_IDS = 16384  # ids per durable chunk (24 bytes each in the changelog: 384 KiB)
@@ -153,12 +153,13 @@ _DEC = msgspec.msgpack.Decoder(_IdsRecord)
 
 
 class _Chunk:
-    __slots__ = ("index", "idents", "seqs")
+    __slots__ = ("index", "idents", "seqs", "written")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.idents = bytearray()
         self.seqs = array("q")
+        self.written = 0  # ids in the changelog's copy of this chunk
 
 
 class DedupLedger:
@@ -179,57 +180,81 @@ class DedupLedger:
     def __init__(self, horizon: float) -> None:
         self.horizon = horizon
         self.ids = RememberedIds()
+        self._buckets = self.ids.buckets
         self.recent: dict[bytes, int] = {}  # ident -> sequence, ids beyond the durable meta
         self.open: dict[int, _Chunk] = {}  # minute -> its open chunk
         self.chunks: dict[int, int] = {}  # minute -> chunks it has (written, or the open one)
-        self.dirty: set[int] = set()  # minutes whose open chunk got ids since the last snapshot
         self.next_expiry = float("inf")
         self._purged_at = float("-inf")
         self._loaded: list[tuple[int, int, bytes, bytes]] = []
+        self._minute_bytes: dict[int, bytes] = {}
 
     def live_from(self, watermark: float) -> float:
         """The first event-time minute whose ids are still remembered."""
         return (watermark - self.horizon) // 60.0 if watermark != float("-inf") else watermark
 
-    def first(self, ident: bytes, t: float, seq: int, watermark: float) -> bool:
-        """Record a sighting; False when it is a duplicate of an earlier record."""
-        recent = self.recent
-        if recent:
-            first = recent.get(ident)
+    @property
+    def dirty(self) -> bool:
+        return any(len(c.seqs) != c.written for c in self.open.values())
+
+    def first(self, source: str, event_id: str, salt: int, t: float, seq: int, watermark: float) -> bool:
+        """Record a sighting of the event ``source`` + ``event_id`` (``salt``: its lane, see
+        :func:`identity`); False when it is a duplicate of an earlier record. The hot path: one
+        hash, one bucket search, and three appends for a new id."""
+        ident = xxh3_128_digest(f"{source}\x00{event_id}".encode(), seed=salt)
+        if self.recent:
+            first = self.recent.get(ident)
             if first is not None:
                 return first >= seq  # its own record replayed (already durable), or a duplicate
         minute = int(t // 60.0)
-        if not self.ids.add(ident, minute, self.live_from(watermark)):
+        mbytes = self._minute_bytes.get(minute)
+        if mbytes is None:
+            mbytes = self._minute_bytes[minute] = minute_bytes(minute)
+        buckets = self._buckets
+        key = ident[:2]
+        stored = ident[2:14]
+        buf = buckets.get(key)
+        if buf is None:
+            buckets[key] = bytearray(stored + mbytes)
+        elif buf.find(stored) < 0:
+            buf += stored
+            buf += mbytes
+        elif not self.ids.add(ident, minute, self.live_from(watermark)):
             return False
         chunk = self.open.get(minute)
         if chunk is None:
-            n = self.chunks.get(minute, 0)
-            chunk = self.open[minute] = _Chunk(n)
-            self.chunks[minute] = n + 1
-            expiry = (minute + 1) * 60.0 + self.horizon
-            if expiry < self.next_expiry:
-                self.next_expiry = expiry
+            chunk = self._open_chunk(minute)
         chunk.idents += ident
         chunk.seqs.append(seq)
-        self.dirty.add(minute)
         return True
 
-    def known(self, ident: bytes, watermark: float) -> bool:
-        return self.ids.seen(ident, self.live_from(watermark))
+    def _open_chunk(self, minute: int) -> _Chunk:
+        n = self.chunks.get(minute, 0)
+        chunk = self.open[minute] = _Chunk(n)
+        self.chunks[minute] = n + 1
+        expiry = (minute + 1) * 60.0 + self.horizon
+        if expiry < self.next_expiry:
+            self.next_expiry = expiry
+        return chunk
+
+    def known(self, source: str, event_id: str, salt: int, watermark: float) -> bool:
+        """Whether the event was sighted within the horizon."""
+        return self.ids.seen(identity(source, event_id, salt), self.live_from(watermark))
 
     # -- durability ----------------------------------------------------------------------------
     def snapshot(self, stamp: int, next_seq: int) -> list[tuple[str, bytes]]:
         """The open chunks that got ids, as parts; seals the rest. ``next_seq``: the first
         sequence of the records after ``stamp``."""
         out = []
-        for minute in sorted(self.dirty):
+        for minute in sorted(self.open):
             chunk = self.open[minute]
-            rec = _IdsRecord(stamp, minute, bytes(chunk.idents), chunk.seqs.tobytes())
-            out.append((f"{ID_PART}{minute}/{chunk.index}", _ENC.encode(rec)))
-        for minute, chunk in list(self.open.items()):
-            if minute not in self.dirty or len(chunk.seqs) >= SEAL_IDS:
-                del self.open[minute]
-        self.dirty.clear()
+            n = len(chunk.seqs)
+            if n == chunk.written or n >= SEAL_IDS:
+                del self.open[minute]  # sealed: durable as it is
+            if n != chunk.written:
+                rec = _IdsRecord(stamp, minute, bytes(chunk.idents), chunk.seqs.tobytes())
+                out.append((f"{ID_PART}{minute}/{chunk.index}", _ENC.encode(rec)))
+                chunk.written = n
         if self.recent:
             self.recent = {i: s for i, s in self.recent.items() if s >= next_seq}
         return out
@@ -243,7 +268,7 @@ class DedupLedger:
         for minute in [m for m in self.chunks if (m + 1) * 60.0 + self.horizon <= watermark]:
             keys.extend(f"{ID_PART}{minute}/{n}" for n in range(self.chunks.pop(minute)))
             self.open.pop(minute, None)
-            self.dirty.discard(minute)
+        self._minute_bytes = {m: b for m, b in self._minute_bytes.items() if m in self.chunks}
         self.next_expiry = min(((m + 1) * 60.0 + self.horizon for m in self.chunks), default=float("inf"))
         if watermark >= self._purged_at + max(60.0, self.horizon / 16):
             self._purged_at = watermark

@@ -48,7 +48,7 @@ from typing import Any
 import msgspec
 
 from metrics.catalog import Catalog
-from metrics.dedup import ID_PART, DedupLedger, identity
+from metrics.dedup import ID_PART, DedupLedger
 from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated, UserEvent
 from metrics.extras import hooks
 from metrics.labels import OTHER, REP, TEAM, LabelCaps, same
@@ -261,6 +261,7 @@ class PartitionState:
         admit = self._admit
         special = self._hooks
         roster = self.roster
+        first = self.dedup.first  # producer duplicates (metrics.dedup)
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
@@ -269,7 +270,8 @@ class PartitionState:
             if t <= self.watermark - horizon:
                 self.late += 1
                 continue
-            if not self._first_sighting(ev, t, base_seq | index, offset, replaying):
+            if not first(ev.source, ev.id, 0, t, base_seq | index, self.watermark):
+                self.duplicates += 1
                 continue
             minute = int(t // 60.0)
             if t > self.watermark:
@@ -388,7 +390,7 @@ class PartitionState:
         """
         if t <= self.watermark - self.horizon:
             return True  # too old to tell, and would be dropped as late anyway
-        if self.dedup.known(identity(ev.source, ev.id, salt), self.watermark):
+        if self.dedup.known(ev.source, ev.id, salt, self.watermark):
             return True
         if not salt:
             self.offset_resets.append((src[0], src[1], self.sources.get(src, -1), ev.offset))
@@ -398,7 +400,7 @@ class PartitionState:
                         salt: int = 0) -> bool:
         """Record the event's identity; False when it is a duplicate of an earlier record, in
         any minute of the horizon (a re-sent event may carry a re-stamped ``time``)."""
-        if self.dedup.first(identity(ev.source, ev.id, salt), t, seq, self.watermark):
+        if self.dedup.first(ev.source, ev.id, salt, t, seq, self.watermark):
             return True
         if not salt:
             self.duplicates += 1
