@@ -30,6 +30,7 @@ import msgspec
 from xxhash import xxh3_128_digest
 
 RECORD = 16  # bytes per remembered id: 12 of hash, 4 of minute
+BUCKETS = 1 << 16  # picked by the first 16 bits of the hash
 _HASH = slice(2, 14)  # the stored hash bits (the first two pick the bucket)
 
 
@@ -48,16 +49,17 @@ class RememberedIds:
     __slots__ = ("buckets",)
 
     def __init__(self) -> None:
-        self.buckets: dict[bytes, bytearray] = {}
+        #: indexed by the first 16 bits of the hash; None until its first record
+        self.buckets: list[bytearray | None] = [None] * BUCKETS
 
     @property
     def count(self) -> int:
         """Records held, live or not yet reclaimed."""
-        return sum(len(buf) for buf in self.buckets.values()) // RECORD
+        return sum(len(buf) for buf in self.buckets if buf) // RECORD
 
     def _find(self, ident: bytes, live_from: float) -> tuple[bool, int]:
         """(live record found, position of an expired record of ``ident`` or -1)."""
-        buf = self.buckets.get(ident[:2])
+        buf = self.buckets[ident[0] << 8 | ident[1]]
         if buf is None:
             return False, -1
         needle = ident[_HASH]
@@ -73,7 +75,7 @@ class RememberedIds:
 
     def seen(self, ident: bytes, live_from: float) -> bool:
         """Whether ``ident`` was sighted in a minute from ``live_from`` on."""
-        buf = self.buckets.get(ident[:2])
+        buf = self.buckets[ident[0] << 8 | ident[1]]
         if buf is None:
             return False
         pos = buf.find(ident[_HASH])
@@ -84,8 +86,8 @@ class RememberedIds:
     def add(self, ident: bytes, minute: int, live_from: float) -> bool:
         """Remember ``ident`` as sighted in ``minute``, unless it already is (live): whether it
         is new."""
-        key = ident[:2]
-        buf = self.buckets.get(key)
+        key = ident[0] << 8 | ident[1]
+        buf = self.buckets[key]
         if buf is None:
             self.buckets[key] = bytearray(ident[_HASH] + minute_bytes(minute))
             return True
@@ -104,8 +106,9 @@ class RememberedIds:
         """Reclaim expired records at the front of every bucket; how many. One pass over the
         buckets, and a few operations per reclaimed record."""
         dropped = 0
-        empty = []
-        for key, buf in self.buckets.items():
+        for key, buf in enumerate(self.buckets):
+            if buf is None:
+                continue
             end = 0
             size = len(buf)
             while end < size and int.from_bytes(buf[end + 12 : end + 16], "big", signed=True) < live_from:
@@ -114,23 +117,21 @@ class RememberedIds:
                 del buf[:end]
                 dropped += end // RECORD
                 if not buf:
-                    empty.append(key)
-        for key in empty:
-            del self.buckets[key]
+                    self.buckets[key] = None
         return dropped
 
     def live(self, live_from: float) -> Iterator[tuple[bytes, int]]:
         """(stored identity bits, minute) of every live record: for tests and inspection."""
-        for key, buf in self.buckets.items():
-            for pos in range(0, len(buf), RECORD):
-                minute = int.from_bytes(buf[pos + 12 : pos + 16], "big", signed=True)
+        for key, buf in enumerate(self.buckets):
+            for pos in range(0, len(buf) if buf else 0, RECORD):
+                minute = int.from_bytes(buf[pos + 12 : pos + 16], "big", signed=True)  # type: ignore[index]
                 if minute >= live_from:
-                    yield key + bytes(buf[pos : pos + 12]), minute
+                    yield key.to_bytes(2, "big") + bytes(buf[pos : pos + 12]), minute  # type: ignore[index]
 
     def load(self, ident: bytes, minute: int) -> None:
         """Append a record unchecked (restore: every record as it was written)."""
-        key = ident[:2]
-        buf = self.buckets.get(key)
+        key = ident[0] << 8 | ident[1]
+        buf = self.buckets[key]
         if buf is None:
             buf = self.buckets[key] = bytearray()
         buf += ident[_HASH]
@@ -211,9 +212,9 @@ class DedupLedger:
         if mbytes is None:
             mbytes = self._minute_bytes[minute] = minute_bytes(minute)
         buckets = self._buckets
-        key = ident[:2]
+        key = ident[0] << 8 | ident[1]
         stored = ident[2:14]
-        buf = buckets.get(key)
+        buf = buckets[key]
         if buf is None:
             buckets[key] = bytearray(stored + mbytes)
         elif buf.find(stored) < 0:
