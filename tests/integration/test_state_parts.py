@@ -83,28 +83,40 @@ def _quiet(check: Any) -> Any:
     return predicate
 
 
-def _run(bootstrap: str, worker: Worker, stream: list, check: Any, what: str) -> None:
-    """Feed ``stream`` while SIGKILLing the worker once mid-stream; wait until ``check``
-    passes on /metrics; SIGKILL and restart once more and check again."""
-    sent: list[int] = []
-    feeder = threading.Thread(
-        target=lambda: sent.append(asyncio.run(produce(bootstrap, stream, pause_every=2000, pause=0.3))),
-        daemon=True,
-    )
-    feeder.start()
-    time.sleep(2.5)
-    worker.kill()
-    worker.start()
-    feeder.join(120)
-    assert sent == [len(stream)]
-    worker.wait_for(lambda s: lag_zero(s) and _quiet(check)(s), timeout=180, what=what)
-    time.sleep(1.0)  # anything still in flight would now show as a surplus
-    assert worker.until(check)
-    worker.kill()
-    worker.start()
-    worker.wait_for(_quiet(check), timeout=90, what=f"{what}, after a restart")
-    assert worker.until(check)
-    assert "MessageSizeTooLarge" not in worker.log_text()
+def _exercise(bootstrap: str, topics: dict[str, str], app_id: str, log_dir: Path, stream: list,
+              check: Any, what: str, chunked: str, first: list | None = None) -> None:
+    """Start a worker (after it has read ``first``, if given); feed ``stream`` while SIGKILLing
+    it once mid-stream; wait until ``check`` passes on /metrics; SIGKILL and restart once more
+    and check again. The changelog must then hold chunks of a part named ``chunked...``."""
+    worker = Worker(bootstrap, app_id, topics, log_dir, **ENV).start()
+    try:
+        if first:
+            assert asyncio.run(produce(bootstrap, first)) == len(first)
+            worker.wait_for(lambda s: lag_zero(s) and (value(s, "salespulse_events_processed_total",
+                                                             type="rep.updated") or 0) >= len(first),
+                            timeout=120, what="the first records read")
+        sent: list[int] = []
+        feeder = threading.Thread(
+            target=lambda: sent.append(asyncio.run(produce(bootstrap, stream, pause_every=2000, pause=0.3))),
+            daemon=True,
+        )
+        feeder.start()
+        time.sleep(2.5)
+        worker.kill()
+        worker.start()
+        feeder.join(120)
+        assert sent == [len(stream)]
+        worker.wait_for(lambda s: lag_zero(s) and _quiet(check)(s), timeout=180, what=what)
+        time.sleep(1.0)  # anything still in flight would now show as a surplus
+        assert worker.until(check)
+        worker.kill()
+        worker.start()
+        worker.wait_for(_quiet(check), timeout=90, what=f"{what}, after a restart")
+        assert worker.until(check)
+        assert "MessageSizeTooLarge" not in worker.log_text()
+        assert any(k.startswith(chunked) for k in _chunked_keys(bootstrap, app_id))
+    finally:
+        worker.stop()
 
 
 def _chunked_keys(bootstrap: str, app_id: str) -> set[str]:
@@ -125,12 +137,8 @@ def test_a_bulk_import_stamped_in_one_minute(bootstrap: str, log_dir: Path) -> N
     oracle = Oracle()
     stream = activity_stream(rng, topics["activities"], 3000, oracle, minute, minute + 59)
     stream.insert(0, roster_record(topics["reps"], minute))
-    worker = Worker(bootstrap, app_id, topics, log_dir, **ENV).start()
-    try:
-        _run(bootstrap, worker, stream, lambda s: assert_matches(s, oracle) > 50, "the bulk import counted")
-        assert any(k.startswith("d/") for k in _chunked_keys(bootstrap, app_id))
-    finally:
-        worker.stop()
+    _exercise(bootstrap, topics, app_id, log_dir, stream, lambda s: assert_matches(s, oracle) > 50,
+              "the bulk import counted", "d/")
 
 
 def test_a_window_holding_very_many_keys(bootstrap: str, log_dir: Path) -> None:
@@ -161,12 +169,7 @@ def test_a_window_holding_very_many_keys(bootstrap: str, log_dir: Path) -> None:
             assert value(s, "salespulse_rep_calls_made", rep=rep, team=reps[rep], window="day") == n
         return True
 
-    worker = Worker(bootstrap, app_id, topics, log_dir, **ENV).start()
-    try:
-        _run(bootstrap, worker, stream, check, "every rep's calls counted")
-        assert any(k.startswith("w/") for k in _chunked_keys(bootstrap, app_id))
-    finally:
-        worker.stop()
+    _exercise(bootstrap, topics, app_id, log_dir, stream, check, "every rep's calls counted", "w/")
 
 
 def test_very_many_waiting_leads(bootstrap: str, log_dir: Path) -> None:
@@ -192,12 +195,7 @@ def test_very_many_waiting_leads(bootstrap: str, log_dir: Path) -> None:
             assert value(s, "salespulse_team_leads_awaiting_response", team=team) == n, team
         return True
 
-    worker = Worker(bootstrap, app_id, topics, log_dir, **ENV).start()
-    try:
-        _run(bootstrap, worker, stream, check, "every lead awaiting its response")
-        assert any(k.startswith("l/") for k in _chunked_keys(bootstrap, app_id))
-    finally:
-        worker.stop()
+    _exercise(bootstrap, topics, app_id, log_dir, stream, check, "every lead awaiting its response", "l/")
 
 
 def test_a_huge_roster(bootstrap: str, log_dir: Path) -> None:
@@ -229,14 +227,6 @@ def test_a_huge_roster(bootstrap: str, log_dir: Path) -> None:
             assert value(s, "salespulse_team_calls_made", team=team, window="day") == n, team
         return True
 
-    worker = Worker(bootstrap, app_id, topics, log_dir, **ENV).start()
-    try:
-        # the roster first (its own input topic, read at its own pace), then the calls
-        assert asyncio.run(produce(bootstrap, stream)) == len(stream)
-        worker.wait_for(lambda s: lag_zero(s) and (value(s, "salespulse_events_processed_total",
-                                                         type="rep.updated") or 0) >= len(reps),
-                        timeout=120, what="the roster read")
-        _run(bootstrap, worker, calls, check, "every call in its rep's roster team")
-        assert "meta" in _chunked_keys(bootstrap, app_id)
-    finally:
-        worker.stop()
+    # the roster first (its own input topic, read at its own pace), then the calls
+    _exercise(bootstrap, topics, app_id, log_dir, calls, check, "every call in its rep's roster team",
+              "meta", first=stream)
