@@ -270,10 +270,10 @@ class PartitionState:
             if t <= self.watermark - horizon:
                 self.late += 1
                 continue
-            if not first(ev.source, ev.id, 0, t, base_seq | index, self.watermark):
+            minute = int(t // 60.0)
+            if not first(ev.source, ev.id, 0, minute, base_seq | index, self.watermark):
                 self.duplicates += 1
                 continue
-            minute = int(t // 60.0)
             if t > self.watermark:
                 self.watermark = t
             if t > src_wm:
@@ -400,7 +400,7 @@ class PartitionState:
                         salt: int = 0) -> bool:
         """Record the event's identity; False when it is a duplicate of an earlier record, in
         any minute of the horizon (a re-sent event may carry a re-stamped ``time``)."""
-        if self.dedup.first(ev.source, ev.id, salt, t, seq, self.watermark):
+        if self.dedup.first(ev.source, ev.id, salt, int(t // 60.0), seq, self.watermark):
             return True
         if not salt:
             self.duplicates += 1
