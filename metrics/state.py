@@ -348,7 +348,7 @@ class PartitionState:
             src_hw = ev.offset
             if t <= self.watermark - self.horizon:
                 continue  # counted late in the KPI lane
-            if not self._first_sighting(ev, t, base_seq | index, offset, replaying, _LEAD_LANE_SALT):
+            if not self._first_sighting(ev, t, base_seq | index, _LEAD_LANE_SALT):
                 continue
             if t > self.watermark:
                 self.watermark = t
@@ -396,8 +396,7 @@ class PartitionState:
             self.offset_resets.append((src[0], src[1], self.sources.get(src, -1), ev.offset))
         return False
 
-    def _first_sighting(self, ev: Any, t: float, seq: int, offset: int, replaying: bool,
-                        salt: int = 0) -> bool:
+    def _first_sighting(self, ev: Any, t: float, seq: int, salt: int = 0) -> bool:
         """Record the event's identity; False when it is a duplicate of an earlier record, in
         any minute of the horizon (a re-sent event may carry a re-stamped ``time``)."""
         if self.dedup.first(ev.source, ev.id, salt, int(t // 60.0), seq, self.watermark):
