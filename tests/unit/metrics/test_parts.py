@@ -105,3 +105,16 @@ def test_a_snapshot_cut_short_anywhere_restores_one_whole_version_of_each_part(s
 def test_the_bound_has_a_floor():
     with pytest.raises(ValueError):
         PartSplitter(MIN_PART_BYTES - 1)
+
+
+def test_on_equal_stamps_the_plain_record_is_the_newer_version():
+    """A part rewritten without new records (leads forgotten by expiry) keeps its stamp; it only
+    shrinks, so a plain record beside a complete chunked version of the same stamp is newer."""
+    splitter = PartSplitter(BOUND)
+    changelog: dict[str, bytes] = {}
+    apply(changelog, splitter.split([("l/3", part(5, 3 * BOUND, 1)), ("meta", part(5, 5, 0))]))
+    records = splitter.split([("l/3", part(5, 10, 2)), ("meta", part(5, 5, 0))])
+    apply(changelog, [r for r in records if r[1] is not None])  # cut before the deletions
+    restored, parts = PartSplitter.assemble(changelog.items(), BOUND)
+    assert dict(parts)["l/3"] == part(5, 10, 2)
+    assert restored.stale == {k for k in changelog if "~" in k}
