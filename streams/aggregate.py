@@ -127,8 +127,8 @@ class AggregateStage:
             for key, _ in records:
                 self.table.data.pop(prefix + key, None)
             log.info(
-                "partition %d: state restored from %d parts in %d records (applied up to offset %d)",
-                partition, len(parts), len(records), state.applied,
+                "partition %d: state restored from %d parts (applied up to offset %d), %d changelog records",
+                partition, len(parts), state.applied, len(records),
             )
         return state
 
