@@ -13,10 +13,11 @@ Why it looks like this (see README, "Exactness"):
 * The ingest stage may forward a source record again (after its own crash or a rebalance).
   Source offsets are forwarded in order, so a per-source-partition high-water mark in ``meta``
   recognises every re-forwarded event, with no time horizon.
-* Producer duplicates (same ``source`` + ``id``) are recognised by a 64-bit hash of the pair,
-  kept per event-time minute for ``dedup_horizon`` seconds of event time. Events older than the
-  horizon behind the watermark are counted as late, because a duplicate of them could no longer
-  be recognised. The first sighting's sequence number is kept beside the hash, so a replayed
+* Producer duplicates (same ``source`` + ``id``, whatever their ``time``) are recognised by a
+  packed 128-bit hash of the pair (``metrics.dedup``), remembered for ``dedup_horizon`` seconds
+  of event time after the minute of its first sighting. Events older than the horizon behind
+  the watermark are counted as late, because a duplicate of them could no longer be
+  recognised. The first sighting's sequence number is written beside the hash, so a replayed
   record is not mistaken for a duplicate of itself.
 * Lateness is judged against event time, never the wall clock, so a replay after a crash makes
   the same decisions as the first pass: an event is late for a window that closed more than the
@@ -40,15 +41,14 @@ Why it looks like this (see README, "Exactness"):
 
 from __future__ import annotations
 
-from array import array
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from xxhash import xxh3_64_intdigest
 
 from metrics.catalog import Catalog
+from metrics.dedup import ID_PART, DedupLedger
 from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated, UserEvent
 from metrics.extras import hooks
 from metrics.labels import OTHER, REP, TEAM, LabelCaps, same
@@ -69,11 +69,6 @@ ROSTER_HISTORY = 16  # earlier (time, team) entries kept per rep
 _SEQ_BITS = 20  # events per bundle < 2**20; sequence = offset << 20 | index
 
 
-def identity_hash(source: str, event_id: str) -> int:
-    """Stable 64-bit hash of an event's identity (Python's ``hash`` is salted per process)."""
-    return xxh3_64_intdigest(f"{source}\x00{event_id}".encode())
-
-
 class WindowPart:
     """Sums of every stored KPI in one window: key (kpi, rep, team, *dims) -> value."""
 
@@ -89,18 +84,6 @@ class WindowPart:
         self.samples: dict[tuple, list[float]] = {}
         self.stamp = stamp
         self.key = f"w/{WINDOW_KINDS[kind]}/{int(start)}"
-
-
-class SeenPart:
-    """Identity hashes of the events of one event-time minute -> sequence of first sighting."""
-
-    __slots__ = ("minute", "ids", "stamp", "key")
-
-    def __init__(self, minute: int, stamp: int = -1) -> None:
-        self.minute = minute
-        self.ids: dict[int, int] = {}
-        self.stamp = stamp
-        self.key = f"s/{minute}"
 
 
 class _WindowRecord(msgspec.Struct, array_like=True):
@@ -122,13 +105,6 @@ class _LabelsRecord(msgspec.Struct, array_like=True):
     stamp: int
     label: str
     values: list[str]  # admitted, in the order they were admitted
-
-
-class _SeenRecord(msgspec.Struct, array_like=True):
-    stamp: int
-    minute: int
-    hashes: bytes
-    seqs: bytes
 
 
 class RosterEntry(msgspec.Struct, array_like=True):
@@ -167,7 +143,6 @@ class _Stamped(msgspec.Struct, array_like=True):
 _ENC = msgspec.msgpack.Encoder()
 _DEC_STAMP = msgspec.msgpack.Decoder(_Stamped)
 _DEC_WINDOW = msgspec.msgpack.Decoder(_WindowRecord)
-_DEC_SEEN = msgspec.msgpack.Decoder(_SeenRecord)
 _DEC_META = msgspec.msgpack.Decoder(_MetaRecord)
 _DEC_LEADS = msgspec.msgpack.Decoder(_LeadRecord)
 _DEC_LABELS = msgspec.msgpack.Decoder(_LabelsRecord)
@@ -203,7 +178,8 @@ class PartitionState:
         self.horizon = dedup_horizon_seconds
         self.wait_horizon = lead_wait_horizon_seconds
         self._windows: dict[tuple[int, float], WindowPart] = {}  # see :attr:`windows`
-        self.seen: dict[int, SeenPart] = {}
+        #: producer duplicates: identities remembered for the horizon (metrics.dedup)
+        self.dedup = DedupLedger(dedup_horizon_seconds)
         self.roster: dict[str, RosterEntry] = {}
         self.sources: dict[tuple[str, int, int], int] = {}
         #: newest event time read per input partition: lateness is judged against the event's
@@ -219,7 +195,6 @@ class PartitionState:
         self._hooks = hooks(catalog)
         self.watermark = float("-inf")
         self._next_window_expiry = float("-inf")  # the earliest clock at which a window expires
-        self._next_seen_expiry = float("-inf")  # the earliest watermark at which a dedup minute does
         self._leads_expired_at = float("-inf")
         #: KPI hits of the bundle being applied, not yet in their windows:
         #: (minute, first open kind) -> {(kpi, rep, team, *dims): value}
@@ -227,7 +202,7 @@ class PartitionState:
         self.applied = -1  # last partition offset applied
         self.meta_stamp = -1  # stamp of the durable meta: records <= it are skipped whole
         self.max_stamp = -1  # largest part stamp: records <= it may be partly applied
-        self._dirty_parts: dict[str, WindowPart | SeenPart] = {}
+        self._dirty_parts: dict[str, WindowPart] = {}
         self._deleted: set[str] = set()
         #: for the publisher of roll-up partials and snapshots: windows changed since it last
         #: took them, and windows dropped by expiry (their final values)
@@ -286,6 +261,7 @@ class PartitionState:
         admit = self._admit
         special = self._hooks
         roster = self.roster
+        first = self.dedup.first  # producer duplicates (metrics.dedup)
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
@@ -294,9 +270,10 @@ class PartitionState:
             if t <= self.watermark - horizon:
                 self.late += 1
                 continue
-            if not self._first_sighting(ev, t, base_seq | index, offset, replaying):
-                continue
             minute = int(t // 60.0)
+            if not first(ev.source, ev.id, 0, minute, base_seq | index, self.watermark):
+                self.duplicates += 1
+                continue
             if t > self.watermark:
                 self.watermark = t
             if t > src_wm:
@@ -371,7 +348,7 @@ class PartitionState:
             src_hw = ev.offset
             if t <= self.watermark - self.horizon:
                 continue  # counted late in the KPI lane
-            if not self._first_sighting(ev, t, base_seq | index, offset, replaying, _LEAD_LANE_SALT):
+            if not self._first_sighting(ev, t, base_seq | index, _LEAD_LANE_SALT):
                 continue
             if t > self.watermark:
                 self.watermark = t
@@ -413,31 +390,20 @@ class PartitionState:
         """
         if t <= self.watermark - self.horizon:
             return True  # too old to tell, and would be dropped as late anyway
-        part = self.seen.get(int(t // 60.0))
-        if part is not None and (identity_hash(ev.source, ev.id) ^ salt) in part.ids:
+        if self.dedup.known(ev.source, ev.id, salt, self.watermark):
             return True
         if not salt:
             self.offset_resets.append((src[0], src[1], self.sources.get(src, -1), ev.offset))
         return False
 
-    def _first_sighting(self, ev: Any, t: float, seq: int, offset: int, replaying: bool,
-                        salt: int = 0) -> bool:
-        """Record the event's identity; False when it is a duplicate of an earlier record."""
-        minute = int(t // 60.0)
-        part = self.seen.get(minute)
-        if part is None:
-            part = self.seen[minute] = SeenPart(minute)
-            self._next_seen_expiry = min(self._next_seen_expiry, (minute + 1) * 60.0 + self.horizon)
-        h = identity_hash(ev.source, ev.id) ^ salt
-        first = part.ids.get(h)
-        if first is not None and first < seq:
-            if not salt:
-                self.duplicates += 1
-            return False
-        if not (replaying and part.stamp >= offset):
-            part.ids[h] = seq
-            self._mark(part)
-        return True
+    def _first_sighting(self, ev: Any, t: float, seq: int, salt: int = 0) -> bool:
+        """Record the event's identity; False when it is a duplicate of an earlier record, in
+        any minute of the horizon (a re-sent event may carry a re-stamped ``time``)."""
+        if self.dedup.first(ev.source, ev.id, salt, int(t // 60.0), seq, self.watermark):
+            return True
+        if not salt:
+            self.duplicates += 1
+        return False
 
     def _file_response(self, r: Response, offset: int, replaying: bool, *, retract: bool) -> None:
         # Samples and the pending sums are independent: no fold needed (stamps change only at
@@ -622,12 +588,11 @@ class PartitionState:
             return value
         return OTHER
 
-    def _mark(self, part: WindowPart | SeenPart) -> None:
+    def _mark(self, part: WindowPart) -> None:
         key = part.key
         if key not in self._dirty_parts:
             self._dirty_parts[key] = part
-            if isinstance(part, WindowPart):
-                self.changed_windows.add((part.kind, part.start))
+            self.changed_windows.add((part.kind, part.start))
 
     # -- expiry --------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> int:
@@ -651,9 +616,14 @@ class PartitionState:
         if wm >= self._leads_expired_at + 60.0:
             self._leads_expired_at = wm
             self.leads.expire(wm - self.horizon)
-        if clock < self._next_window_expiry and wm < self._next_seen_expiry:
-            return 0
         dropped = 0
+        if wm >= self.dedup.next_expiry:
+            minutes = len(self.dedup.chunks)
+            for key in self.dedup.expire(wm):
+                self._forget(key)
+            dropped += minutes - len(self.dedup.chunks)
+        if clock < self._next_window_expiry:
+            return dropped
         for wkey, wpart in list(self._windows.items()):
             if wpart.end + 2 * self.grace <= clock:
                 del self._windows[wkey]
@@ -661,16 +631,8 @@ class PartitionState:
                 self.changed_windows.discard(wkey)
                 self.expired_windows.append(wpart)
                 dropped += 1
-        for minute, spart in list(self.seen.items()):
-            if (minute + 1) * 60.0 + self.horizon <= wm:
-                del self.seen[minute]
-                self._forget(spart.key)
-                dropped += 1
         self._next_window_expiry = min(
             (w.end + 2 * self.grace for w in self._windows.values()), default=float("inf")
-        )
-        self._next_seen_expiry = min(
-            ((m + 1) * 60.0 + self.horizon for m in self.seen), default=float("inf")
         )
         return dropped
 
@@ -683,7 +645,7 @@ class PartitionState:
     def dirty(self) -> bool:
         return (
             bool(self._dirty_parts or self._deleted or self.leads.dirty_parts
-                 or self.opportunities.dirty_parts)
+                 or self.opportunities.dirty_parts or self.dedup.dirty)
             or self.applied > self.meta_stamp
         )
 
@@ -699,20 +661,16 @@ class PartitionState:
         out: list[tuple[str, bytes | None]] = []
         # Windows before seen ids before leads, meta last: a snapshot cut short leaves a prefix,
         # and a replayed lead event re-files its response only into windows that lack it.
-        for key in sorted(self._dirty_parts, key=lambda k: k[0] != "w"):
+        for key in sorted(self._dirty_parts):
             part = self._dirty_parts[key]
             part.stamp = stamp
-            if isinstance(part, WindowPart):
-                samples = [(*k, v) for k, v in part.samples.items() if v]
-                rec: Any = _WindowRecord(
-                    stamp, part.kind, part.start, part.end,
-                    list(part.values), list(part.values.values()), samples,
-                )
-            else:
-                hashes = array("Q", part.ids.keys())
-                seqs = array("q", part.ids.values())
-                rec = _SeenRecord(stamp, part.minute, hashes.tobytes(), seqs.tobytes())
+            samples = [(*k, v) for k, v in part.samples.items() if v]
+            rec: Any = _WindowRecord(
+                stamp, part.kind, part.start, part.end,
+                list(part.values), list(part.values.values()), samples,
+            )
             out.append((key, _ENC.encode(rec)))
+        out.extend(self.dedup.snapshot(stamp, (stamp + 1) << _SEQ_BITS))
         for lead_part_no, leads in self.leads.parts(sorted(self.leads.dirty_parts)):
             self.lead_stamps[lead_part_no] = stamp
             out.append((f"l/{lead_part_no}", _ENC.encode(_LeadRecord(stamp, leads))))
@@ -774,12 +732,11 @@ class PartitionState:
             elif key.startswith("g/"):
                 g = _DEC_LABELS.decode(raw)
                 state.labels[g.label] = {v: v for v in g.values}
+            elif key.startswith(ID_PART):
+                state.dedup.load(key, raw)
             elif key.startswith("s/"):
-                s = _DEC_SEEN.decode(raw)
-                spart = SeenPart(s.minute, s.stamp)
-                spart.ids = dict(zip(array("Q", s.hashes), array("q", s.seqs), strict=True))
-                state.seen[s.minute] = spart
-                state.max_stamp = max(state.max_stamp, s.stamp)
+                state._deleted.add(key)  # a dedup minute of the former format: not readable
+        state.dedup.loaded((state.meta_stamp + 1) << _SEQ_BITS)
         state.applied = state.meta_stamp
         state.max_stamp = max(state.max_stamp, state.meta_stamp)
         state.changed_windows.update(state._windows)  # publish all once: the last owner may not have

@@ -35,6 +35,7 @@ import msgspec
 from metrics.catalog import Catalog
 from metrics.events import BUNDLE_DECODER, RejectedEvent
 from metrics.labels import OTHER, LabelCaps
+from metrics.parts import PartSplitter
 from metrics.state import PartitionState, part_stamp
 from metrics.windows import Calendar
 from streams.publisher import Publisher, Record
@@ -64,6 +65,7 @@ class AggregateStage:
         waited: Callable[[str | None, float, float], float] | None = None,
         lead_wait_horizon_seconds: float | None = None,
         label_caps: LabelCaps | None = None,
+        part_bytes: int = 1024 * 1024,
         generation: Callable[[], int] = lambda: 0,
         publisher: Publisher | None = None,
         send: Callable[..., Awaitable[Any]] | None = None,
@@ -80,6 +82,7 @@ class AggregateStage:
         }
         if lead_wait_horizon_seconds is not None:
             self.state_kw["lead_wait_horizon_seconds"] = lead_wait_horizon_seconds
+        self.part_bytes = part_bytes
         self.generation = generation
         self.publisher = publisher
         self.send = send
@@ -87,6 +90,8 @@ class AggregateStage:
         self.event_time = event_time
         self.offset_resets = 0
         self.states: dict[int, PartitionState] = {}
+        #: per partition: its parts as changelog records of at most ``part_bytes`` (metrics.parts)
+        self.splitters: dict[int, PartSplitter] = {}
         self.held: dict[int, list[Any]] = {}
         self.position: dict[int, int] = {}
         self.suspended: set[int] = set()  # revoked, new assignment not known yet: no writes
@@ -107,21 +112,23 @@ class AggregateStage:
         state = self.states.get(partition)
         if state is None:
             prefix = f"{partition}/"
-            parts = [
+            records = [
                 (key[len(prefix) :], value)
                 for key, value in list(self.table.data.items())
                 if key.startswith(prefix)
             ]
+            splitter, parts = PartSplitter.assemble(records, self.part_bytes)
             state = PartitionState.restore(parts, self.catalog, self.calendar, **self.state_kw)
             self.states[partition] = state
+            self.splitters[partition] = splitter
             # The parts live on in ``state``; their bytes in the table would only double the
             # memory. Faust re-reads the whole changelog of a partition newly assigned (the
             # memory store persists no offset), and assign() has then dropped any old state.
-            for key, _ in parts:
+            for key, _ in records:
                 self.table.data.pop(prefix + key, None)
             log.info(
-                "partition %d: state restored from %d parts (applied up to offset %d)",
-                partition, len(parts), state.applied,
+                "partition %d: state restored from %d parts (applied up to offset %d), %d changelog records",
+                partition, len(parts), state.applied, len(records),
             )
         return state
 
@@ -217,7 +224,8 @@ class AggregateStage:
                 futures = []
                 if state.dirty:
                     began = time.monotonic()
-                    futures = [self._write(partition, key, value) for key, value in state.snapshot()]
+                    records = self.splitters[partition].split(state.snapshot())
+                    futures = [self._write(partition, key, value) for key, value in records]
                     cost += time.monotonic() - began
                     self.parts_written += len(futures)
                 # Captured now, from exactly the state the snapshot holds; sent once it is durable.
@@ -311,6 +319,7 @@ class AggregateStage:
 
     def _forget(self, partition: int) -> None:
         self.states.pop(partition, None)
+        self.splitters.pop(partition, None)
         self.held.pop(partition, None)
         self.position.pop(partition, None)
         self.suspended.discard(partition)

@@ -153,7 +153,9 @@ class Service:
             # A bundle (one source poll for one partition) is up to a few hundred KB; with
             # aiokafka's 16 KB default every bundle gets its own batch and each send waits for
             # the previous one to drain: the pipeline then idles on round trips.
-            producer_max_batch_size=1024 * 1024,
+            # The broker's max.message.bytes limits a record *batch*: batches stay within the
+            # state part bound, which is below the changelog's limit (streams.settings).
+            producer_max_batch_size=min(1024 * 1024, s.state_part_bytes),
             # State is durable at every flush; commit what it covers soon after. A commit with
             # nothing new acked costs nothing; one with new acks first flushes the producer.
             broker_commit_interval=0.25,
@@ -216,6 +218,7 @@ class Service:
                 reps=s.max_reps, teams=s.max_teams, dimension_values=s.max_dimension_values,
                 per_label=self.catalog.dimension_caps,
             ),
+            part_bytes=s.state_part_bytes,
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,

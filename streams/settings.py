@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         86400.0, description="How far behind the watermark (event time) producer duplicates are still recognised."
     )
     state_flush_seconds: float = Field(0.5, description="Interval of state snapshots to the changelog.")
+    state_part_bytes: int = Field(
+        1024 * 1024, ge=4096, le=8 * 1024 * 1024 - 64 * 1024,
+        description="Largest changelog record of state: a state part (a window, the roster, a lead "
+        "bucket, remembered ids) encoded larger is written as chunks of this size and reassembled "
+        "on restore. At most the changelog topics' max.message.bytes (8 MiB) less 64 KiB.",
+    )
     metrics_interval_seconds: float = Field(
         1.0, description="At most one sales.metrics record (and roll-up partial) per key per interval."
     )

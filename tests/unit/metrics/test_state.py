@@ -30,6 +30,7 @@ from metrics.events import (
     RepUpdated,
     ToolUsed,
 )
+from metrics.parts import PartSplitter
 from metrics.state import META_KEY, UNASSIGNED, PartitionState
 from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 
@@ -346,6 +347,40 @@ def test_duplicates_across_bundles_and_offsets_count_once():
     assert late == 0  # a copy of an old event is a duplicate, not a late event
 
 
+def test_a_resent_event_with_a_restamped_time_counts_once():
+    """SPEC section 2: ``source`` + ``id`` identify an event, whatever its ``time``."""
+    call = CallCompleted("r", "outbound", "busy", team_id="t")
+    state = new_state(dedup_horizon_seconds=86400)
+    state.apply(Bundle(TOPIC, 0, [ev(0, T0 + 5, call, eid="x")]), 0)
+    # re-sent 2 hours later with the send time as its time: another minute, hour and window
+    state.apply(Bundle(TOPIC, 0, [ev(1, T0 + 7200, call, eid="x"), ev(2, T0 + 7201, call)]), 1)
+    # and once more with an earlier time, across a snapshot and restore
+    restored = PartitionState.restore(state.snapshot(), CAT, CAL, dedup_horizon_seconds=86400)
+    restored.apply(Bundle(TOPIC, 0, [ev(3, T0 + 3000, call, eid="x")]), 2)
+    for st, dups in ((state, 1), (restored, 1)):
+        assert total(window(st, DAY, T0), "calls_made") == 2
+        assert st.drain_counters()[1] == dups
+    assert of(window(restored, HOUR, T0 + 7200), "calls_made") == {("r", "t"): 1}
+
+
+def test_a_restamped_copy_beyond_the_horizon_is_a_new_event():
+    """The horizon bounds the memory: ids are remembered a horizon after their minute."""
+    call = CallCompleted("r", "outbound", "busy", team_id="t")
+    state = new_state(grace_seconds=60, dedup_horizon_seconds=600)
+    state.apply(Bundle(TOPIC, 0, [ev(0, T0, call, eid="x")]), 0)
+    state.apply(Bundle(TOPIC, 0, [ev(1, T0 + 500, call, eid="x")]), 1)  # inside: duplicate
+    # the watermark passes the original's minute + horizon (T0 + 660): x is forgotten
+    state.apply(Bundle(TOPIC, 0, [ev(2, T0 + 700, call, eid="y")]), 2)
+    state.apply(Bundle(TOPIC, 0, [ev(3, T0 + 700, call, eid="x")]), 3)  # beyond: new
+    state.apply(Bundle(TOPIC, 0, [ev(4, T0 + 710, call, eid="x")]), 4)  # a copy of that one
+    assert total(window(state, DAY, T0), "calls_made") == 3
+    assert state.drain_counters()[1] == 2
+    state.expire()
+    state.dedup.ids.purge(state.dedup.live_from(state.watermark))  # reclaiming changes nothing
+    state.apply(Bundle(TOPIC, 0, [ev(5, T0 + 720, call, eid="x")]), 5)
+    assert total(window(state, DAY, T0), "calls_made") == 3
+
+
 def test_same_id_from_another_source_is_another_event():
     call = CallCompleted("r", "outbound", "busy", team_id="t")
     events = [ev(0, T0, call, eid="1", source="dialer/a"), ev(1, T0, call, eid="1", source="dialer/b")]
@@ -507,7 +542,7 @@ def test_expire_drops_closed_windows_and_old_dedup_minutes_with_tombstones():
     state.apply(feed.bundle(feed.events([(T0 + 5, call), (T0 + 65, call)])), 0)
     state.snapshot()
     minute_keys = {f"w/minute/{int(T0)}", f"w/minute/{int(T0) + 60}"}
-    seen_keys = {f"s/{int(T0 // 60)}", f"s/{int(T0 // 60) + 1}"}
+    seen_keys = {f"d/{int(T0 // 60)}/0", f"d/{int(T0 // 60) + 1}/0"}
     assert minute_keys <= {p.key for p in state.windows.values()}
     assert state.expire() == 0  # nothing closed yet
 
@@ -517,7 +552,7 @@ def test_expire_drops_closed_windows_and_old_dedup_minutes_with_tombstones():
     assert state.expire() == 4
     for p in state.windows.values():
         assert p.end + state.grace > wm
-    assert all((m + 1) * 60 + state.horizon > wm for m in state.seen)
+    assert all((m + 1) * 60 + state.horizon > wm for m in state.dedup.minutes())
     parts = state.snapshot()
     tombstones = {k for k, v in parts if v is None}
     assert tombstones == minute_keys | seen_keys
@@ -548,7 +583,7 @@ def test_snapshot_writes_only_dirty_parts_and_meta_after_them():
     keys = [k for k, v in parts if v is not None]
     assert keys[-1] == META_KEY
     assert set(keys[:-1]) == {f"w/{k}/{int(CAL.bounds(k, T0)[0])}" for k in WINDOW_KINDS} | {
-        f"s/{int(T0 // 60)}"
+        f"d/{int(T0 // 60)}/0"
     }
     assert not state.dirty
     assert [k for k, _ in state.snapshot()] == [META_KEY]  # nothing changed: meta only
@@ -583,7 +618,7 @@ def test_snapshot_restore_round_trip():
     assert {k: (p.end, p.values) for k, p in restored.windows.items()} == {
         k: (p.end, p.values) for k, p in state.windows.items()
     }
-    assert {m: p.ids for m, p in restored.seen.items()} == {m: p.ids for m, p in state.seen.items()}
+    assert remembered(restored) == remembered(state) != {}
     # records up to the snapshot are skipped, later ones applied, as by the original
     apply_all(restored, bundles)
     apply_all(state, bundles[half:], half)
@@ -681,7 +716,9 @@ def _generate(rng: random.Random) -> list[Bundle]:
         r = rng.random()
         if history and r < 0.12:  # a producer duplicate of an earlier event
             orig = rng.choice(history[-200:])
-            stream.append(Event(len(stream), orig.source, orig.id, orig.time, orig.data))
+            # half of them re-stamped (a producer that sets ``time`` when it re-sends)
+            t = orig.time if rng.random() < 0.5 else float(int(clock - rng.uniform(0, 2 * GRACE)))
+            stream.append(Event(len(stream), orig.source, orig.id, t, orig.data))
             continue
         lag = rng.uniform(0, 20)
         if r < 0.25:
@@ -710,6 +747,11 @@ def _generate(rng: random.Random) -> list[Bundle]:
     return bundles
 
 
+def remembered(state: PartitionState) -> dict[bytes, int]:
+    """Identities remembered (live) -> the minute of their first sighting."""
+    return dict(state.dedup.ids.live(state.dedup.live_from(state.watermark)))
+
+
 def _fingerprint(state: PartitionState) -> dict:
     state.expire()
     # Settled leads go at most once per minute of watermark: forget them as of now on both
@@ -723,7 +765,7 @@ def _fingerprint(state: PartitionState) -> dict:
         "resolved": {
             k: state.window_values(*k) for k in state.windows
         },
-        "seen": {m: dict(p.ids) for m, p in state.seen.items()},
+        "seen": remembered(state),
         "watermark": state.watermark,
         "roster": dict(state.roster),
         "sources": dict(state.sources),
@@ -738,20 +780,27 @@ def _write(changelog: dict[str, bytes], parts: list[tuple[str, bytes | None]]) -
             changelog[key] = value
 
 
+PART_BOUND = 256  # bytes: most parts are written in chunks (metrics.parts)
+
+
 def _run_with_crashes(bundles: list[Bundle], rng: random.Random, **extra) -> tuple[PartitionState, int]:
+    """Apply with random crashes; snapshots are written as bounded records (metrics.parts), as
+    the worker writes them, and cut short at any record."""
     kw = {"grace_seconds": GRACE, "dedup_horizon_seconds": HORIZON, **extra}
     changelog: dict[str, bytes] = {}
     state = PartitionState(CAT, CAL, **kw)
+    splitter = PartSplitter(PART_BOUND)
     crashes = 0
     budget = rng.randint(1, 5)
     i = 0
 
-    def crash() -> tuple[PartitionState, int]:
+    def crash() -> tuple[PartitionState, PartSplitter, int]:
         items = list(changelog.items())
         rng.shuffle(items)
-        restored = PartitionState.restore(items, CAT, CAL, **kw)
+        splitter, parts = PartSplitter.assemble(items, PART_BOUND)
+        restored = PartitionState.restore(parts, CAT, CAL, **kw)
         # the consumer resumes at or before the last complete snapshot
-        return restored, rng.randint(0, restored.meta_stamp + 1)
+        return restored, splitter, rng.randint(0, restored.meta_stamp + 1)
 
     while i < len(bundles):
         state.apply(bundles[i], i)
@@ -759,15 +808,15 @@ def _run_with_crashes(bundles: list[Bundle], rng: random.Random, **extra) -> tup
         if rng.random() < 0.3:
             if rng.random() < 0.7:
                 state.expire()
-            parts = state.snapshot()
+            records = splitter.split(state.snapshot())
             if crashes < budget and rng.random() < 0.3:
-                _write(changelog, parts[: rng.randint(0, len(parts))])  # cut short (or not)
-                state, i = crash()
+                _write(changelog, records[: rng.randint(0, len(records))])  # cut short (or not)
+                state, splitter, i = crash()
                 crashes += 1
             else:
-                _write(changelog, parts)
+                _write(changelog, records)
         elif crashes < budget and rng.random() < 0.04:
-            state, i = crash()  # between snapshots: the in-memory progress is lost
+            state, splitter, i = crash()  # between snapshots: the in-memory progress is lost
             crashes += 1
     return state, crashes
 
