@@ -9,7 +9,8 @@ window that closed (its end plus twice the grace period: no partial can change i
 A closed window is dropped when every reader has read it. :meth:`Reader.live` gives every live
 window, for a sink that has to write everything again (Redis back after an outage).
 
-Pull-based sinks (the Prometheus text) read :meth:`Readout.values` at scrape time instead.
+Pull-based sinks (the Prometheus text) read :meth:`Readout.windows` at scrape time instead,
+and the values only of the windows whose ``seq`` moved since their last scrape.
 Adding a sink is one module under :mod:`streams.sinks` and one line in ``streams.app``.
 """
 
@@ -72,9 +73,10 @@ class Readout:
         self.readers.append(reader)
         return reader
 
-    def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:
-        """Per scope's labels ((rep, team), (team,) or ()), the values of one window."""
-        return self.stage.values(scope, kind, start)
+    def windows(self) -> list[tuple[tuple[str, str, int, float], Any]]:
+        """Every window the stage holds, as ((scope, id, kind, start), ScopeWindow): its
+        ``seq``, ``values(catalog)`` and ``team()`` are read on the event loop only."""
+        return list(self.stage.windows.items())
 
     def takeovers(self) -> int:
         """Grows each time the stage has read the partitions it was last given: a sink that

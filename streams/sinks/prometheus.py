@@ -1,24 +1,38 @@
-"""`GET /metrics`, the KPI families: rendered from the readout at scrape time.
+"""`GET /metrics`, the KPI families: rendered from the readout at scrape time, incrementally.
 
 No client object is touched per event. At each scrape the renderer takes the current window of
 every kind (by the wall clock, in the organisation's time zone) from the readout
 (:mod:`streams.readout`: the finished rep, team and organisation values of the scopes this
 worker owns) and emits one family per KPI and scope, named ``salespulse_<scope>_<kpi>`` (SPEC
-section 3). Across the workers of a group each series is exported by exactly one of them;
+section 3). The text is cached per slot (scope, id, window kind) and family: a scrape formats
+again only the slots whose current or previous window changed since the last scrape (the
+stage numbers every change of a window, its ``seq``), or whose kind's window moved on, and
+joins the cached lines family by family. Across the workers of a group each series is exported by exactly one of them;
 after a rebalance a worker stops exporting what it gave away. The service's own counters are
 :mod:`streams.exposition`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from metrics.catalog import Catalog
+from metrics.leads import UNASSIGNED
 from metrics.windows import WINDOW_KINDS, Calendar
 
 SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
+
+
+class Captured(NamedTuple):
+    """A scrape's read of the stage (:meth:`KpiRenderer.capture`)."""
+
+    number: int  # captures are numbered: a render never applies an older one over a newer
+    starts: tuple[tuple[float, float], ...]  # per window kind: (current start, previous start)
+    present: list[tuple]  # the keys (scope, id, kind, start) of every current or previous window
+    changed: dict[tuple, tuple[int, tuple, dict]]  # key -> (seq, label values, values)
 
 
 def _escape(value: str) -> str:
@@ -31,7 +45,8 @@ class KpiRenderer:
 
     A scrape of 1,000 reps has ~150,000 series. Building a client ``Metric`` and ``Sample``
     object per series took seconds on the event loop that also processes events; here each
-    series is one f-string, with escaped label fragments cached per id.
+    series is one f-string, with escaped label fragments cached per id, formatted once per change
+    of its window and kept until its window changes again or is no longer current or previous.
     """
 
     def __init__(
@@ -43,7 +58,7 @@ class KpiRenderer:
     ) -> None:
         self.catalog = catalog
         self.calendar = calendar
-        self.scopes = scopes  # the readout: values(scope, kind, start) of what this worker owns
+        self.scopes = scopes  # the readout: windows() of the scopes this worker owns
         self._stored = frozenset(k.name for k in catalog.stored)
         self.clock = clock
         self._labels: dict[tuple, str] = {}
@@ -55,6 +70,28 @@ class KpiRenderer:
                 for scope in kpi.scopes:
                     self.families[(scope, kpi.name)] = f"salespulse_{scope}_{kpi.name}"
         self._dims = {k.name: catalog.dimensions_of(k.name) for k in catalog.kpis}
+        #: (scope, kind index) -> kpi -> ((scope, kpi), metric name): what a slot exports
+        self._exported: dict[tuple[str, int], dict[str, tuple[tuple[str, str], str]]] = {
+            (scope, i): {kpi: ((scope, kpi), name) for (sc, kpi), name in self.families.items()
+                         if sc == scope and kind in self.windows_of[kpi]}
+            for scope in SCOPE_LABELS for i, kind in enumerate(WINDOW_KINDS)
+        }
+        self._tails: dict[tuple, str] = {}
+        self._heads = {}
+        for (scope, kpi), name in self.families.items():
+            help_text = catalog.by_name[kpi].help.replace("\\", "\\\\").replace("\n", "\\n")
+            self._heads[(scope, kpi)] = f"# HELP {name} {help_text}\n# TYPE {name} gauge\n"
+        # The cache, changed by render only (under the lock); capture reads ``_rendered``.
+        self._lock = threading.Lock()
+        self._captures = 0
+        self._applied = 0  # the number of the newest capture rendered
+        self._rendered: dict[tuple, int] = {}  # window key -> the seq it was rendered at
+        self._windows: dict[tuple, tuple[tuple, dict]] = {}  # window key -> (label values, values)
+        self._starts: tuple[tuple[float, float], ...] = ()
+        #: family -> slot (scope, id, kind) -> that slot's lines of the family
+        self._chunks: dict[tuple[str, str], dict[tuple, str]] = {f: {} for f in self.families}
+        self._slots: dict[tuple, tuple[tuple[str, str], ...]] = {}  # slot -> its families
+        self.formatted = 0  # slots formatted so far: unchanged windows are not formatted again
 
     def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
         """'a="x",b="y",' for label names and values, cached."""
@@ -68,60 +105,134 @@ class KpiRenderer:
             )
         return hit
 
-    def capture(self) -> list[dict[str, tuple[dict, dict]]]:
-        """What a render reads: per window kind, each scope's values of the current and the
-        previous window, from the readout. Runs on the event loop; the value dicts are
-        the stage's finished ones, replaced and never changed in place, so a render may read
-        them in a thread."""
+    def capture(self) -> Captured:
+        """What a render needs from the stage: which windows are current or previous now, and
+        the values of those that changed since they were last rendered. Runs on the event loop
+        (one pass over the stage's windows; values and team labels are read only for windows
+        whose change number moved). The value dicts are the stage's finished ones, replaced and
+        never changed in place, so a render may read them in a thread."""
         now = self.clock()
-        windows = []
+        starts = []
+        wanted: set[tuple[int, float]] = set()
         for kind_index, kind in enumerate(WINDOW_KINDS):
             start, _ = self.calendar.bounds(kind, now)
             prev_start, _ = self.calendar.bounds(kind, start - 1.0)
-            windows.append({
-                scope: (self.scopes.values(scope, kind_index, start),
-                        self.scopes.values(scope, kind_index, prev_start))
-                for scope in SCOPE_LABELS
-            })
-        return windows
+            starts.append((start, prev_start))
+            wanted.update(((kind_index, start), (kind_index, prev_start)))
+        self._captures += 1
+        rendered = self._rendered  # read here, written by render (a dict lookup is atomic)
+        catalog = self.catalog
+        present = []
+        changed = {}
+        for key, window in self.scopes.windows():
+            if (key[2], key[3]) not in wanted:
+                continue
+            present.append(key)
+            if rendered.get(key) != window.seq:
+                scope = key[0]
+                if scope == "rep":
+                    ids: tuple = (key[1], window.team() or UNASSIGNED)
+                elif scope == "team":
+                    ids = (key[1],)
+                else:
+                    ids = ()
+                changed[key] = (window.seq, ids, window.values(catalog))
+        return Captured(self._captures, tuple(starts), present, changed)
 
-    def render(self, captured: list[dict[str, tuple[dict, dict]]] | None = None) -> str:
+    def render(self, captured: Captured | None = None) -> str:
         """The KPI families as exposition text. Given a :meth:`capture`, it touches no live
-        state and may run off the event loop (in a thread)."""
-        windows = captured if captured is not None else self.capture()
-        lines: dict[tuple[str, str], list[str]] = {fam: [] for fam in self.families}
-        fragment = self._fragment
-        for kind, scopes in zip(WINDOW_KINDS, windows, strict=True):
-            window = f'window="{kind}"'
-            for scope, names in SCOPE_LABELS.items():
-                width = len(names)
-                for key, value in self._scoped(*scopes[scope]).items():
-                    kpi = key[0]
-                    out = lines.get((scope, kpi))
-                    if out is None or kind not in self.windows_of[kpi]:
-                        continue
-                    ids = key[1 : 1 + width]
-                    dims = key[1 + width :]
-                    head = fragment(names, ids)
-                    tail = "," + fragment(self._dims[kpi], dims)[:-1] if dims else ""
-                    out.append(f"{{{head}{window}{tail}}} {value!r}\n")
-        parts = []
-        for (scope, kpi), body in lines.items():
-            name = self.families[(scope, kpi)]
-            help_text = self.catalog.by_name[kpi].help.replace("\\", "\\\\").replace("\n", "\\n")
-            parts.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
-            parts.extend(name + line for line in body)
-        return "".join(parts)
+        state and may run off the event loop (in a thread); renders are serialised, and a
+        capture older than one already rendered is not applied (the newer text is served)."""
+        captured = captured if captured is not None else self.capture()
+        with self._lock:
+            if captured.number > self._applied:
+                self._apply(captured)
+                self._applied = captured.number
+            parts = []
+            for family, chunks in self._chunks.items():
+                parts.append(self._heads[family])
+                parts.extend(chunks.values())
+            return "".join(parts)
 
+    def _apply(self, captured: Captured) -> None:
+        """Bring the cached lines up to a capture: forget the windows that are gone or no
+        longer current or previous, take the changed ones, and format again only the slots
+        (scope, id, kind) of those windows, and every slot of a kind whose window moved on."""
+        windows, rendered = self._windows, self._rendered
+        dirty: set[tuple[str, str, int]] = set()
+        present = set(captured.present)
+        for key in [k for k in windows if k not in present]:
+            del windows[key]
+            rendered.pop(key, None)
+            dirty.add(key[:3])
+        for key, (seq, ids, values) in captured.changed.items():
+            windows[key] = (ids, values)
+            rendered[key] = seq
+            dirty.add(key[:3])
+        for key in [k for k in present if k not in windows]:
+            rendered.pop(key, None)  # dropped by a render of an older read: the next capture takes it
+        old = self._starts
+        if captured.starts != old:
+            # a kind's window moved on: its current window is now the previous one
+            moved = {i for i, pair in enumerate(captured.starts) if i >= len(old) or old[i] != pair}
+            dirty.update(k[:3] for k in windows if k[2] in moved)
+            self._starts = captured.starts
+        for slot in dirty:
+            self._format(slot)
 
-    def _scoped(self, current: dict[tuple, dict], previous: dict[tuple, dict]) -> dict[tuple, float]:
-        """{labels: {(kpi, *dims): v}} as {(kpi, *labels, *dims): v}, with the stored KPIs of
-        the previous window at 0 where the current window has none yet: a gauge drops to the
-        new window's value at the boundary even when no event arrives."""
-        out: dict[tuple, float] = {}
-        stored = self._stored
-        for ids, values in previous.items():
-            out.update(((k[0], *ids, *k[1:]), 0.0) for k in values if k[0] in stored)
-        for ids, values in current.items():
-            out.update(((k[0], *ids, *k[1:]), v) for k, v in values.items())
-        return out
+    def _format(self, slot: tuple[str, str, int]) -> None:
+        """The lines of one slot, per family: its current window's values, and the stored KPIs
+        of its previous window at 0 where the current window has none yet (a gauge drops to
+        the new window's value at the boundary even when no event arrives)."""
+        self.formatted += 1
+        scope, scope_id, kind = slot
+        start, prev_start = self._starts[kind]
+        current = self._windows.get((scope, scope_id, kind, start))
+        previous = self._windows.get((scope, scope_id, kind, prev_start))
+        names = SCOPE_LABELS[scope]
+        window = f'window="{WINDOW_KINDS[kind]}"'
+        lines: dict[tuple[str, str], list[str]] = {}
+        cur_ids, cur_values = current if current is not None else (None, {})
+        if previous is not None:
+            ids, values = previous
+            same, stored = ids == cur_ids, self._stored
+            self._lines(lines, slot, f"{{{self._fragment(names, ids)}{window}", (
+                (key, 0.0) for key in values
+                if key[0] in stored and not (same and key in cur_values)))
+        if current is not None:
+            self._lines(lines, slot, f"{{{self._fragment(names, cur_ids)}{window}",
+                        cur_values.items())
+        chunks = self._chunks
+        for family in self._slots.pop(slot, ()):
+            if family not in lines:
+                del chunks[family][slot]
+        for family, body in lines.items():
+            chunks[family][slot] = "".join(body)
+        if lines:
+            self._slots[slot] = tuple(lines)
+
+    def _lines(self, lines: dict[tuple[str, str], list[str]], slot: tuple[str, str, int],
+               head: str, values: Iterable[tuple[tuple, float]]) -> None:
+        """Append to ``lines`` (per family) one series per exported value, labels ``head``."""
+        exported = self._exported[(slot[0], slot[2])]
+        tails = self._tails
+        for key, value in values:
+            hit = exported.get(key[0])
+            if hit is None:
+                continue
+            family, name = hit
+            tail = tails.get(key)
+            line = f"{name}{head}{self._tail(key) if tail is None else tail}}} {value!r}\n"
+            body = lines.get(family)
+            if body is None:
+                lines[family] = [line]
+            else:
+                body.append(line)
+
+    def _tail(self, key: tuple) -> str:
+        """',a="x",b="y"' for the dimensions of a value's key (kpi, *dims), cached."""
+        if len(self._tails) > 200_000:
+            self._tails.clear()
+        dims = key[1:]
+        hit = self._tails[key] = "," + self._fragment(self._dims[key[0]], dims)[:-1] if dims else ""
+        return hit

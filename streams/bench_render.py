@@ -1,0 +1,126 @@
+"""How long `GET /metrics` takes to render the KPI families of 1,000 reps, without Kafka.
+
+``python -m streams.bench_render [--reps 1000] [--changed 0.1]``: fills a roll-up stage
+(:mod:`streams.rollup`) with the current and previous window of every kind for every rep,
+team and the organisation (the default catalog's KPIs, a few dimension values each, about
+150,000 series at 1,000 reps, like ``salespulse bench``), then times what a scrape runs:
+``capture`` on the event loop and ``render`` in a thread, for a first scrape (everything
+formatted), a scrape with nothing changed, one after a share of the reps changed (every window
+kind of each, as an event does), one after every rep changed, and one a minute later with
+nothing changed (every minute window moved on: this minute's is last minute's). ``salespulse bench`` times
+whole scrapes of a live worker; this isolates the renderer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+from metrics.catalog import Catalog
+from metrics.rollup import Parts
+from metrics.windows import WINDOW_KINDS, Calendar
+from streams.readout import Readout
+from streams.rollup import RollupStage, ScopeWindow
+from streams.sinks.prometheus import KpiRenderer
+
+NOW = 1_780_000_000.0 + 1800.0  # mid-hour, mid-minute: every kind has a previous window
+DIMENSION_VALUES = ("a", "b", "c")
+SHARE = 0.25  # of the KPIs with a value in a window: ~150,000 series at 1,000 reps
+
+
+def _values(catalog: Catalog, scope: str, rng: random.Random) -> dict[tuple, float]:
+    """One window's finished values: a share of the KPIs kept at this scope (a rep does not do
+    everything in every window), up to three dimension values each."""
+    out: dict[tuple, float] = {}
+    for kpi in catalog.kpis:
+        if scope not in kpi.scopes or rng.random() > SHARE:
+            continue
+        dims = catalog.dimensions_of(kpi.name)
+        for value in DIMENSION_VALUES[: 3 if dims else 1]:
+            out[(kpi.name, *(value for _ in dims))] = float(rng.randint(0, 500))
+    return out
+
+
+def populate(stage: RollupStage, calendar: Calendar, reps: int, teams: int,
+             rng: random.Random) -> list[tuple]:
+    """Every scope's current and previous window of every kind; returns the reps' window keys."""
+    catalog = stage.catalog
+    scopes = [("rep", f"rep-{i:04d}", f"team-{i % teams:02d}") for i in range(reps)]
+    scopes += [("team", f"team-{t:02d}", None) for t in range(teams)] + [("org", "org", None)]
+    rep_keys = []
+    for kind_index, kind in enumerate(WINDOW_KINDS):
+        start, end = calendar.bounds(kind, NOW)
+        prev_start, _ = calendar.bounds(kind, start - 1.0)
+        for scope, scope_id, team in scopes:
+            for s, e in ((start, end), (prev_start, start)):
+                window = ScopeWindow(0, e)
+                window.sources[0] = (1, Parts(), team)
+                window._values = _values(catalog, scope, rng)
+                window.seq = stage.next_seq()
+                stage.windows[(scope, scope_id, kind_index, s)] = window
+                if scope == "rep" and s == start:
+                    rep_keys.append((scope, scope_id, kind_index, s))
+    return rep_keys
+
+
+def change(stage: RollupStage, keys: list[tuple], rng: random.Random) -> None:
+    """New values for these windows, as the stage replaces them when a partial arrives."""
+    for key in keys:
+        window = stage.windows[key]
+        window._values = {k: v + rng.randint(1, 3) for k, v in window._values.items()}
+        window.seq = stage.next_seq()
+
+
+def _scrape(renderer: KpiRenderer) -> tuple[float, float, int]:
+    t0 = time.perf_counter()
+    captured = renderer.capture()
+    t1 = time.perf_counter()
+    text = renderer.render(captured)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, len(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=1000)
+    parser.add_argument("--teams", type=int, default=20)
+    parser.add_argument("--changed", type=float, default=0.1, help="share of reps changed")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    rng = random.Random(7)
+    catalog, calendar = Catalog(), Calendar("UTC")
+    stage = RollupStage(catalog, topic="r", partitions=1, grace_seconds=300.0,
+                        consumer_factory=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    rep_keys = populate(stage, calendar, args.reps, args.teams, rng)
+    readout = Readout(stage, grace_seconds=300.0, clock=lambda: NOW)
+    by_rep: dict[str, list[tuple]] = {}
+    for key in rep_keys:
+        by_rep.setdefault(key[1], []).append(key)
+    reps = sorted(by_rep)
+    few = reps[: max(1, int(len(reps) * args.changed))]
+    results: dict[str, list[tuple[float, float, int]]] = {}
+    clock = [NOW]
+    for _ in range(args.rounds):
+        clock[0] = NOW
+        renderer = KpiRenderer(catalog, calendar, readout, clock=lambda: clock[0])
+        results.setdefault("first scrape", []).append(_scrape(renderer))
+        results.setdefault("nothing changed", []).append(_scrape(renderer))
+        change(stage, [k for rep in few for k in by_rep[rep]], rng)
+        results.setdefault(f"{len(few)} reps changed", []).append(_scrape(renderer))
+        change(stage, rep_keys, rng)
+        results.setdefault("every rep changed", []).append(_scrape(renderer))
+        clock[0] = NOW + 60.0  # the minute moves on (the stage has no window of the new one)
+        results.setdefault("the minute moved on", []).append(_scrape(renderer))
+    print(f"{args.reps} reps, {len(stage.windows)} windows, median of {args.rounds} rounds")
+    for name, runs in results.items():
+        capture = statistics.median(r[0] for r in runs) * 1000
+        render = statistics.median(r[1] for r in runs) * 1000
+        print(f"  {name:<20} capture (loop) {capture:7.1f} ms   render (thread) {render:7.1f} ms"
+              f"   {runs[0][2] / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

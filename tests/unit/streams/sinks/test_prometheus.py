@@ -1,0 +1,132 @@
+"""The incremental /metrics renderer: never a stale value, and unchanged windows not formatted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from metrics.catalog import Catalog
+from metrics.partials import ENCODER, make_partial, partial_key
+from metrics.rollup import Parts
+from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
+from streams.readout import Readout
+from streams.rollup import RollupStage
+from streams.sinks.prometheus import KpiRenderer
+
+CAT = Catalog()
+CAL = Calendar("UTC")
+T0 = datetime(2026, 5, 4, 9, 0, 30, tzinfo=UTC).timestamp()  # mid-minute
+GRACE = 300.0
+MINUTE, DAY = KIND_INDEX["minute"], KIND_INDEX["day"]
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def put(stage: RollupStage, scope: str, scope_id: str, kind: int, sums: dict, version: int,
+        source: int = 0, team: str | None = "east", at: float | None = None) -> None:
+    start, end = CAL.bounds(WINDOW_KINDS[kind], stage.clock() if at is None else at)
+    partial = make_partial(scope, scope_id, kind, start, end, source, version,
+                           Parts(sums=sums, samples={}), team if scope == "rep" else None)
+    stage._apply(0, partial_key(scope, scope_id, kind, start, source), ENCODER.encode(partial))
+
+
+def families(text: str) -> list[tuple[str, list[str]]]:
+    """Per family (in order), its HELP/TYPE header and its sample lines sorted; every sample
+    sits under its own family's header (the text format wants a family's lines together)."""
+    out: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            out.append((line, []))
+        elif not line.startswith("# TYPE "):
+            assert line.startswith(out[-1][0].split()[2] + "{"), line
+            out[-1][1].append(line)
+    return [(head, sorted(lines)) for head, lines in out]
+
+
+def setup() -> tuple[Clock, RollupStage, Readout]:
+    clock = Clock(T0)
+    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
+                        consumer_factory=None, clock=clock)  # type: ignore[arg-type]
+    return clock, stage, Readout(stage, grace_seconds=GRACE, clock=clock)
+
+
+def from_scratch(readout: Readout, clock: Clock) -> list[tuple[str, list[str]]]:
+    return families(KpiRenderer(CAT, CAL, readout, clock=clock).render())
+
+
+def test_a_render_after_changes_equals_a_render_from_scratch() -> None:
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    for kind in (MINUTE, DAY):
+        put(stage, "rep", "ann", kind, {("calls_made",): 1.0, ("tool_uses", "crm"): 2.0}, 1)
+        put(stage, "rep", "bob", kind, {("calls_made",): 4.0, ("calls_connected",): 1.0}, 1)
+        put(stage, "team", "east", kind, {("calls_made",): 5.0}, 1)
+        put(stage, "org", "org", kind, {("calls_made",): 5.0}, 1)
+    assert families(kept.render()) == from_scratch(readout, clock)
+
+    steps = [
+        # a changed value, a new rep, a second source for a team
+        lambda: (put(stage, "rep", "ann", DAY, {("calls_made",): 3.0}, 2),
+                 put(stage, "rep", "cyd", MINUTE, {("emails_sent",): 1.0}, 1, team="west"),
+                 put(stage, "team", "east", DAY, {("calls_made",): 2.0}, 1, source=1)),
+        # a source drops its part (a tombstone before the grace ran out)
+        lambda: stage._apply(0, partial_key("team", "east", DAY, CAL.bounds("day", clock())[0], 1),
+                             None),
+        # the minute moves on: last minute's stored KPIs at 0, then a value in the new minute
+        lambda: setattr(clock, "t", clock.t + 60),
+        lambda: put(stage, "rep", "ann", MINUTE, {("calls_made",): 7.0}, 1),
+        # a rep changes team within the day
+        lambda: put(stage, "rep", "bob", DAY, {("calls_made",): 5.0}, 2, team="west"),
+        # two minutes on: the first minute is neither current nor previous any more
+        lambda: setattr(clock, "t", clock.t + 120),
+        # the stage gives a window away (a rebalance)
+        lambda: stage.windows.pop(("rep", "bob", DAY, CAL.bounds("day", clock())[0])),
+    ]
+    for step in steps:
+        step()
+        assert families(kept.render()) == from_scratch(readout, clock)
+        assert kept.render() == kept.render()
+
+    text = kept.render()
+    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="day"} 3.0\n' in text
+    assert 'salespulse_team_calls_made{team="east",window="day"} 5.0\n' in text
+    assert 'salespulse_rep_calls_made{rep="bob",team="east",window="day"}' not in text
+    assert 'window="minute"} 7.0' not in text  # two minutes ago: gone
+    clock.t -= 120
+    text = kept.render()
+    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="minute"} 7.0\n' in text
+    assert 'salespulse_rep_emails_sent{rep="cyd",team="west",window="minute"} 0.0\n' in text
+
+
+def test_unchanged_windows_are_not_formatted_again() -> None:
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    for rep in ("ann", "bob", "cyd"):
+        for kind in (MINUTE, DAY):
+            put(stage, "rep", rep, kind, {("calls_made",): 1.0}, 1)
+    kept.render()
+    formatted = kept.formatted
+    assert formatted == 6  # one slot per rep and kind
+    kept.render()
+    assert kept.formatted == formatted  # nothing changed: nothing formatted
+    put(stage, "rep", "bob", DAY, {("calls_made",): 2.0}, 2)
+    assert 'rep="bob",team="east",window="day"} 2.0' in kept.render()
+    assert kept.formatted == formatted + 1  # bob's day only
+    clock.t += 60  # the minute moves on: each rep's minute slot again, the days stay
+    assert 'rep="ann",team="east",window="minute"} 0.0' in kept.render()
+    assert kept.formatted == formatted + 1 + 3
+
+
+def test_an_older_capture_rendered_late_does_not_undo_a_newer_one() -> None:
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    put(stage, "rep", "ann", DAY, {("calls_made",): 1.0}, 1)
+    older = kept.capture()
+    put(stage, "rep", "ann", DAY, {("calls_made",): 2.0}, 2)
+    assert 'window="day"} 2.0' in kept.render(kept.capture())
+    assert 'window="day"} 2.0' in kept.render(older)  # two scrapes' threads, out of order
