@@ -62,6 +62,10 @@ from mode import Service
 #: wall time, measured). An idle worker sends about 1,000 / this many empty fetches a second.
 FETCH_MAX_WAIT_MS = 50
 
+#: How long a partition's commit may be held by an offset that no message in flight covers
+#: before the partition is re-read from it (``BatchConsumer._note_hole``).
+HOLE_REREAD_SECONDS = 1.0
+
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread, with a short broker-side fetch wait (:data:`FETCH_MAX_WAIT_MS`)."""
@@ -90,6 +94,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._batches: dict[TP, dict[int, list[BatchMessage]]] = {}  # unacked, by last offset
         self._yielded: dict[TP, BatchMessage] = {}  # the batch just handed to _drain_messages
+        #: partitions whose commit is held by offsets no message in flight will ever ack:
+        #: tp -> (committed offset, when to re-read from it, re-reads so far)
+        self._holes: dict[TP, tuple[int, float, int]] = {}
+        self.holes_reread = 0
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -99,6 +107,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return getattr(self.app, "batched_topics", frozenset())
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        if self._holes:
+            await self._reread_holes()
         records, active_partitions = await self._wait_next_records(timeout)
         generation_id = self.app.consumer_generation_id
         if records is None or self.should_stop:
@@ -199,7 +209,89 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     del pending[last]
             if added:
                 gap.merge_overlaps()
-        return super()._new_offset(tp)
+        offset = self._acked_up_to(tp)
+        if offset is None and self._acked[tp]:
+            self._note_hole(tp)
+        else:
+            self._holes.pop(tp, None)
+        return offset
+
+    def _acked_up_to(self, tp: TP) -> int | None:
+        """Faust's ``_new_offset`` without its duplicates: the offset after the run of acked
+        offsets (acks and gap intervals) that starts at the committed one, or None.
+
+        Faust extends its list of acked offsets by the gap intervals, and an offset acked twice
+        (the same records fetched again after a seek, or re-read) then broke its run of
+        consecutive numbers at every repeat: such a partition committed one offset per commit
+        round. Here acks and gaps are a set."""
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        committed = self._committed_offset[tp]
+        done = set(acked)
+        highest = max(done)
+        gap = self._gap[tp]
+        if gap:
+            for interval in gap.overlap(0, highest):
+                done.update(range(interval.begin, interval.end))
+                highest = max(highest, interval.end - 1)
+            gap.chop(0, highest + 1)
+        if committed is not None:
+            done = {o for o in done if o >= committed}
+        ordered = sorted(done)
+        acked[:] = ordered
+        if not ordered or (committed is not None and ordered[0] - committed > 1):
+            return None  # (Faust's tolerance of one: its committed offsets run one behind)
+        end = 0
+        while end + 1 < len(ordered) and ordered[end + 1] == ordered[end] + 1:
+            end += 1
+        del acked[: end + 1]
+        self._acked_index[tp].difference_update(ordered[: end + 1])
+        return ordered[end] + 1
+
+    def _note_hole(self, tp: TP) -> None:
+        """Later offsets are acked but the committed one is not: fine while a message of this
+        generation that holds it is in flight. If none does (Faust's stream skips a message of
+        a stale generation without acking it; a range forgotten at a revoke), nothing will ever
+        ack it and the partition would never commit again: re-read it (``_reread_holes``)."""
+        committed = self._committed_offset[tp]
+        if committed is None:
+            return
+        generation = self.app.consumer_generation_id
+        for last, messages in (self._batches.get(tp) or {}).items():
+            if last >= committed and any(
+                m.first_offset <= committed and not m.acked and m.generation_id == generation
+                for m in messages
+            ):
+                self._holes.pop(tp, None)
+                return
+        hole = self._holes.get(tp)
+        if hole is None or hole[0] != committed:
+            self._holes[tp] = (committed, time.monotonic() + HOLE_REREAD_SECONDS, 0)
+
+    async def _reread_holes(self) -> None:
+        now = time.monotonic()
+        due = [(tp, c, n) for tp, (c, at, n) in self._holes.items() if at <= now]
+        if not due:
+            return
+        assigned = self.assignment()
+        for tp, committed, tries in due:
+            # Again if it persists, twice at most: an offset that does not exist for this
+            # consumer (a transaction marker) is never delivered, and re-reading cannot help.
+            self._holes[tp] = (committed, now + 5 * HOLE_REREAD_SECONDS if tries < 1 else float("inf"),
+                               tries + 1)
+            if tp not in assigned or self._committed_offset[tp] != committed:
+                continue
+            self.log.warning(
+                "%r: offset %d is acked by no message in flight while later ones are: re-reading "
+                "from it (re-read records are recognised as applied)", tp, committed)
+            self.holes_reread += 1
+            try:
+                await self._seek(tp, committed)
+            except Exception as exc:  # revoked meanwhile: its next owner reads it
+                self.log.info("not re-reading %r: %r", tp, exc)
+                continue
+            self._read_offset[tp] = None  # the drain loop must not drop the re-read records
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         message = self._yielded.pop(tp, None)
@@ -264,6 +356,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp in revoked:  # Faust drops their acks and gaps too
             self._batches.pop(tp, None)
             self._yielded.pop(tp, None)
+            self._holes.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
 

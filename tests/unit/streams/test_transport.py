@@ -165,3 +165,49 @@ def test_records_of_a_partition_not_active_are_fetched_again(consumer, monkeypat
     delivered = _drain(c, loop)
     assert [(tp, m.first_offset, m.offset) for tp, m in delivered] == [(TP0, 100, 101)]
     assert seeks == [(other, 7)]
+
+
+def _reread_setup(consumer, monkeypatch):
+    c, loop = consumer
+    seeks: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    async def wait_next_records(timeout: float):
+        return {}, {TP0}
+
+    monkeypatch.setattr("streams.transport.HOLE_REREAD_SECONDS", 0.0)
+    monkeypatch.setattr(c, "_seek", seek)
+    monkeypatch.setattr(c, "assignment", lambda: {TP0})
+    monkeypatch.setattr(c, "_wait_next_records", wait_next_records)
+    c.flow_active = True
+    return c, loop, seeks
+
+
+def test_a_commit_held_by_a_message_no_one_will_ack_is_re_read(consumer, monkeypatch) -> None:
+    """Faust's stream skips a message of a stale generation without acking it; later batches
+    are acked and the partition could never commit again. It is re-read from the held offset."""
+    c, loop, seeks = _reread_setup(consumer, monkeypatch)
+    _deliver(c, loop, 100, 149, None)  # generation 0
+    c.app.consumer_generation_id = 1  # ... taken by the stream after the generation moved: skipped
+    m2 = _deliver(c, loop, 150, 199, 149)
+    m2.ack(c)
+    assert _commit(c) is None
+    _drain(c, loop)
+    assert seeks == [(TP0, 100)]
+    assert c._read_offset[TP0] is None  # the drain loop must take the re-read records
+    assert c.holes_reread == 1
+    m1b = _deliver(c, loop, 100, 160, None)  # the re-read
+    m1b.ack(c)
+    assert _commit(c) == 200
+
+
+def test_a_commit_held_by_a_message_in_flight_is_left_alone(consumer, monkeypatch) -> None:
+    c, loop, seeks = _reread_setup(consumer, monkeypatch)
+    _deliver(c, loop, 100, 149, None)  # in flight, this generation
+    m2 = _deliver(c, loop, 150, 199, 149)
+    m2.ack(c)
+    assert _commit(c) is None
+    _drain(c, loop)
+    assert seeks == [] and c.holes_reread == 0
