@@ -55,6 +55,11 @@ class Reader:
         """The windows changed (or closed) since this reader's last read."""
         return self.readout._read(self, everything=False)
 
+    def skip(self) -> None:
+        """Mark every change read without building updates: for a sink that cannot write now
+        and will write everything again later (Redis away), so closed windows can still go."""
+        self.readout._skip(self)
+
     def live(self) -> list[WindowUpdate]:
         """Every window not closed yet, and the closed ones not read yet (final)."""
         return self.readout._read(self, everything=True)
@@ -94,6 +99,11 @@ class Readout:
 
     def _close(self, now: float) -> None:
         self.stage.close_due(now)  # by the wall clock, or by event time (streams.rollup)
+
+    def _skip(self, reader: Reader) -> None:
+        self._close(self.clock())
+        reader.seen = self.stage.seq
+        self._drop_read()
 
     def _read(self, reader: Reader, *, everything: bool) -> list[WindowUpdate]:
         stage = self.stage

@@ -55,3 +55,24 @@ def test_two_readers_each_read_every_change_once_coalesced_and_each_window_final
     assert fast.changed() == []
     assert all(u.final for u in slow.changed())
     assert not stage.windows
+
+
+def test_a_skipping_reader_builds_nothing_and_does_not_hold_closed_windows() -> None:
+    """A sink that cannot write (Redis away) skips: it builds no values, the other reader's
+    changes are untouched, and closed windows still go once the others have read them."""
+    clock = Clock()
+    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
+                        consumer_factory=None, clock=clock)  # type: ignore[arg-type]
+    readout = Readout(stage, grace_seconds=GRACE, clock=clock)
+    writer, away = readout.reader("writer"), readout.reader("away")
+    put(stage, "rep", "ann", 1, 1)
+    away.skip()
+    assert away.changed() == []
+    assert [u.id for u in writer.changed()] == ["ann"]
+    put(stage, "rep", "ann", 2, 2)
+    away.skip()
+    assert [u.values[("calls_made",)] for u in away.live()] == [2.0]  # what a full write takes
+    clock.t = END + 2 * GRACE
+    assert all(u.final for u in writer.changed())
+    away.skip()
+    assert not stage.windows
