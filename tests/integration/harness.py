@@ -286,13 +286,17 @@ async def produce(bootstrap: str, records: Iterable[tuple], pause_every: int = 0
     return n
 
 
+def event_time(t: float) -> str:
+    """A CloudEvent ``time``: RFC 3339 in UTC, to the millisecond."""
+    seconds, millis = divmod(round(t * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
 def cloudevent(etype: str, data: dict[str, Any], *, t: float, eid: str | None = None,
                source: str = "test/integration") -> bytes:
-    seconds, millis = divmod(round(t * 1000), 1000)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
     return json.dumps({
         "specversion": "1.0", "id": eid or uuid.uuid4().hex, "source": source,
-        "type": etype, "time": stamp, "data": data,
+        "type": etype, "time": event_time(t), "data": data,
     }).encode()
 
 

@@ -21,6 +21,7 @@ import pytest
 from tests.integration.harness import (
     Worker,
     create_topics,
+    event_time,
     lag_zero,
     produce,
     topic_set,
@@ -44,8 +45,7 @@ RESENT = 800
 def _restamped(record: tuple, t: float) -> tuple:
     topic, key, raw, headers = record
     event = json.loads(raw)
-    seconds, millis = divmod(round(t * 1000), 1000)
-    event["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    event["time"] = event_time(t)
     return topic, key, json.dumps(event).encode(), headers
 
 
