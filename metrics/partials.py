@@ -36,11 +36,33 @@ class Partial(msgspec.Struct, array_like=True):
 
     @property
     def parts(self) -> Parts:
+        """The parts, keyed by shared key tuples (see :func:`shared_key`)."""
         return Parts(
-            sums=dict(zip(map(tuple, self.keys), self.values, strict=True)),
+            sums=dict(zip(map(shared_key, self.keys), self.values, strict=True)),
             samples=dict(self.samples),
             sketches={s[0]: Sketch.decode(s[1:]) for s in self.sketches},
         )
+
+
+#: One tuple per distinct value key (kpi, *dims): a decoded partial's keys are new strings each
+#: time, and the roll-up stage keeps a partial of every scope, window and source (tens of
+#: thousands with 1,000 reps, ~50 keys each): sharing them holds each key once, not once per
+#: partial. Keys are bounded by the catalog and its dimensions' cardinality bounds; the table is
+#: emptied if it ever grows past :data:`SHARED_KEYS_MAX` (only sharing is lost).
+_SHARED: dict[tuple, tuple] = {}
+SHARED_KEYS_MAX = 200_000
+
+
+def shared_key(key: tuple | list) -> tuple:
+    """The one shared tuple equal to ``key``."""
+    t = tuple(key)
+    hit = _SHARED.get(t)
+    if hit is not None:
+        return hit
+    if len(_SHARED) >= SHARED_KEYS_MAX:
+        _SHARED.clear()
+    _SHARED[t] = t
+    return t
 
 
 def partial_key(scope: str, scope_id: str, kind: int, start: float, source: int) -> bytes:
