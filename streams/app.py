@@ -279,7 +279,8 @@ class Service:
             self.sinks.append(self.redis)
             self.registry.register(self.redis)
         self.registry.register(
-            HealthCollector(self.ingest, self.aggregate, self._lag, s.lead_sla_seconds)
+            HealthCollector(self.ingest, self.aggregate, self._lag, s.lead_sla_seconds,
+                            rereads=lambda: getattr(self.app.consumer, "holes_reread", 0))
         )
         self.registry.register(LeadCollector(self.leads))
         self.api = Api(

@@ -19,11 +19,13 @@ class HealthCollector(Collector):
     """The service's own counters: processed, duplicates, rejected, late, lag, state writes
     and size."""
 
-    def __init__(self, ingest: Any, aggregate: Any, lag: Callable[[], Iterable[tuple[str, int, int]]], sla_seconds: float) -> None:
+    def __init__(self, ingest: Any, aggregate: Any, lag: Callable[[], Iterable[tuple[str, int, int]]],
+                 sla_seconds: float, rereads: Callable[[], int] = lambda: 0) -> None:
         self.ingest = ingest
         self.aggregate = aggregate
         self.lag = lag
         self.sla_seconds = sla_seconds
+        self.rereads = rereads
 
     def collect(self) -> Iterator[Metric]:
         agg = self.aggregate
@@ -59,6 +61,12 @@ class HealthCollector(Collector):
             "salespulse_source_offset_resets",
             "Times an input partition's offsets went backwards (topic recreated, group reset).",
             value=agg.offset_resets,
+        )
+        yield CounterMetricFamily(
+            "salespulse_offset_rereads",
+            "Times a partition was read again from its committed offset because no record in "
+            "flight could ever acknowledge it (re-read records are recognised as applied).",
+            value=self.rereads(),
         )
         yield CounterMetricFamily(
             "salespulse_leads_expired",
