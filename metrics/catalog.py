@@ -31,7 +31,7 @@ import msgspec
 
 from metrics.events import DATA_TYPES
 from metrics.expressions import ExpressionError, compile_expression
-from metrics.labels import same
+from metrics.rules import PRESENT, accumulator, rule_functions
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
 
 Aggregation = Literal[
@@ -42,13 +42,6 @@ COMPUTED_SERIES = frozenset({"lead_response_seconds", "sales_cycle_seconds"})
 COMPUTED_VALUES = frozenset({"sales_cycle", "open", "target"})
 Scope = Literal["rep", "team", "org"]
 STORED = ("count", "sum", "distinct")  # aggregations kept as sums in window state
-
-
-class Present(msgspec.Struct, frozen=True):
-    """Condition: the field is set (not null)."""
-
-
-PRESENT = Present()
 
 
 class KPI(msgspec.Struct, frozen=True, kw_only=True):
@@ -295,116 +288,22 @@ DEFAULT_CATALOG: tuple[KPI, ...] = with_targets(
 
 
 # ---------------------------------------------------------------------------------------------
-# Compilation: entries -> per-event-type rules for the hot path.
+# Compilation: entries -> per-event-type functions (the source of each rule: metrics.rules).
 
 
 class Rule(msgspec.Struct, frozen=True):
-    """A stored KPI compiled for one event type."""
+    """A stored KPI compiled (``metrics.rules``): whether an event counts, the value it adds,
+    and ``dims(d, admit=same)``, the key's values after (kpi, rep, team)."""
 
     kpi: str
     match: Callable[[Any], bool]
     value: Callable[[Any], float]
-    dims: Callable[[Any], tuple]
+    dims: Callable[..., tuple]
     kinds: tuple[int, ...]  # indices into WINDOW_KINDS
 
 
 class CatalogError(ValueError):
     """A catalog entry that cannot be compiled."""
-
-
-def _condition(field: str, expected: Any) -> Callable[[Any], bool]:
-    if isinstance(expected, Present):
-        return lambda d: getattr(d, field, None) is not None
-    if isinstance(expected, (list, tuple, set, frozenset)):
-        allowed = frozenset(expected)
-        return lambda d: getattr(d, field, None) in allowed
-    return lambda d: getattr(d, field, None) == expected
-
-
-def _match(where: Mapping[str, Any]) -> Callable[[Any], bool]:
-    checks = [_condition(f, v) for f, v in where.items()]
-    if not checks:
-        return lambda d: True
-    if len(checks) == 1:
-        return checks[0]
-    return lambda d: all(c(d) for c in checks)
-
-
-def _value(kpi: KPI) -> Callable[[Any], float]:
-    if kpi.aggregation == "count":
-        return lambda d: 1.0
-    fields = kpi.fields
-    if len(fields) == 1:
-        (f,) = fields
-        return lambda d: getattr(d, f, 0.0) or 0.0
-    return lambda d: sum(getattr(d, f, 0.0) or 0.0 for f in fields)
-
-
-def _dims(kpi: KPI) -> Callable[[Any], tuple]:
-    dims = kpi.dimensions
-    if not dims:
-        return lambda d: ()
-    return lambda d: tuple(str(getattr(d, f, None) or "unknown") for f in dims)
-
-
-def _accumulator(rules: list[tuple[KPI, Rule]]) -> Callable[..., int]:
-    """One function per event type that adds all its KPI hits to a bucket dict.
-
-    ``accumulate(d, rep, team, bucket, admit)``: ``admit(label, value)`` maps each dimension
-    value to its label value (itself, or ``other`` beyond the label's cap: ``metrics.labels``).
-
-    The hot path of the aggregate stage: instead of three closure calls per KPI per event, one
-    generated function with the catalog's conditions inlined as attribute comparisons. Field
-    names are checked against the event structs before this runs (``_check_fields``); every
-    literal is passed in the namespace, never pasted into the source.
-    """
-    ns: dict[str, Any] = {"_same": same}
-    body = ["def accumulate(d, rep, team, bucket, admit=_same):", "    n = 0"]
-    dim_fields = sorted({f for kpi, _ in rules for f in kpi.dimensions})
-    for f in dim_fields:
-        # each dimension value is admitted (see metrics.labels) once per event, when a KPI
-        # that reads it matches: the same decisions whichever path applies the event
-        ns[f"_l_{f}"] = f
-        body.append(f"    _d_{f} = None")
-    for i, (kpi, _) in enumerate(rules):
-        conds = []
-        for j, (f, expected) in enumerate(kpi.where.items()):
-            const = f"_c{i}_{j}"
-            if isinstance(expected, Present):
-                conds.append(f"d.{f} is not None")
-                continue
-            if isinstance(expected, (list, tuple, set, frozenset)):
-                ns[const] = frozenset(expected)
-                conds.append(f"d.{f} in {const}")
-            else:
-                ns[const] = expected
-                conds.append(f"d.{f} == {const}")
-        ns[f"_k{i}"] = kpi.name
-        if kpi.aggregation == "count":
-            value = "1.0"
-        elif kpi.aggregation == "distinct":
-            # one key per distinct value, never a label (not exported, not capped): the
-            # distinct count is the number of such keys in the merged parts (rollup.finish)
-            value = "1.0"
-            conds.append(f"d.{kpi.fields[0]} is not None")
-        else:
-            value = " + ".join(f"(d.{f} or 0.0)" for f in kpi.fields)
-        dims = "".join(f", _d_{f}" for f in kpi.dimensions)
-        if kpi.aggregation == "distinct":
-            dims = f", d.{kpi.fields[0]}"
-        indent = "    "
-        if conds:
-            body.append(f"    if {' and '.join(conds)}:")
-            indent = "        "
-        for f in kpi.dimensions:
-            body.append(f"{indent}if _d_{f} is None:")
-            body.append(f"{indent}    _d_{f} = admit(_l_{f}, str(d.{f} or 'unknown'))")
-        body.append(f"{indent}k = (_k{i}, rep, team{dims})")
-        body.append(f"{indent}bucket[k] = bucket.get(k, 0.0) + {value}")
-        body.append(f"{indent}n += 1")
-    body.append("    return n")
-    exec(compile("\n".join(body), "<catalog>", "exec"), ns)  # noqa: S102 - generated from checked data
-    return ns["accumulate"]
 
 
 def _check_fields(k: KPI) -> None:
@@ -439,6 +338,7 @@ class Extreme(msgspec.Struct, frozen=True):
     field: str
     dimensions: tuple[str, ...]
     kinds: tuple[int, ...]
+    dims: Callable[..., tuple]  # ``dims(d, admit)``: the labels of the dimensions' values
 
 
 class Catalog:
@@ -452,7 +352,8 @@ class Catalog:
                 raise CatalogError(f"KPI {k.name!r} is defined twice")
             self.by_name[k.name] = k
         self.rules_by_type: dict[str, tuple[Rule, ...]] = {}
-        #: event type -> generated ``accumulate(d, rep, team, bucket, admit)`` -> number of hits
+        #: event type -> generated ``accumulate(d, rep, team, bucket, admit)`` -> number of hits:
+        #: the one form of the stored KPIs' rules that the state applies (``metrics.rules``)
         self.accumulators: dict[str, Callable[..., int]] = {}
         self.kinds_of: dict[str, tuple[int, ...]] = {}
         #: event type -> samplers of its sampled fields (aggregation quantile/mean with types)
@@ -495,8 +396,9 @@ class Catalog:
                 if not k.types or len(k.fields) != 1:
                     raise CatalogError(f"KPI {k.name!r}: a {k.aggregation} reads one field of event types")
                 _check_fields(k)
-                x = Extreme(k.name, k.aggregation, _match(k.where), k.fields[0], k.dimensions,
-                            tuple(WINDOW_KINDS.index(w) for w in k.windows))
+                match, _, dims = rule_functions(k)
+                x = Extreme(k.name, k.aggregation, match, k.fields[0], k.dimensions,
+                            tuple(WINDOW_KINDS.index(w) for w in k.windows), dims)
                 for t in k.types:
                     extremes.setdefault(t, []).append(x)
                 continue
@@ -514,7 +416,7 @@ class Catalog:
             if k.aggregation == "distinct" and (len(k.fields) != 1 or k.dimensions):
                 raise CatalogError(f"KPI {k.name!r}: a distinct count reads one field, no dimensions")
             kinds = tuple(WINDOW_KINDS.index(w) for w in k.windows)
-            rule = Rule(k.name, _match(k.where), _value(k), _dims(k), kinds)
+            rule = Rule(k.name, *rule_functions(k), kinds)
             if k.computed is not None:
                 if k.computed not in COMPUTED_VALUES or k.aggregation not in ("count", "sum"):
                     raise CatalogError(
@@ -535,11 +437,11 @@ class Catalog:
                         f"({', '.join(sorted(COMPUTED_SERIES))}) nor sampled by another entry"
                     )
         self.rules_by_type = {t: tuple(r) for t, r in rules.items()}
-        self.accumulators = {t: _accumulator(e) for t, e in entries.items()}
+        self.accumulators = {t: accumulator(k for k, _ in e) for t, e in entries.items()}
         for t in {*samplers, *extremes, *(t for c in ("sales_cycle", "open")
                                           for k, _ in computed.get(c, ()) for t in k.types)}:
             # an event type read only by samples or computed values still reaches the state
-            self.accumulators.setdefault(t, _accumulator([]))
+            self.accumulators.setdefault(t, accumulator([]))
         self.samplers = {t: tuple(v) for t, v in samplers.items()}
         self.extremes = {t: tuple(v) for t, v in extremes.items()}
         self.computed = {c: tuple(v) for c, v in computed.items()}
@@ -569,7 +471,8 @@ class Catalog:
             return
         sampled_from[series] = k
         kinds = tuple(WINDOW_KINDS.index(w) for w in WINDOW_KINDS)
-        sampler = Sampler(series, _match(k.where), _value(k), kinds)
+        match, value, _ = rule_functions(k)
+        sampler = Sampler(series, match, value, kinds)
         for t in k.types:
             samplers.setdefault(t, []).append(sampler)
 

@@ -64,7 +64,7 @@ def file_extremes(state: PartitionState, extremes: tuple[Any, ...], data: Any, t
         value = getattr(data, x.field, None)
         if value is None:
             continue
-        dims = tuple(admit(f, str(getattr(data, f, None) or "unknown")) for f in x.dimensions)
+        dims = x.dims(data, admit)
         obs = [t, float(value)] if x.op == "last" else [float(value)]
         hits.append((series_name(x.op, x.kpi, dims), obs, x.kinds))
     if not hits:

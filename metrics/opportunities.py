@@ -206,8 +206,7 @@ def _keys(state: PartitionState, rules: Iterable[tuple[Any, Any]], data: Any, re
     for kpi, rule in rules:
         if not rule.match(data):
             continue
-        dims = tuple(admit(f, str(getattr(data, f, None) or "unknown")) for f in kpi.dimensions)
-        out.append((kpi.name, rep, team, *dims))
+        out.append((kpi.name, rep, team, *rule.dims(data, admit)))
     return out
 
 
