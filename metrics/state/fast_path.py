@@ -1,0 +1,128 @@
+"""The fast path: applying a KPI-lane bundle (see :mod:`metrics.state` for why it looks so).
+
+Per event: re-forwards and producer duplicates are skipped (:mod:`metrics.state.sightings`),
+events older than the dedup horizon and events whose every window closed are counted late,
+labels are admitted (:mod:`metrics.state.labels`), a teamless event takes its rep's team from
+the roster (:mod:`metrics.state.roster`), and the catalog's generated accumulator
+(``metrics.rules``) adds the event's KPI hits to a pending bucket per (event-time minute,
+first open window kind), folded into the windows when they are read
+(:mod:`metrics.state.windows`). Records replayed after a cut-short snapshot take the exact
+per-window path instead (:mod:`metrics.state.replay`), with the same accumulator.
+"""
+
+from __future__ import annotations
+
+from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated, UserEvent
+from metrics.labels import REP, TEAM
+from metrics.state.sightings import SEQ_BITS
+from metrics.windows import WINDOW_KINDS
+
+#: event class -> its type name
+TYPE_OF = {cls: name for name, cls in DATA_TYPES.items()}
+
+
+class FastPath:
+    """:meth:`apply` and :meth:`skip` of :class:`metrics.state.PartitionState`."""
+
+    def apply(self, bundle: Bundle, offset: int) -> None:
+        """Apply one forwarded bundle, the record at ``offset`` of this partition.
+
+        Fast path: an event adds its KPI hits to an accumulator keyed by (event-time minute,
+        first window kind still open, key). The accumulator lives across bundles and is folded
+        into the windows (:meth:`_fold`) only when something reads them: a snapshot, a scrape,
+        expiry, or the exact path. All window boundaries are minute-aligned, so events of one
+        minute share every window, and the result is the same as folding each event at once.
+        Records replayed after a cut-short snapshot take the exact per-window path.
+        """
+        if offset <= self.meta_stamp or offset <= self.applied:
+            return  # replayed record: already in the durable state
+        replaying = offset <= self.max_stamp
+        if bundle.lane == LANE_LEAD:
+            self._apply_leads(bundle, offset, replaying)
+            self.applied = offset
+            return
+        src = (bundle.topic, bundle.partition, bundle.lane)
+        src_hw = self.sources.get(src, -1)
+        src_wm = self.source_times.get(src, float("-inf"))
+        accumulators = self.catalog.accumulators
+        grace = self.grace
+        pending = self._pending
+        base_seq = offset << SEQ_BITS
+        counts: dict[type, int] = {}
+        horizon = self.horizon
+        gated = self.label_caps is not None
+        reps_in, teams_in = self.labels[REP], self.labels[TEAM]
+        admit = self._admit
+        special = self._hooks
+        roster = self.roster
+        first = self.dedup.first  # producer duplicates (metrics.dedup)
+        for index, ev in enumerate(bundle.events):
+            t = ev.time
+            if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
+                continue
+            src_hw = ev.offset
+            if t <= self.watermark - horizon:
+                self.late += 1
+                continue
+            minute = int(t // 60.0)
+            if not first(ev.source, ev.id, 0, minute, base_seq | index, self.watermark):
+                self.duplicates += 1
+                continue
+            if t > self.watermark:
+                self.watermark = t
+            if t > src_wm:
+                src_wm = t
+            data = ev.data
+            cls = type(data)
+            if cls is UserEvent:  # a user catalog's event type (metrics.user_events)
+                data = data.unwrap()  # type: ignore[attr-defined]
+                if data is None:
+                    continue  # a type this worker's catalog does not declare
+                cls = type(data)
+            counts[cls] = counts.get(cls, 0) + 1
+            if cls is RepUpdated:
+                self._roster_update(data, t)  # type: ignore[arg-type]
+            etype = TYPE_OF[cls]
+            accumulate = accumulators.get(etype)
+            if accumulate is None:
+                continue
+            rep = getattr(data, "rep_id", None)
+            team = getattr(data, "team_id", None)  # None: resolved from the roster when read
+            first_open = 0  # windows are nested: if a kind is late, so are all smaller ones
+            if (minute + 1) * 60.0 + grace <= src_wm:
+                first_open = self._first_open_kind(t, src_wm)
+                if first_open == len(WINDOW_KINDS):
+                    self.late += 1
+                    continue
+            if gated:  # one dict lookup per label while the value is admitted
+                if rep is not None and rep not in reps_in:
+                    rep, team = self._admit_rep(rep, team)
+                elif team is not None and team not in teams_in:
+                    team = admit(TEAM, team)
+            if team is None and rep is not None:
+                entry = roster.get(rep)
+                if entry is not None:  # the team in effect at the event's time (a label already)
+                    team = entry.team if t >= entry.time else entry.team_at(t)
+            hook = special.get(cls)
+            if hook is not None:
+                hook(self, data, t, rep, team, offset, replaying, src_wm)
+            if replaying:
+                self._apply_slow(data, accumulate, rep, team, t, offset, replaying, src_wm)
+                continue
+            bucket = pending.get((minute, first_open))
+            if bucket is None:
+                bucket = pending[(minute, first_open)] = {}
+            if accumulate(data, rep, team, bucket, admit) and first_open:
+                self.late += 1
+        for cls, n in counts.items():
+            self.processed[TYPE_OF[cls]] += n
+        if src_hw >= 0:
+            self.sources[src] = src_hw
+            self.source_times[src] = src_wm
+        self.applied = offset
+
+    def skip(self, offset: int) -> None:
+        """Record ``offset`` as applied without effect: an undecodable record, dead-lettered by
+        the caller. A replay then skips it like any applied record."""
+        if offset > self.applied:
+            self.applied = offset
