@@ -26,15 +26,8 @@ from metrics.labels import OTHER, LabelCaps
 from metrics.rollup import rollup
 from metrics.state import UNASSIGNED, PartitionState
 from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
-from tests.unit.metrics.test_state import (
-    GRACE,
-    HORIZON,
-    T0,
-    _fingerprint,
-    _generate,
-    _run_with_crashes,
-    apply_all,
-)
+from tests.unit.metrics.state.crashes import GRACE, HORIZON, fingerprint, generate, run_with_crashes
+from tests.unit.metrics.state.support import T0, apply_all
 
 CAT = Catalog()
 CAL = Calendar("UTC")
@@ -199,13 +192,13 @@ def test_crash_exactness_property_with_label_caps(block):
     crashes = overflowed = 0
     for seed in range(block * 50, (block + 1) * 50):
         rng = random.Random(seed)
-        bundles = _generate(rng)
+        bundles = generate(rng)
         reference = PartitionState(CAT, CAL, **kw)
         apply_all(reference, bundles)
         overflowed += sum(reference.overflow.values())
-        state, n = _run_with_crashes(bundles, rng, label_caps=kw["label_caps"])
+        state, n = run_with_crashes(bundles, rng, label_caps=kw["label_caps"])
         crashes += n
-        assert _fingerprint(state) == _fingerprint(reference), f"seed {seed}"
+        assert fingerprint(state) == fingerprint(reference), f"seed {seed}"
         assert state.labels == reference.labels, f"seed {seed}"
         keys = {k for w in reference.windows.values() for k in w.values}
         assert len({k[1] for k in keys}) <= 3 + 1

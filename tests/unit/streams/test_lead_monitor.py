@@ -139,7 +139,7 @@ async def test_the_histogram_counts_a_lead_once_after_the_group_read_what_could_
     before the response was seen: an earlier touch read meanwhile (shuffled input, a backlog)
     is what gets counted. A change after the count is a correction, never a second count."""
     from metrics.events import LANE_LEAD, Bundle
-    from tests.unit.metrics.test_state import T0, ev, new_state
+    from tests.unit.metrics.state.support import T0, ev, new_state
 
     state = new_state()
     now = [NOW]

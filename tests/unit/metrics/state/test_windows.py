@@ -1,0 +1,59 @@
+"""Windows and expiry."""
+
+from __future__ import annotations
+
+from metrics.events import (
+    CallCompleted,
+)
+from metrics.state import META_KEY, PartitionState
+from tests.unit.metrics.state.support import (
+    CAL,
+    CAT,
+    HOUR,
+    T0,
+    Feed,
+    new_state,
+    of,
+    window,
+)
+
+# -- expiry ----------------------------------------------------------------------
+
+
+def test_expire_drops_closed_windows_and_old_dedup_minutes_with_tombstones():
+    feed = Feed()
+    call = CallCompleted("r", "outbound", "busy", team_id="t")
+    state = new_state(grace_seconds=60, dedup_horizon_seconds=600)
+    state.apply(feed.bundle(feed.events([(T0 + 5, call), (T0 + 65, call)])), 0)
+    state.snapshot()
+    minute_keys = {f"w/minute/{int(T0)}", f"w/minute/{int(T0) + 60}"}
+    seen_keys = {f"d/{int(T0 // 60)}/0", f"d/{int(T0 // 60) + 1}/0"}
+    assert minute_keys <= {p.key for p in state.windows.values()}
+    assert state.expire() == 0  # nothing closed yet
+
+    # watermark T0 + 1000: both minutes closed beyond grace, both dedup minutes beyond horizon
+    state.apply(feed.bundle(feed.events([(T0 + 1000, call)])), 1)
+    wm = state.watermark
+    assert state.expire() == 4
+    for p in state.windows.values():
+        assert p.end + state.grace > wm
+    assert all((m + 1) * 60 + state.horizon > wm for m in state.dedup.minutes())
+    parts = state.snapshot()
+    tombstones = {k for k, v in parts if v is None}
+    assert tombstones == minute_keys | seen_keys
+    assert dict(parts)[META_KEY] is not None
+    # hour and day still hold all three calls
+    assert of(window(state, HOUR, T0), "calls_made") == {("r", "t"): 3}
+    # the next snapshot has nothing to delete
+    state.apply(feed.bundle(feed.events([(T0 + 1001, call)])), 2)
+    assert all(v is not None for _, v in state.snapshot())
+    # a restore from the changelog does not bring expired parts back
+    changelog: dict[str, bytes] = {}
+    for k, v in parts:
+        if v is None:
+            changelog.pop(k, None)
+        else:
+            changelog[k] = v
+    restored = PartitionState.restore(changelog.items(), CAT, CAL, grace_seconds=60,
+                                      dedup_horizon_seconds=600)
+    assert not any(p.key in minute_keys for p in restored.windows.values())
