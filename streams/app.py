@@ -49,7 +49,7 @@ from streams.rollup import RollupStage
 from streams.settings import Settings
 from streams.sinks import redis as redis_sink
 from streams.sinks.metrics_topic import MetricsTopicSink
-from streams.sinks.prometheus import KpiRenderer
+from streams.sinks.prometheus import KpiRenderer, requested_names
 from streams.transport import BatchTransport
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ class Service:
             source=f"salespulse/{s.app_id}",
             wait_horizon_seconds=s.lead_wait_horizon_seconds,
         )
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
         self.kpis = KpiRenderer(self.catalog, self.calendar, self.readout)
         #: Push sinks (streams.sinks), each started as a task of its own.
         self.sinks: list[Any] = [
@@ -422,9 +422,14 @@ class Service:
             async def get(self, request: Request) -> Response:
                 # Copy on the loop, roll up and format in a thread: a large render (1,000 reps,
                 # ~150k series, ~1 s) then slows event processing instead of stopping it.
+                # ?name[]=<metric> (repeatable) renders only those families, as
+                # prometheus_client's own exposition does: a cheap poll of one metric.
+                names = requested_names(request.query)
                 captured = kpis.capture()
-                text = await asyncio.get_running_loop().run_in_executor(None, kpis.render, captured)
-                body = text.encode() + generate_latest(registry)
+                text = await asyncio.get_running_loop().run_in_executor(
+                    None, kpis.render, captured, names)
+                own = registry if names is None else registry.restricted_registry(names)
+                body = text.encode() + generate_latest(own)
                 return aiohttp_web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         @app.page("/healthz")

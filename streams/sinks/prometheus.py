@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from metrics.catalog import Catalog
@@ -33,6 +33,16 @@ class Captured(NamedTuple):
     starts: tuple[tuple[float, float], ...]  # per window kind: (current start, previous start)
     present: list[tuple]  # the keys (scope, id, kind, start) of every current or previous window
     changed: dict[tuple, tuple[int, tuple, dict]]  # key -> (seq, label values, values)
+
+
+def requested_names(query: Mapping[str, str]) -> frozenset[str] | None:
+    """The metric names of a scrape's ``name[]`` query parameters (repeatable, as Prometheus'
+    client libraries take them), or None for the whole exposition."""
+    getall = getattr(query, "getall", None)
+    names = getall("name[]", ()) if getall is not None else query.get("name[]", ())
+    if isinstance(names, str):
+        names = (names,)
+    return frozenset(names) or None
 
 
 def _escape(value: str) -> str:
@@ -139,17 +149,25 @@ class KpiRenderer:
                 changed[key] = (window.seq, ids, window.values(catalog))
         return Captured(self._captures, tuple(starts), present, changed)
 
-    def render(self, captured: Captured | None = None) -> str:
+    def render(self, captured: Captured | None = None,
+               names: Collection[str] | None = None) -> str:
         """The KPI families as exposition text. Given a :meth:`capture`, it touches no live
         state and may run off the event loop (in a thread); renders are serialised, and a
-        capture older than one already rendered is not applied (the newer text is served)."""
+        capture older than one already rendered is not applied (the newer text is served).
+
+        ``names``: only the families of these metric names (``GET /metrics?name[]=...``, as
+        prometheus_client's exposition restricts its registry); the capture is applied to the
+        cache all the same, so a later full scrape formats nothing twice."""
         captured = captured if captured is not None else self.capture()
         with self._lock:
             if captured.number > self._applied:
                 self._apply(captured)
                 self._applied = captured.number
             parts = []
+            metric_names = self.families
             for family, chunks in self._chunks.items():
+                if names is not None and metric_names[family] not in names:
+                    continue
                 parts.append(self._heads[family])
                 parts.extend(chunks.values())
             return "".join(parts)

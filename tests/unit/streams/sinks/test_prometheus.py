@@ -10,7 +10,7 @@ from metrics.rollup import Parts
 from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 from streams.readout import Readout
 from streams.rollup import RollupStage
-from streams.sinks.prometheus import KpiRenderer
+from streams.sinks.prometheus import KpiRenderer, requested_names
 
 CAT = Catalog()
 CAL = Calendar("UTC")
@@ -130,3 +130,51 @@ def test_an_older_capture_rendered_late_does_not_undo_a_newer_one() -> None:
     put(stage, "rep", "ann", DAY, {("calls_made",): 2.0}, 2)
     assert 'window="day"} 2.0' in kept.render(kept.capture())
     assert 'window="day"} 2.0' in kept.render(older)  # two scrapes' threads, out of order
+
+
+def test_name_filter_renders_only_the_named_families_from_the_same_cache() -> None:
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    put(stage, "rep", "ann", DAY, {("calls_made",): 1.0, ("emails_sent",): 2.0}, 1)
+    put(stage, "team", "east", DAY, {("calls_made",): 1.0}, 1)
+    only = kept.render(names=frozenset({"salespulse_rep_calls_made"}))
+    assert [head for head, _ in families(only)] == [
+        "# HELP salespulse_rep_calls_made " + CAT.by_name["calls_made"].help]
+    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="day"} 1.0\n' in only
+    formatted = kept.formatted
+    # a later full render serves the same cache: nothing formatted again, every family there
+    full = kept.render()
+    assert kept.formatted == formatted
+    assert families(full) == from_scratch(readout, clock)
+    assert 'salespulse_team_calls_made{team="east",window="day"} 1.0\n' in full
+    # a change seen first by a filtered render shows in the next full one
+    put(stage, "rep", "ann", DAY, {("calls_made",): 5.0, ("emails_sent",): 2.0}, 2)
+    assert 'window="day"} 5.0\n' in kept.render(names={"salespulse_rep_calls_made"})
+    assert families(kept.render()) == from_scratch(readout, clock)
+    assert kept.render(names={"no_such_metric"}) == ""
+
+
+def test_requested_names_reads_repeated_name_parameters() -> None:
+    from multidict import MultiDict
+
+    assert requested_names(MultiDict()) is None
+    assert requested_names(MultiDict([("name[]", "a"), ("name[]", "b"), ("x", "c")])) == {"a", "b"}
+    assert requested_names({"name[]": "a"}) == {"a"}
+
+
+def test_restricted_registry_keeps_named_families_of_collectors_without_describe() -> None:
+    """The /metrics handler restricts the service's own registry (custom collectors without
+    describe) with prometheus_client's restricted_registry, which sees such collectors only
+    when the registry supports them (as streams.app builds it)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Two:
+        def collect(self):  # type: ignore[no-untyped-def]
+            yield CounterMetricFamily("salespulse_events_duplicate", "d", value=3)
+            yield GaugeMetricFamily("salespulse_state_keys", "k", value=7)
+
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
+    registry.register(Two())
+    text = generate_latest(registry.restricted_registry({"salespulse_state_keys"})).decode()
+    assert "salespulse_state_keys 7.0" in text and "duplicate" not in text
