@@ -40,6 +40,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -58,7 +59,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from streams.demo.mix import DemoRecord, SalesFloor
+from streams.bench_contenders.mixes import MIXES, lead_lane_share
+from streams.bench_contenders.mixes import floor as mix_floor
+from streams.demo.mix import DemoRecord
 from streams.kafka_config import kafka_client_kwargs
 from streams.redis_layout import Layout
 from streams.settings import DEFAULT_INPUT_TOPICS, Settings
@@ -72,6 +75,8 @@ METRICS_POLL = 0.05  # (b): /metrics is scraped every 50 ms from launch
 RSS_POLL = 0.1  # RSS of the worker process, every 100 ms
 COMMIT_POLL = 0.2  # broker check of committed vs end offsets, once all events are in
 PROBE_EVERY = 0.1  # latency: one probe event per 100 ms
+PROBE_POLL = 0.025  # latency: /metrics?name[]=<the probe's metric> every 25 ms
+SCRAPE_INTERVAL = 1.0  # latency: a full scrape every second, as Prometheus does every 1-5 s
 LOAD_WARMUP = 2.0  # latency: seconds of background load before the first probe
 
 STARTUP_TIMEOUT = 180.0  # launch -> first record processed
@@ -82,6 +87,9 @@ BACKLOG_TIMEOUT = 60.0  # end of the load -> worker has processed all of it
 
 PROBE_REP = "rep-probe"
 PROBE_TEAM = "team-probe"
+PROBE_METRIC = "salespulse_rep_calls_made"
+REDIS_START_TIMEOUT = 10.0
+TRACEMALLOC_TIMEOUT = 180.0  # snapshot requested -> written (a traced snapshot of a big heap)
 
 _HEALTH_RE = re.compile(
     rb"^(salespulse_events_(?:processed|duplicate|rejected|late)_total|salespulse_consumer_lag_records"
@@ -89,7 +97,7 @@ _HEALTH_RE = re.compile(
     rb"(?:\{[^}]*\})? (\S+)$",
     re.M,
 )
-_PROBE_PREFIX = f'salespulse_rep_calls_made{{rep="{PROBE_REP}",'.encode()
+_PROBE_PREFIX = f'{PROBE_METRIC}{{rep="{PROBE_REP}",'.encode()
 _PROBE_RE = re.compile(
     rb"^" + re.escape(_PROBE_PREFIX) + rb'[^}]*window="day"[^}]*\} (\S+)$', re.M
 )
@@ -217,6 +225,8 @@ class Run:
     #: end offsets of the input partitions right after producing: the N records of the run
     #: (the latency phase appends more to the same topics)
     input_ends: dict[TopicPartition, int] = field(default_factory=dict)
+    #: the Redis of the run's workers (SALESPULSE_REDIS_URL, or one the bench started); "" none
+    redis_url: str = ""
 
     def name(self, suffix: str) -> str:
         return f"bench-{self.runid}-{suffix}"
@@ -227,6 +237,7 @@ class Run:
         env = dict(os.environ)
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+        env["SALESPULSE_REDIS_URL"] = self.redis_url
         env.update(extra)
         return env
 
@@ -271,6 +282,57 @@ async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 30.0) 
                 proc.kill()
             await proc.wait()
     return proc.returncode
+
+
+async def redis_answers(url: str) -> bool:
+    """Whether a Redis answers PING at ``url`` within a second or two."""
+    redis = redis_client(url, 2.0)
+    try:
+        return bool(await redis.ping())
+    except Exception:  # noqa: BLE001 - refused, timed out, auth: no Redis for the bench
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+
+
+async def ensure_redis(run: Run, url: str) -> dict[str, Any]:
+    """The Redis of the run's workers: ``url`` (SALESPULSE_REDIS_URL) if one answers there;
+    else a ``redis-server`` of our own (Debian's binary, as deploy/local.sh uses) on a free
+    port, its dir in the run dir, no persistence; stopped with the run's other children.
+    ``url`` empty: no Redis (the workers run without the Redis sink)."""
+    if not url:
+        run.redis_url = ""
+        return {"url": "", "started": False, "note": "SALESPULSE_REDIS_URL is empty: no Redis"}
+    if await redis_answers(url):
+        run.redis_url = url
+        return {"url": url, "started": False}
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.access(binary, os.X_OK):
+        run.redis_url = ""
+        return {"url": "", "started": False,
+                "note": f"no Redis at {url} and no redis-server to start: Redis not measured"}
+    port = free_port()
+    data = run.workdir / "redis"
+    data.mkdir(exist_ok=True)
+    proc = await run.spawn(
+        "redis", binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+        "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+        env=run.child_env(),
+    )
+    own = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + REDIS_START_TIMEOUT
+    while time.monotonic() < deadline and proc.returncode is None:
+        if await redis_answers(own):
+            run.redis_url = own
+            return {"url": own, "started": True, "pid": proc.pid,
+                    "note": f"no Redis answered at {url}: started redis-server on port {port}"}
+        await asyncio.sleep(0.1)
+    await stop_process(proc, 5)
+    run.redis_url = ""
+    return {"url": "", "started": False,
+            "note": f"no Redis at {url}, and the redis-server started did not answer "
+                    f"(see {run.logs['redis']}): Redis not measured"}
 
 
 class RssSampler:
@@ -349,10 +411,10 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> bytes | None:
 # ------------------------------------------------------------------------------ data
 
 
-def generate(n: int, reps: int, teams: int) -> list[DemoRecord]:
-    """The run's data set: the demo floor in bulk mode (event times spread over the recent
-    past, the last one no later than now, so the worker neither rejects nor drops any)."""
-    return list(SalesFloor(reps=reps, teams=teams, seed=7).events(n))
+def generate(n: int, reps: int, teams: int, mix: str = "demo") -> list[DemoRecord]:
+    """The run's data set: the floor of ``mix`` in bulk mode (event times spread over the
+    recent past, the last one no later than now, so the worker neither rejects nor drops any)."""
+    return list(mix_floor(mix, reps, teams, 7).events(n))
 
 
 def retarget(records: Iterable[DemoRecord], prefix: str) -> Iterable[DemoRecord]:
@@ -513,11 +575,13 @@ class Worker:
 
 
 async def start_worker(
-    run: Run, key: str, topics: list[str], *, app_id: str | None = None, **env_extra: str
+    run: Run, key: str, topics: list[str], *, app_id: str | None = None,
+    module: str = "", **env_extra: str,
 ) -> Worker:
-    """Launch ``python -m streams.cli worker`` with a fresh app id (= group, state topics),
-    or with ``app_id`` to join (or restart into) the group of another worker. ``env_extra``
-    are further ``SALESPULSE_*`` settings (e.g. the session timeout)."""
+    """Launch ``python -m streams.cli worker`` (or ``python -m <module>``, a wrapper of it)
+    with a fresh app id (= group, state topics), or with ``app_id`` to join (or restart into)
+    the group of another worker. ``env_extra`` are further ``SALESPULSE_*`` settings (e.g. the
+    session timeout)."""
     app_id = app_id or run.name(f"salespulse-{key}")
     port = free_port()
     env = run.child_env(
@@ -536,7 +600,8 @@ async def start_worker(
         **env_extra,
     )
     launched = time.time()
-    proc = await run.spawn(f"worker-{key}", sys.executable, "-m", "streams.cli", "worker", env=env)
+    argv = ["-m", module] if module else ["-m", "streams.cli", "worker"]
+    proc = await run.spawn(f"worker-{key}", sys.executable, *argv, env=env)
     sampler = RssSampler(proc.pid)
     sampler.start()
     return Worker(proc, key, app_id, port, launched, sampler, list(topics))
@@ -859,27 +924,29 @@ def probe_event(run: Run, k: int) -> bytes:
 
 async def run_latency(
     run: Run, worker: Worker, session: aiohttp.ClientSession, *, rate: float, seconds: float,
-    reps: int, teams: int, events_before: int, duty: float,
+    reps: int, teams: int, events_before: int, scrape_interval: float, mix: str = "demo",
 ) -> dict[str, Any]:
     """Probe latency under a background load of ``rate`` events/s for ``seconds``.
 
-    Scrapes run back to back when ``duty`` is 1. A scrape blocks the worker's event loop for
-    as long as it renders, so a tight loop of slow renders starves the very processing it
-    times; ``duty`` < 1 pauses after each scrape so that at most that share of the wall time
-    is spent inside scrapes (a pause of ``render * (1 / duty - 1)``).
+    Two observers of /metrics, as in production: a full scrape every ``scrape_interval``
+    seconds on a fixed schedule (Prometheus scrapes every 1-5 s; a scrape that overruns its
+    slot delays the next, scrapes of one target never overlap), and the probe's own poll of
+    ``/metrics?name[]=<probe metric>`` every ``PROBE_POLL`` s, which renders one family from the
+    same cache. The poll times when a value becomes visible on /metrics; the full scrapes time
+    what Prometheus would store, the wait for the next scrape included.
     """
-    out: dict[str, Any] = {"target_rate": rate, "seconds": seconds, "ok": False, "scrape_duty": duty}
+    out: dict[str, Any] = {"target_rate": rate, "seconds": seconds, "ok": False,
+                           "scrape_interval_s": scrape_interval, "probe_poll_s": PROBE_POLL}
     worker.sampler.phase = "latency"
-    # before the load starts: a scrape of a big state takes seconds, which the load's fixed
-    # duration must not pay for
-    baseline = parse_probe_count(await scrape(session, worker.url) or b"")
+    probe_url = f"{worker.url}?name[]={PROBE_METRIC}"
+    baseline = parse_probe_count(await scrape(session, probe_url) or b"")
     if baseline:
         out["note"] = f"probe rep already had {baseline} calls before the first probe"
     load = await run.spawn(
         "load", sys.executable, "-m", "streams.bench_contenders.load",
         "--bootstrap", run.bootstrap, "--prefix", f"bench-{run.runid}.",
         "--rate", f"{rate:.1f}", "--seconds", f"{seconds + LOAD_WARMUP + 1.0:.1f}",
-        "--reps", str(reps), "--teams", str(teams), "--seed", "11",
+        "--reps", str(reps), "--teams", str(teams), "--seed", "11", "--mix", mix,
         env=run.child_env(), stdout=subprocess.PIPE,
     )
     assert load.stdout is not None
@@ -896,34 +963,44 @@ async def run_latency(
     producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap, linger_ms=0, **run.client_kw)
     await producer.start()
     sends: list[float] = []
-    latencies: list[float] = []  # send -> response of the first scrape that shows the probe
-    early: list[float] = []  # send -> request of that scrape (the render starts after it)
-    renders: list[float] = []
     futures: list[asyncio.Future[Any]] = []
-    state = {"count": 0, "rollback": False}
+    #: send -> the first observation that shows the probe, per observer
+    seen_at: dict[str, list[float]] = {"poll": [], "scrape": [], "redis": [], "sse": []}
+    renders: dict[str, list[float]] = {"poll": [], "scrape": []}  # request -> body read
+    state = {"count": baseline, "rollback": False}
     stop = asyncio.Event()
 
-    async def poll() -> None:
-        """Scrape in a loop (paced by ``duty``): the scrape interval is part of what a
-        dashboard would see, so it is part of the measurement."""
+    def seen(kind: str, count: int, t: float | None = None) -> None:
+        t = time.perf_counter() if t is None else t
+        lat = seen_at[kind]
+        while len(lat) < len(sends) and count - baseline > len(lat):
+            lat.append(t - sends[len(lat)])
+
+    async def observe(kind: str, url: str, t_req: float) -> None:
+        body = await scrape(session, url)
+        t_resp = time.perf_counter()
+        if body is None:
+            return
+        renders[kind].append(t_resp - t_req)
+        count = parse_probe_count(body)
+        if count < state["count"]:
+            state["rollback"] = True  # the day window rolled over (UTC midnight)
+        state["count"] = count
+        seen(kind, count, t_resp)
+
+    async def every(kind: str, url: str, interval: float) -> None:
+        """``url`` on a fixed schedule; a slot missed by a long response is skipped."""
+        start = time.perf_counter()
+        k = 0
         while not stop.is_set():
-            t_req = time.perf_counter()
-            body = await scrape(session, worker.url)
-            t_resp = time.perf_counter()
-            if body is None:
-                await asyncio.sleep(0.01)
-                continue
-            renders.append(t_resp - t_req)
-            count = parse_probe_count(body)
-            if count < state["count"]:
-                state["rollback"] = True  # the day window rolled over (UTC midnight)
-            state["count"] = count
-            while len(latencies) < len(sends) and count > len(latencies):
-                early.append(max(0.0, t_req - sends[len(latencies)]))
-                latencies.append(t_resp - sends[len(latencies)])
-            if duty < 1.0:
+            delay = start + k * interval - time.perf_counter()
+            if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), (t_resp - t_req) * (1.0 / duty - 1.0))
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+            await observe(kind, url, time.perf_counter())
+            k = max(k + 1, math.ceil((time.perf_counter() - start) / interval))
 
     async def send_probes() -> None:
         start = time.perf_counter()
@@ -942,15 +1019,10 @@ async def run_latency(
 
     # The same probes as Redis and the SSE stream show them: the probe rep's day calls_made in
     # the update messages of its channel, and in the update events of /api/v1/stream.
-    served: dict[str, list[float]] = {"redis": [], "sse": []}
-
-    def seen(kind: str, count: int) -> None:
-        t, lat = time.perf_counter(), served[kind]
-        while len(lat) < len(sends) and count - baseline > len(lat):
-            lat.append(t - sends[len(lat)])
-
     async def watch_redis() -> None:
-        redis = redis_client(Settings().redis_url, 5.0)
+        if not run.redis_url:
+            return
+        redis = redis_client(run.redis_url, 5.0)
         pubsub = redis.pubsub()
         try:
             await pubsub.subscribe(Layout(worker.app_id).channel("rep", "day", PROBE_REP))
@@ -963,6 +1035,8 @@ async def run_latency(
             await redis.aclose()
 
     async def watch_sse() -> None:
+        if not run.redis_url:
+            return  # the API (and its stream) answers 503 without Redis
         url = (f"http://127.0.0.1:{worker.port}/api/v1/stream?scope=rep&id={PROBE_REP}"
                "&window=day")
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as r:
@@ -974,28 +1048,26 @@ async def run_latency(
                 elif line.startswith("data: ") and kind == "update":
                     seen("sse", int(json.loads(line[6:])["kpis"].get("calls_made", 0)))
 
-    poller: asyncio.Task[None] | None = None
+    observers: list[asyncio.Task[None]] = []
     watchers: list[asyncio.Task[None]] = []
     try:
         await producer.partitions_for(activities)  # metadata first: not part of any probe
         await asyncio.sleep(LOAD_WARMUP)
-        poller = asyncio.create_task(poll())
+        observers = [asyncio.create_task(every("poll", probe_url, PROBE_POLL)),
+                     asyncio.create_task(every("scrape", worker.url, scrape_interval))]
         watchers = [asyncio.create_task(watch_redis()), asyncio.create_task(watch_sse())]
         await send_probes()
-        # a probe can only show up in the scrape after the one in flight, plus the pause
         drain_from = time.perf_counter()
-        while len(latencies) < len(sends):
-            slowest = max(renders, default=0.0)
-            if time.perf_counter() - drain_from > PROBE_DRAIN_TIMEOUT + 2 * slowest / duty:
+        while any(len(lat) < len(sends) for k, lat in seen_at.items()
+                  if k in ("poll", "scrape") or run.redis_url):
+            slowest = max(renders["scrape"], default=0.0)
+            if time.perf_counter() - drain_from > PROBE_DRAIN_TIMEOUT + scrape_interval + slowest:
                 break
-            await asyncio.sleep(0.05)
-        while any(len(lat) < len(sends) for lat in served.values()) \
-                and time.perf_counter() - drain_from < 2 * PROBE_DRAIN_TIMEOUT:
             await asyncio.sleep(0.05)
     finally:
         stop.set()
-        if poller is not None:
-            await poller
+        for task in observers:
+            await task
         for task in watchers:
             task.cancel()
         for task in watchers:
@@ -1027,37 +1099,92 @@ async def run_latency(
         await asyncio.sleep(0.1)
     out.update(
         probes_sent=len(sends),
-        probes_seen=len(latencies),
         probe_send_failures=failed_sends,
         day_window_rolled_over=state["rollback"],
-        p50_ms=_ms(quantile(latencies, 0.50)),
-        p99_ms=_ms(quantile(latencies, 0.99)),
-        max_ms=_ms(max(latencies, default=None)),
-        min_ms=_ms(min(latencies, default=None)),
-        redis_seen=len(served["redis"]),
-        redis_p50_ms=_ms(quantile(served["redis"], 0.50)),
-        redis_p99_ms=_ms(quantile(served["redis"], 0.99)),
-        sse_seen=len(served["sse"]),
-        sse_p50_ms=_ms(quantile(served["sse"], 0.50)),
-        sse_p99_ms=_ms(quantile(served["sse"], 0.99)),
-        p50_to_request_ms=_ms(quantile(early, 0.50)),
-        p99_to_request_ms=_ms(quantile(early, 0.99)),
-        scrapes=len(renders),
-        scrape_ms_median=_ms(statistics.median(renders) if renders else None),
-        scrape_ms_p99=_ms(quantile(renders, 0.99)),
         load=load_stats,
         worker_expected_total=expected,
         worker_accounted_total=health.accounted,
         worker_backlog_drain_s=time.monotonic() - t_end,
         worker_kept_up=health.accounted >= expected and health.caught_up,
         rss_peak_mb=worker.sampler.peak_mb("latency"),
+        redis=bool(run.redis_url),
     )
-    out["ok"] = bool(latencies) and len(latencies) == len(sends) and not state["rollback"]
+    for kind, lat in seen_at.items():
+        out[f"{kind}_seen"] = len(lat)
+        out[f"{kind}_p50_ms"] = _ms(quantile(lat, 0.50))
+        out[f"{kind}_p99_ms"] = _ms(quantile(lat, 0.99))
+        out[f"{kind}_max_ms"] = _ms(max(lat, default=None))
+    for kind, durations in renders.items():
+        out[f"{kind}_requests"] = len(durations)
+        out[f"{kind}_render_ms_median"] = _ms(statistics.median(durations) if durations else None)
+        out[f"{kind}_render_ms_p99"] = _ms(quantile(durations, 0.99))
+    out["ok"] = (
+        bool(sends) and out["poll_seen"] == len(sends) and out["scrape_seen"] == len(sends)
+        and not state["rollback"]
+    )
     return out
 
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
+
+
+# ------------------------------------------------------------------------------ render, memory
+
+
+async def run_render(run: Run, reps: int, teams: int) -> dict[str, Any]:
+    """`python -m streams.bench_render --json` in a child (no Kafka, nothing else running): the
+    /metrics renderer alone on ``reps`` reps, per kind of scrape."""
+    proc = await run.spawn(
+        "render", sys.executable, "-m", "streams.bench_render", "--reps", str(reps),
+        "--teams", str(teams), "--rounds", "3", "--json",
+        env=run.child_env(), stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        out = await asyncio.wait_for(proc.stdout.read(), 300)
+    except TimeoutError:
+        await stop_process(proc, 5)
+        return {"note": "streams.bench_render did not finish in 300 s"}
+    await proc.wait()
+    try:
+        return dict(json.loads(out.decode().strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {"note": f"streams.bench_render failed (exit {proc.returncode}, "
+                        f"see {run.logs['render']})"}
+
+
+async def run_tracemalloc(run: Run, session: aiohttp.ClientSession, n: int) -> dict[str, Any]:
+    """(m): a fresh worker under tracemalloc (streams.bench_contenders.traced_worker) works
+    the run's backlog to durable and serves one /metrics; then it writes its largest allocation
+    sites. Its rate and RSS are not figures (tracing slows it several times)."""
+    directory = run.workdir / "tracemalloc"
+    worker = await start_worker(run, "m", run.topics, module="streams.bench_contenders.traced_worker",
+                                SALESPULSE_BENCH_TRACEMALLOC=str(directory))
+    out: dict[str, Any] = {}
+    try:
+        done = await run_salespulse_quiet(run, worker, session, n, key="m",
+                                          label="(m) worker under tracemalloc")
+        out["worked_backlog"] = done.ok
+        out["state_keys"] = (done.details.get("final") or {}).get("state_keys")
+        out["rss_peak_mb_traced"] = worker.sampler.peak_mb()
+        if not done.ok:
+            out["note"] = f"the traced worker did not finish the backlog: {done.note}"
+        (directory / "snapshot.request").touch()
+        result = directory / "tracemalloc.json"
+        deadline = time.monotonic() + TRACEMALLOC_TIMEOUT
+        while not result.exists() and time.monotonic() < deadline:
+            if worker.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.5)
+        if result.exists():
+            out.update(json.loads(result.read_text()))
+            out["path"] = str(directory / "tracemalloc.txt")
+        else:
+            out["note"] = "no tracemalloc snapshot written"
+    finally:
+        await finish_worker(run, worker)
+    return out
 
 
 # ------------------------------------------------------------------------------ (c), (d) stock
@@ -1172,6 +1299,107 @@ def render_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ SPEC section 7
+
+GOAL_RATIO = 0.6
+GOAL_RSS_MB = 150.0
+GOAL_LATENCY_MS = 250.0
+GOAL_RENDER_MS = 100.0
+GOAL_RECOVERY_S = 10.0
+RECOVERY_KEYS = 100_000
+
+
+def _verdict(value: float | None, goal: float, *, at_least: bool = False) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if (value >= goal if at_least else value < goal) else "NOT MET"
+
+
+def spec_rows(report: dict[str, Any], results: list[Result]) -> list[tuple[str, str, str, str]]:
+    """SPEC section 7's figures of one run: (figure, goal, measured, verdict) per line."""
+    rows: list[tuple[str, str, str, str]] = []
+    by_key = {r.key: r for r in results}
+    a, b2 = by_key.get("a"), by_key.get("b2")
+    base = a.rate if a is not None else None
+    ratio = b2.rate / base if b2 is not None and b2.rate is not None and base else None
+    upper = (b2.details.get("rate_until_ingest_done") if b2 is not None else None)
+    measured = _num(ratio, ".3f")
+    if ratio is not None:
+        measured += (f" ({_fmt_rate(b2.rate)} of {_fmt_rate(base)} events/s; ingest done "  # type: ignore[union-attr]
+                     f"{_num(upper / base if upper else None, '.2f')})")
+    rows.append(("throughput (b'), until durable and committed, to bare (a)",
+                 f">= {GOAL_RATIO:g}", measured, _verdict(ratio, GOAL_RATIO, at_least=True)))
+
+    rss = b2.details.get("rss_peak_mb") if b2 is not None else None
+    rows.append(("peak RSS, backlog phase ((b'), 1 worker)", f"< {GOAL_RSS_MB:.0f} MB",
+                 f"{_num(rss, '.0f')} MB", _verdict(rss, GOAL_RSS_MB)))
+    lat = report.get("latency") or {}
+    rss = lat.get("rss_peak_mb")
+    rows.append(("peak RSS, sustained-load phase (latency)", f"< {GOAL_RSS_MB:.0f} MB",
+                 f"{_num(rss, '.0f')} MB", _verdict(rss, GOAL_RSS_MB)))
+
+    rate = lat.get("target_rate")
+    at = f" at {_fmt_rate(rate)}/s" if rate else ""
+    poll = lat.get("probe_poll_s", PROBE_POLL) * 1000
+    for kind, what in (("poll", f"/metrics (name[] poll every {poll:.0f} ms)"),
+                       ("redis", "Redis (update channel)"), ("sse", "SSE (/api/v1/stream)")):
+        p50, p99 = lat.get(f"{kind}_p50_ms"), lat.get(f"{kind}_p99_ms")
+        seen = lat.get(f"{kind}_seen")
+        measured = (f"p50 {_num(p50, '.0f')} ms, p99 {_num(p99, '.0f')} ms "
+                    f"({seen} of {lat.get('probes_sent')} seen{at})") if seen else "-"
+        rows.append((f"end-to-end p99 to {what}", f"< {GOAL_LATENCY_MS:.0f} ms", measured,
+                     _verdict(p99 if seen else None, GOAL_LATENCY_MS)))
+    p50, p99 = lat.get("scrape_p50_ms"), lat.get("scrape_p99_ms")
+    interval = lat.get("scrape_interval_s")
+    rows.append((f"  the same as Prometheus sees it (full scrape every {_num(interval, 'g')} s)",
+                 "-", f"p50 {_num(p50, '.0f')} ms, p99 {_num(p99, '.0f')} ms"
+                 if p99 is not None else "-", "(includes the wait for the next scrape)"))
+
+    render = (report.get("render") or {}).get("scrapes") or {}
+    worst = render.get("every rep changed") or {}
+    idle = render.get("nothing changed") or {}
+    total = worst.get("total_ms")
+    reps = (report.get("render") or {}).get("reps", report.get("reps"))
+    rows.append((f"/metrics render, {reps:,} reps alone, every rep changed",
+                 f"< {GOAL_RENDER_MS:.0f} ms",
+                 f"{_num(total, '.0f')} ms ({_num(worst.get('mb'), '.1f')} MB; nothing changed "
+                 f"{_num(idle.get('total_ms'), '.0f')} ms)" if total is not None else "-",
+                 _verdict(total, GOAL_RENDER_MS)))
+    med, p99 = lat.get("scrape_render_ms_median"), lat.get("scrape_render_ms_p99")
+    rows.append(("/metrics full scrape of the worker under that load, median",
+                 f"< {GOAL_RENDER_MS:.0f} ms",
+                 f"{_num(med, '.0f')} ms (p99 {_num(p99, '.0f')} ms, "
+                 f"{lat.get('scrape_requests', 0)} scrapes)" if med is not None else "-",
+                 _verdict(med, GOAL_RENDER_MS)))
+
+    for r in (report.get("group") or {}).get("restarts") or []:
+        keys = r.get("state_keys_after") or r.get("state_keys_before")
+        secs = r.get("metrics_s")
+        verdict = _verdict(secs, GOAL_RECOVERY_S)
+        if keys is not None and keys < RECOVERY_KEYS and verdict != "not measured":
+            verdict += f" (< {RECOVERY_KEYS:,} keys)"
+        rows.append((f"recovery: restarted after {r.get('signal')}, serving /metrics again",
+                     f"< {GOAL_RECOVERY_S:.0f} s", f"{_num(secs, '.2f')} s with "
+                     f"{_num(keys, ',')} state keys", verdict))
+    if not (report.get("group") or {}).get("restarts"):
+        rows.append(("recovery: a restarted worker serving again", f"< {GOAL_RECOVERY_S:.0f} s",
+                     "-", "not measured"))
+    return rows
+
+
+def render_spec(report: dict[str, Any], results: list[Result]) -> str:
+    """The SPEC section 7 block: one line per figure, goal, measured, verdict."""
+    rows = [("SPEC section 7", "goal", "measured", "verdict"), *spec_rows(report, results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = []
+    for i, (figure, goal, measured, verdict) in enumerate(rows):
+        lines.append(f"{figure.ljust(widths[0])}  {goal.ljust(widths[1])}  "
+                     f"{measured.ljust(widths[2])}  {verdict}".rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  -------")
+    return "\n".join(lines)
+
+
 def _say(*parts: Any) -> None:
     print(*parts, flush=True)
 
@@ -1217,6 +1445,7 @@ async def bench(args: argparse.Namespace) -> int:
         "stock_events": k,
         "reps": args.reps,
         "teams": args.teams,
+        "mix": args.mix,
         "partitions": PARTITIONS,
         "topics": run.topics,
         "stock_topics": run.stock_topics,
@@ -1234,13 +1463,17 @@ async def bench(args: argparse.Namespace) -> int:
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).propagate = False
-    _say(f"[bench] run {runid}: {n:,} events ({args.reps} reps, {args.teams} teams), "
-         f"broker {run.bootstrap}, logs in {workdir}")
+    _say(f"[bench] run {runid}: {n:,} events ({args.mix} mix, {args.reps} reps, {args.teams} "
+         f"teams), broker {run.bootstrap}, logs in {workdir}")
     try:
+        report["redis"] = await ensure_redis(run, settings.redis_url)
+        if report["redis"].get("note"):
+            _say(f"[bench] {report['redis']['note']}")
         t = time.perf_counter()
-        records = generate(n, args.reps, args.teams)
+        records = generate(n, args.reps, args.teams, args.mix)
         report["generate_s"] = time.perf_counter() - t
         report["mean_value_bytes"] = sum(len(r.value) for r in records) / max(len(records), 1)
+        report["lead_lane_share"] = lead_lane_share(records)
         wanted = set(DEFAULT_INPUT_TOPICS)
         stray = {r.topic for r in records} - wanted
         if stray:
@@ -1298,6 +1531,13 @@ async def bench(args: argparse.Namespace) -> int:
             worker = None
             _say(f"[bench]     {_fmt_rate(b.rate)} events/s {b.note}")
 
+            if args.tracemalloc:
+                _say("[bench] (m) a worker with tracemalloc on the same backlog: its largest "
+                     "allocation sites ...")
+                report["memory"] = await run_tracemalloc(run, session, n)
+                _say(f"[bench]     {report['memory'].get('note') or 'written to '}"
+                     f"{report['memory'].get('path', '')}")
+
             _say("[bench] (b') salespulse worker, timed from the broker, no scrapes ...")
             worker = await start_worker(run, "b2", run.topics)
             b2 = await run_salespulse_quiet(run, worker, session, n)
@@ -1309,11 +1549,12 @@ async def bench(args: argparse.Namespace) -> int:
                 which = "(b')" if b2.rate is not None else "(b)"
                 _say(f"[bench] latency on the (b') worker: load {base_rate / 2:,.0f} events/s "
                      f"(half of {which}) for {args.latency_seconds:g} s, a probe every "
-                     f"{PROBE_EVERY * 1000:.0f} ms, scrape duty {args.latency_scrape_duty:g} ...")
+                     f"{PROBE_EVERY * 1000:.0f} ms, polled every {PROBE_POLL * 1000:.0f} ms, a "
+                     f"full scrape every {args.scrape_interval:g} s ...")
                 report["latency"] = await run_latency(
                     run, worker, session, rate=base_rate / 2, seconds=args.latency_seconds,
                     reps=args.reps, teams=args.teams, events_before=n,
-                    duty=args.latency_scrape_duty,
+                    scrape_interval=args.scrape_interval, mix=args.mix,
                 )
                 report["latency"]["rate_from"] = which
             elif args.latency_seconds > 0:
@@ -1330,6 +1571,10 @@ async def bench(args: argparse.Namespace) -> int:
                 results.append(g)
                 if not group_ok(report["group"]):
                     exit_code = 1
+
+        if not args.skip_render:
+            _say(f"[bench] /metrics render of {args.reps} reps, alone (streams.bench_render) ...")
+            report["render"] = await run_render(run, args.reps, args.teams)
 
         _say("[bench] (a') bare aiokafka again (drift of the box during the run) ...")
         results.append(await run_bare(run, n, "a2", "(a') bare aiokafka, repeat"))
@@ -1383,6 +1628,10 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
     g0, g1 = report.get("git_start") or {}, report.get("git_end") or {}
     changed = "" if g0 == g1 else "; the work tree CHANGED during the run"
     _say(f"code: HEAD {g0.get('head')}, {len(g0.get('modified', []))} modified tracked files{changed}")
+    redis = report.get("redis") or {}
+    _say(f"mix: {report.get('mix', 'demo')} ({_num(report.get('lead_lane_share'), '.0%')} of the "
+         f"events also travel the lead lane); Redis: {redis.get('url') or 'none'}"
+         f"{' (started by the bench)' if redis.get('started') else ''}")
     _say(render_table(results))
     if report["stock_events"] < report["events"]:
         slow = [r.key for r in results if r.key in ("b", "c", "d")]
@@ -1449,35 +1698,71 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
         print_group(next((r for r in results if r.key == "g"), None), report["group"])
     if lat is not None:
         _say("")
-        _say("end-to-end latency (send -> first /metrics scrape showing it, day window of calls_made)")
+        _say("end-to-end latency (probe send -> first observation showing it, day window of "
+             "calls_made)")
         if lat.get("probes_sent") is None:
             _say(f"  not measured: {lat.get('note')}")
         else:
             load = lat.get("load") or {}
-            _say(f"  background load: target {_fmt_rate(lat['target_rate'])}/s (half of "
-                 f"{lat.get('rate_from', '?')}), achieved {_fmt_rate(load.get('rate'))}/s "
-                 f"({load.get('sent', 0):,} events)")
-            _say(f"  probes: {lat['probes_seen']} of {lat['probes_sent']} seen; "
-                 f"p50 {_num(lat['p50_ms'], '.0f')} ms, p99 {_num(lat['p99_ms'], '.0f')} ms, "
-                 f"min {_num(lat['min_ms'], '.0f')} ms, max {_num(lat['max_ms'], '.0f')} ms")
-            _say(f"  (counted to the request of that scrape instead of its response: "
-                 f"p50 {_num(lat.get('p50_to_request_ms'), '.0f')} ms, "
-                 f"p99 {_num(lat.get('p99_to_request_ms'), '.0f')} ms)")
-            _say(f"  in Redis (update message on the probe rep's channel): {lat.get('redis_seen')} seen, "
-                 f"p50 {_num(lat.get('redis_p50_ms'), '.0f')} ms, p99 {_num(lat.get('redis_p99_ms'), '.0f')} ms; "
-                 f"on /api/v1/stream (SSE): {lat.get('sse_seen')} seen, "
-                 f"p50 {_num(lat.get('sse_p50_ms'), '.0f')} ms, p99 {_num(lat.get('sse_p99_ms'), '.0f')} ms")
-            _say(f"  scrape render (request -> body): median {_num(lat['scrape_ms_median'], '.1f')} ms,"
-                 f" p99 {_num(lat['scrape_ms_p99'], '.1f')} ms, {lat['scrapes']} scrapes "
-                 f"(duty cap {lat['scrape_duty']:g})")
+            _say(f"  background load ({report.get('mix', 'demo')} mix): target "
+                 f"{_fmt_rate(lat['target_rate'])}/s (half of {lat.get('rate_from', '?')}), "
+                 f"achieved {_fmt_rate(load.get('rate'))}/s ({load.get('sent', 0):,} events)")
+            what = {
+                "poll": f"/metrics?name[]={PROBE_METRIC} every "
+                        f"{lat['probe_poll_s'] * 1000:.0f} ms (visible on /metrics)",
+                "scrape": f"full /metrics scrape every {lat['scrape_interval_s']:g} s "
+                          "(as Prometheus sees it)",
+                "redis": "Redis, update message on the probe rep's channel",
+                "sse": "/api/v1/stream (SSE) update event",
+            }
+            for kind, label in what.items():
+                _say(f"  {label}: {lat.get(f'{kind}_seen')} of {lat['probes_sent']} seen; "
+                     f"p50 {_num(lat.get(f'{kind}_p50_ms'), '.0f')} ms, "
+                     f"p99 {_num(lat.get(f'{kind}_p99_ms'), '.0f')} ms, "
+                     f"max {_num(lat.get(f'{kind}_max_ms'), '.0f')} ms")
+            if not lat.get("redis"):
+                _say("  (no Redis: Redis and SSE not measured)")
+            _say(f"  request -> body: polls median {_num(lat.get('poll_render_ms_median'), '.1f')} "
+                 f"ms, p99 {_num(lat.get('poll_render_ms_p99'), '.1f')} ms "
+                 f"({lat.get('poll_requests')}); full scrapes median "
+                 f"{_num(lat.get('scrape_render_ms_median'), '.1f')} ms, p99 "
+                 f"{_num(lat.get('scrape_render_ms_p99'), '.1f')} ms ({lat.get('scrape_requests')})")
             _say(f"  worker kept up: {'yes' if lat['worker_kept_up'] else 'NO'} "
                  f"({lat['worker_accounted_total']:,} of {lat['worker_expected_total']:,} accounted, "
                  f"{lat['worker_backlog_drain_s']:.1f} s after the load); "
                  f"peak RSS {_num(lat.get('rss_peak_mb'), '.0f')} MB")
             if lat.get("day_window_rolled_over"):
                 _say("  WARNING: the day window rolled over during the probes: latencies unreliable")
-            if lat.get("note"):
-                _say(f"  note: {lat['note']}")
+            for key in ("note", "note_watch_redis", "note_watch_sse"):
+                if lat.get(key):
+                    _say(f"  {key.replace('_', ' ')}: {lat[key]}")
+    render = report.get("render")
+    if render:
+        _say("")
+        if render.get("scrapes"):
+            _say(f"/metrics render alone (streams.bench_render, {render.get('reps')} reps, "
+                 f"{render.get('windows'):,} windows, median of {render.get('rounds')}): capture "
+                 "on the loop + render in a thread")
+            for name, f in render["scrapes"].items():
+                _say(f"  {name:<22} {f['capture_ms']:7.1f} + {f['render_ms']:7.1f} ms "
+                     f"= {f['total_ms']:7.1f} ms, {f['mb']:.1f} MB")
+        else:
+            _say(f"/metrics render alone: {render.get('note')}")
+    memory = report.get("memory")
+    if memory:
+        _say("")
+        _say(f"(m) largest allocation sites of a worker after the backlog (tracemalloc, "
+             f"{_num(memory.get('state_keys'), ',')} state keys): traced "
+             f"{_num(memory.get('traced_mb'), '.1f')} MB, peak "
+             f"{_num(memory.get('traced_peak_mb'), '.1f')} MB")
+        for row in (memory.get("by_line") or [])[:10]:
+            _say(f"  {row['mb']:8.1f} MB  {row['blocks']:>10,} blocks  {row['site']}")
+        if memory.get("note"):
+            _say(f"  note: {memory['note']}")
+        if memory.get("path"):
+            _say(f"  top 20 by line and by file: {memory['path']}")
+    _say("")
+    _say(render_spec(report, results))
     if report.get("error"):
         _say(f"\nERROR: {report['error']}")
     _say(f"\nlogs: {report['workdir']}")
@@ -1510,7 +1795,9 @@ def add_parser(subparsers: Any) -> None:
         help="throughput vs bare aiokafka and stock Faust, and end-to-end latency",
         description="Produce N demo events to fresh topics, time (a) a bare aiokafka consumer, "
         "(b) the salespulse worker, (c) a stock Faust agent and (d) stock Faust with a "
-        "windowed-table write on them, then measure end-to-end latency at half of (b)'s rate.",
+        "windowed-table write on them, measure end-to-end latency at half of (b')'s rate, a "
+        "group of two workers and its restarts, and the /metrics render; ends with SPEC "
+        "section 7's figures, goal and verdict each.",
     )
     p.add_argument("--events", type=int, default=200_000, help="events to produce (200000)")
     p.add_argument(
@@ -1547,10 +1834,19 @@ def add_parser(subparsers: Any) -> None:
         help="seconds between /metrics scrapes while (b) is timed (0.05)",
     )
     p.add_argument(
-        "--latency-scrape-duty", type=float, default=0.5,
-        help="latency phase: largest share of wall time spent inside /metrics scrapes; "
-        "1 = back-to-back scrapes (0.5)",
+        "--scrape-interval", type=float, default=SCRAPE_INTERVAL,
+        help="latency phase: seconds between full /metrics scrapes, as Prometheus's "
+        "scrape_interval (1; Prometheus setups use 1-5 s); the probe itself polls "
+        f"/metrics?name[]={PROBE_METRIC} every {PROBE_POLL * 1000:.0f} ms",
     )
+    p.add_argument("--mix", choices=MIXES, default="demo",
+                   help="event mix: demo (the demo floor) or lead-heavy (~40%% of the events "
+                   "also travel the lead lane) (demo)")
+    p.add_argument("--skip-render", action="store_true",
+                   help="skip the /metrics render alone (streams.bench_render)")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="also run (m): a worker under tracemalloc on the backlog, and report "
+                   "its largest allocation sites (adds a minute or two)")
     p.add_argument("--json", metavar="PATH", help="also write all figures to PATH as JSON")
     p.add_argument(
         "--keep-topics", action="store_true",
@@ -1565,9 +1861,8 @@ def _handle(args: argparse.Namespace) -> int:
         print("[bench] --events and --stock-events must be >= 1, --latency-seconds >= 0",
               file=sys.stderr)
         return 2
-    if args.metrics_interval <= 0 or not 0 < args.latency_scrape_duty <= 1:
-        print("[bench] --metrics-interval must be > 0, --latency-scrape-duty in (0, 1]",
-              file=sys.stderr)
+    if args.metrics_interval <= 0 or args.scrape_interval <= 0:
+        print("[bench] --metrics-interval and --scrape-interval must be > 0", file=sys.stderr)
         return 2
     try:
         return asyncio.run(bench(args))

@@ -323,6 +323,7 @@ async def run_group(
             "--rate", f"{args.group_load_rate:.1f}",
             "--seconds", f"{KILL_WARMUP + session_timeout + RECOVERY_TIMEOUT:.0f}",
             "--reps", str(args.reps), "--teams", str(args.teams), "--seed", "13",
+            "--mix", getattr(args, "mix", "demo"),
             env=run.child_env(), stdout=subprocess.PIPE,
         )
         assert load.stdout is not None

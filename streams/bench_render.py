@@ -14,6 +14,7 @@ whole scrapes of a live worker; this isolates the renderer.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teams", type=int, default=20)
     parser.add_argument("--changed", type=float, default=0.1, help="share of reps changed")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON line instead of the table (for `salespulse bench`)")
     args = parser.parse_args(argv)
     rng = random.Random(7)
     catalog, calendar = Catalog(), Calendar("UTC")
@@ -113,13 +116,27 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("every rep changed", []).append(_scrape(renderer))
         clock[0] = NOW + 60.0  # the minute moves on (the stage has no window of the new one)
         results.setdefault("the minute moved on", []).append(_scrape(renderer))
+    figures = summarise(results)
+    if args.json:
+        print(json.dumps({"reps": args.reps, "windows": len(stage.windows),
+                          "rounds": args.rounds, "scrapes": figures}))
+        return 0
     print(f"{args.reps} reps, {len(stage.windows)} windows, median of {args.rounds} rounds")
+    for name, f in figures.items():
+        print(f"  {name:<20} capture (loop) {f['capture_ms']:7.1f} ms   render (thread) "
+              f"{f['render_ms']:7.1f} ms   {f['mb']:.1f} MB")
+    return 0
+
+
+def summarise(results: dict[str, list[tuple[float, float, int]]]) -> dict[str, dict[str, float]]:
+    """Per kind of scrape: median capture and render in ms, body size in MB."""
+    out = {}
     for name, runs in results.items():
         capture = statistics.median(r[0] for r in runs) * 1000
         render = statistics.median(r[1] for r in runs) * 1000
-        print(f"  {name:<20} capture (loop) {capture:7.1f} ms   render (thread) {render:7.1f} ms"
-              f"   {runs[0][2] / 1e6:.1f} MB")
-    return 0
+        out[name] = {"capture_ms": capture, "render_ms": render, "total_ms": capture + render,
+                     "mb": runs[0][2] / 1e6}
+    return out
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streams.demo.mix import SalesFloor
+from streams.bench_contenders.mixes import MIXES, floor
 from streams.kafka_config import kafka_client_kwargs
 from streams.settings import Settings
 
@@ -34,8 +34,7 @@ TICK = 0.005  # pacing granularity: send what is due, then sleep at least this l
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Send at ``args.rate`` for ``args.seconds``; returns the counts for the parent."""
-    floor = SalesFloor(reps=args.reps, teams=args.teams, seed=args.seed)
-    records = floor.events(None, rate=args.rate)
+    records = floor(args.mix, args.reps, args.teams, args.seed).events(None, rate=args.rate)
     prefix = args.prefix
     producer = AIOKafkaProducer(
         bootstrap_servers=args.bootstrap, linger_ms=5, **kafka_client_kwargs(Settings())
@@ -94,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=1000)
     p.add_argument("--teams", type=int, default=40)
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--mix", choices=MIXES, default="demo", help="event mix (demo)")
     args = p.parse_args(argv)
     if args.rate <= 0 or args.seconds <= 0:
         p.error("--rate and --seconds must be > 0")
