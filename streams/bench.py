@@ -20,8 +20,17 @@ Why it is built this way:
   reports the share of its timed interval spent inside scrapes, and (b') times a second fresh
   worker from the broker alone (no scrape while it works).
 * The latency probe measures what a dashboard sees: from the send of an event to the first
-  /metrics scrape whose KPI includes it, under a steady background load at half the measured
-  rate, so that it is the latency of a worker with headroom, not of a saturated one.
+  observation that includes it, under a steady background load at half the measured rate, so
+  that it is the latency of a worker with headroom, not of a saturated one. /metrics is
+  observed as in production: a full scrape every ``--scrape-interval`` s (Prometheus scrapes
+  every 1-5 s), plus the probe's own poll of ``/metrics?name[]=<its metric>`` every 25 ms (one
+  family from the same render cache), which times when the value is visible; Redis and the SSE
+  stream are watched too. The workers' Redis is SALESPULSE_REDIS_URL or, when none answers
+  there, a ``redis-server`` the bench starts in its run dir.
+* The run ends with SPEC section 7's figures, one line each with goal, figure and verdict
+  (:func:`spec_rows`); ``--mix lead-heavy`` runs the same on a floor where ~40% of the events
+  also travel the lead lane; ``--tracemalloc`` adds (m), a traced worker's largest allocation
+  sites after the backlog.
 
 Contenders: (a) bare aiokafka ``getmany`` + ``json.loads`` (the floor any Python consumer pays),
 (b)/(b') the salespulse worker, (c) a stock Faust agent that only decodes, (d) the same plus
@@ -1389,9 +1398,13 @@ def spec_rows(report: dict[str, Any], results: list[Result]) -> list[tuple[str, 
 
 def render_spec(report: dict[str, Any], results: list[Result]) -> str:
     """The SPEC section 7 block: one line per figure, goal, measured, verdict."""
-    rows = [("SPEC section 7", "goal", "measured", "verdict"), *spec_rows(report, results)]
+    load = [x[0] for x in (report.get("loadavg_start"), report.get("loadavg_end")) if x]
+    context = (f"one run: {report.get('events', 0):,} events, {report.get('mix', 'demo')} mix, "
+               f"{report.get('reps')} reps; load avg "
+               f"{' -> '.join(f'{x:.1f}' for x in load) or '-'} on {report.get('cpu_count')} CPUs")
+    rows = [("figure", "goal", "measured", "verdict"), *spec_rows(report, results)]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = []
+    lines = [f"SPEC section 7 ({context})"]
     for i, (figure, goal, measured, verdict) in enumerate(rows):
         lines.append(f"{figure.ljust(widths[0])}  {goal.ljust(widths[1])}  "
                      f"{measured.ljust(widths[2])}  {verdict}".rstrip())

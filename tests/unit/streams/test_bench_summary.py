@@ -111,12 +111,16 @@ def test_a_recovery_below_100k_keys_says_so_and_missing_phases_are_not_measured(
 
 def test_the_block_has_one_aligned_line_per_figure() -> None:
     report, results = full_run()
+    report.update(events=200_000, mix="lead-heavy", cpu_count=2, loadavg_start=(2.31, 1, 1),
+                  loadavg_end=(2.8, 1, 1))
     lines = render_spec(report, results).splitlines()
-    assert lines[0].startswith("SPEC section 7") and set(lines[1]) <= {"-", " "}
-    assert len(lines) == 2 + len(spec_rows(report, results))
-    goal_column = lines[0].index("goal")
-    assert all(line[goal_column - 2:goal_column] == "  " for line in lines[2:])
-    assert lines[2].rstrip().endswith("NOT MET")
+    assert lines[0] == ("SPEC section 7 (one run: 200,000 events, lead-heavy mix, 1000 reps; "
+                        "load avg 2.3 -> 2.8 on 2 CPUs)")
+    assert lines[1].startswith("figure") and set(lines[2]) <= {"-", " "}
+    assert len(lines) == 3 + len(spec_rows(report, results))
+    goal_column = lines[1].index("goal")
+    assert all(line[goal_column - 2:goal_column] == "  " for line in lines[3:])
+    assert lines[3].rstrip().endswith("NOT MET")
 
 
 def test_the_probe_count_is_read_from_a_name_filtered_body() -> None:
