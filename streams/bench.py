@@ -91,7 +91,8 @@ LOAD_WARMUP = 2.0  # latency: seconds of background load before the first probe
 STARTUP_TIMEOUT = 180.0  # launch -> first record processed
 STALL_TIMEOUT = 60.0  # no progress at all for this long: give up on a contender
 COMMIT_TIMEOUT = 60.0  # all events in -> commits at the end offsets
-PROBE_DRAIN_TIMEOUT = 15.0  # last probe sent -> seen on /metrics
+PROBE_DRAIN_TIMEOUT = 15.0  # after the last probe: give up when no probe was newly seen this long
+PROBE_DRAIN_CAP = 120.0  # ... and at the latest this long after the last probe was sent
 BACKLOG_TIMEOUT = 60.0  # end of the load -> worker has processed all of it
 
 PROBE_REP = "rep-probe"
@@ -1066,13 +1067,21 @@ async def run_latency(
                      asyncio.create_task(every("scrape", worker.url, scrape_interval))]
         watchers = [asyncio.create_task(watch_redis()), asyncio.create_task(watch_sse())]
         await send_probes()
-        drain_from = time.perf_counter()
+        # Stragglers: wait while probes keep showing up (under a heavy load values can trail
+        # by tens of seconds), until none was newly seen for a while, or up to a cap.
+        drain_from = last_progress = time.perf_counter()
+        last_total = sum(len(lat) for lat in seen_at.values())
         while any(len(lat) < len(sends) for k, lat in seen_at.items()
                   if k in ("poll", "scrape") or run.redis_url):
-            slowest = max(renders["scrape"], default=0.0)
-            if time.perf_counter() - drain_from > PROBE_DRAIN_TIMEOUT + scrape_interval + slowest:
+            now = time.perf_counter()
+            total = sum(len(lat) for lat in seen_at.values())
+            if total != last_total:
+                last_total, last_progress = total, now
+            quiet = PROBE_DRAIN_TIMEOUT + scrape_interval + max(renders["scrape"], default=0.0)
+            if now - drain_from > PROBE_DRAIN_CAP or (total and now - last_progress > quiet):
                 break
             await asyncio.sleep(0.05)
+        out["drain_s"] = time.perf_counter() - drain_from
     finally:
         stop.set()
         for task in observers:
@@ -1099,6 +1108,7 @@ async def run_latency(
     expected = events_before + int(load_stats.get("sent", 0)) + len(sends)
     t_end = time.monotonic()
     health = Health()
+    body = None
     while time.monotonic() - t_end < BACKLOG_TIMEOUT:
         body = await scrape(session, worker.url)
         if body is not None:
@@ -1106,6 +1116,8 @@ async def run_latency(
             if health.accounted >= expected and health.caught_up:
                 break
         await asyncio.sleep(0.1)
+    # how many probes /metrics shows in the end (a probe never seen: late, or lost?)
+    out["probe_count_at_end"] = parse_probe_count(body) - baseline if body is not None else None
     out.update(
         probes_sent=len(sends),
         probe_send_failures=failed_sends,
@@ -1389,7 +1401,8 @@ def spec_rows(report: dict[str, Any], results: list[Result]) -> list[tuple[str, 
             verdict += f" (< {RECOVERY_KEYS:,} keys)"
         rows.append((f"recovery: restarted after {r.get('signal')}, serving /metrics again",
                      f"< {GOAL_RECOVERY_S:.0f} s", f"{_num(secs, '.2f')} s with "
-                     f"{_num(keys, ',')} state keys", verdict))
+                     f"{_num(keys, ',')} state keys (all assigned after "
+                     f"{_num(r.get('assigned_s'), '.1f')} s)", verdict))
     if not (report.get("group") or {}).get("restarts"):
         rows.append(("recovery: a restarted worker serving again", f"< {GOAL_RECOVERY_S:.0f} s",
                      "-", "not measured"))
@@ -1735,6 +1748,9 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
                      f"max {_num(lat.get(f'{kind}_max_ms'), '.0f')} ms")
             if not lat.get("redis"):
                 _say("  (no Redis: Redis and SSE not measured)")
+            _say(f"  waited {_num(lat.get('drain_s'), '.1f')} s after the last probe; /metrics "
+                 f"shows {_num(lat.get('probe_count_at_end'), 'd')} of {lat['probes_sent']} "
+                 "probes after the load")
             _say(f"  request -> body: polls median {_num(lat.get('poll_render_ms_median'), '.1f')} "
                  f"ms, p99 {_num(lat.get('poll_render_ms_p99'), '.1f')} ms "
                  f"({lat.get('poll_requests')}); full scrapes median "
