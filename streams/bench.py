@@ -1340,15 +1340,22 @@ def spec_rows(report: dict[str, Any], results: list[Result]) -> list[tuple[str, 
     """SPEC section 7's figures of one run: (figure, goal, measured, verdict) per line."""
     rows: list[tuple[str, str, str, str]] = []
     by_key = {r.key: r for r in results}
-    a, b2 = by_key.get("a"), by_key.get("b2")
-    base = a.rate if a is not None else None
+    b2 = by_key.get("b2")
+    # The bare consumer runs first (a) and last (a'); the box drifts in between (other work on
+    # it), so the ratio is judged against the faster of the two: it is the lower ratio.
+    bare = {k: by_key[k].rate for k in ("a", "a2") if k in by_key and by_key[k].rate}
+    base = max(bare.values(), default=None)
     ratio = b2.rate / base if b2 is not None and b2.rate is not None and base else None
-    upper = (b2.details.get("rate_until_ingest_done") if b2 is not None else None)
     measured = _num(ratio, ".3f")
     if ratio is not None:
-        measured += (f" ({_fmt_rate(b2.rate)} of {_fmt_rate(base)} events/s; ingest done "  # type: ignore[union-attr]
-                     f"{_num(upper / base if upper else None, '.2f')})")
-    rows.append(("throughput (b'), until durable and committed, to bare (a)",
+        upper = b2.details.get("rate_until_ingest_done")  # type: ignore[union-attr]
+        names = {"a": "(a)", "a2": "(a')"}
+        runs = ", ".join(f"{names[k]} {_fmt_rate(v)}/s" for k, v in bare.items())
+        measured += (f" ({_fmt_rate(b2.rate)}/s; bare {runs}; "  # type: ignore[union-attr]
+                     f"ingest done {_num(upper / base if upper else None, '.2f')})")
+        if "a" in bare and bare["a"] * 1.2 < base:  # (a) ran on a busier box than (a')
+            measured += f"; to (a) alone {b2.rate / bare['a']:.3f}"  # type: ignore[union-attr]
+    rows.append(("throughput (b'), until durable and committed, to bare",
                  f">= {GOAL_RATIO:g}", measured, _verdict(ratio, GOAL_RATIO, at_least=True)))
 
     rss = b2.details.get("rss_peak_mb") if b2 is not None else None
