@@ -374,6 +374,15 @@ class Service:
                     log.exception("aggregate failed; stopping the worker")
                     await app.crash(exc)
                     raise
+                gap = aggregate.gaps.pop(partition, None)
+                if gap is not None:
+                    # records before this batch were never delivered: it stands for only what
+                    # it applied, and the partition is read again from the first missing one
+                    app.consumer.cut(event.message, gap.applied)
+                    if gap.seek:
+                        await app.consumer.reread(event.message.tp, gap.offset)
+                    if gap.applied is None:
+                        continue
                 aggregate.hold(partition, event)
 
         @app.timer(self.settings.state_flush_seconds, name="flush-state")

@@ -98,6 +98,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         #: tp -> (committed offset, when to re-read from it, re-reads so far)
         self._holes: dict[TP, tuple[int, float, int]] = {}
         self.holes_reread = 0
+        self._rereading: dict[TP, int] = {}  # tp -> offset a re-read seeked it to
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -135,6 +136,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self._rewind([(tp, recs)])
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            reread = self._rereading.get(tp)
+            if reread is not None and recs[0].offset <= reread:
+                # the re-read has arrived: a message fetched before it may have moved Faust's
+                # read offset past these records, which it would then drop
+                del self._rereading[tp]
+                self._read_offset[tp] = None
             if tp.topic in batched:
                 yield tp, self._batch_message(tp, recs, generation_id)
             else:
@@ -292,6 +299,36 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self.log.info("not re-reading %r: %r", tp, exc)
                 continue
             self._read_offset[tp] = None  # the drain loop must not drop the re-read records
+
+    def cut(self, message: BatchMessage, upto: int | None) -> None:
+        """Only the records of ``message`` up to offset ``upto`` were applied (None: none):
+        acking it then commits no further than that, and a message that applied nothing is
+        forgotten unacked (see ``streams.aggregate.Gap``)."""
+        pending = self._batches.get(message.tp, {})
+        group = pending.get(message.offset)
+        if group is not None and message in group:
+            group.remove(message)
+            if not group:
+                del pending[message.offset]
+        if upto is None or upto < message.first_offset:
+            message.acked = True  # nothing of it counts: never acked, never awaited
+            self._unacked_messages.discard(message)
+            return
+        message.offset = upto
+        message.value = [r for r in message.value if r.offset <= upto]
+        pending.setdefault(upto, []).append(message)
+
+    async def reread(self, tp: TP, offset: int) -> None:
+        """Read ``tp`` again from ``offset`` (records not delivered before later ones)."""
+        if tp not in self.assignment():
+            return  # its next owner reads it from the committed offset
+        try:
+            await self._seek(tp, offset)
+        except Exception as exc:  # revoked meanwhile
+            self.log.info("not re-reading %r: %r", tp, exc)
+            return
+        self._read_offset[tp] = None
+        self._rereading[tp] = offset
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         message = self._yielded.pop(tp, None)

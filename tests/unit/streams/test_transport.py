@@ -211,3 +211,30 @@ def test_a_commit_held_by_a_message_in_flight_is_left_alone(consumer, monkeypatc
     assert _commit(c) is None
     _drain(c, loop)
     assert seeks == [] and c.holes_reread == 0
+
+
+def test_a_cut_message_commits_only_what_was_applied(consumer) -> None:
+    """The aggregate stage applied a batch only up to a delivery gap (``streams.aggregate.Gap``):
+    acking it must not commit the records after the gap, which were not applied."""
+    c, loop = consumer
+    m1 = _deliver(c, loop, 100, 149, None)
+    m2 = _deliver(c, loop, 150, 199, 149)
+    c.cut(m2, 169)
+    assert (m2.offset, m2.value[-1].offset) == (169, 169)
+    m1.ack(c)
+    m2.ack(c)
+    assert _commit(c) == 170
+
+
+def test_a_message_that_applied_nothing_is_forgotten_unacked(consumer) -> None:
+    c, loop = consumer
+    m1 = _deliver(c, loop, 100, 149, None)
+    m2 = _deliver(c, loop, 151, 199, 149)  # 150 never delivered
+    c.cut(m2, None)
+    assert m2.acked and m2 not in c._unacked_messages
+    m1.ack(c)
+    assert _commit(c) == 150  # not past the record that was never applied
+    assert _commit(c) is None
+    m3 = _deliver(c, loop, 150, 199, 149)  # read again
+    m3.ack(c)
+    assert _commit(c) == 200
