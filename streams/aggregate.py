@@ -38,6 +38,7 @@ from metrics.labels import OTHER, LabelCaps
 from metrics.parts import PartSplitter
 from metrics.state import PartitionState, part_stamp
 from metrics.windows import Calendar
+from streams.pacing import send_all
 from streams.publisher import Publisher, Record
 
 log = logging.getLogger(__name__)
@@ -242,10 +243,7 @@ class AggregateStage:
                     continue
                 for event in held:
                     event.ack()
-                began = time.monotonic()
-                for topic, key, value, part in outputs:
-                    await self.send(topic, key=key, value=value, partition=part)  # type: ignore[misc]
-                published += time.monotonic() - began
+                published += await send_all(self.send, outputs)  # type: ignore[arg-type]
             if publishing:
                 self.publisher.spent(published)  # type: ignore[union-attr]
             self.flushes += 1

@@ -50,7 +50,7 @@ from streams.settings import Settings
 from streams.sinks import redis as redis_sink
 from streams.sinks.metrics_topic import MetricsTopicSink
 from streams.sinks.prometheus import KpiRenderer, requested_names
-from streams.transport import BatchTransport
+from streams.transport import FETCH_MAX_WAIT_MS, BatchTransport
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,8 @@ class Service:
             event_time=s.window_clock == "event", sources=s.partitions, send=self._send,
             consumer_factory=lambda: AIOKafkaConsumer(
                 bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", **kafka_client_kwargs(s),
+                auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                **kafka_client_kwargs(s),
             ),
         )
         # The output seam: every sink reads the roll-up stage's values through it.

@@ -25,13 +25,7 @@ from metrics.leads import UNASSIGNED
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
 from metrics.rollup import Parts, merge, split
 from metrics.state import PartitionState, WindowPart
-
-#: The aggregate's publication rounds (capture and send, all partitions) and the roll-up stage's
-#: come at most once per this many times the last round's cost: in a backlog, where every
-#: window changes all the time, each then takes at most a tenth of the loop from the events
-#: (a round with 1,000 reps and all six windows changed costs ~0.2-0.4 s), and live (small
-#: changes) it keeps the interval.
-PUBLISH_COST_FACTOR = 10.0
+from streams.pacing import next_round
 
 #: (topic, key, value or None for a tombstone, partition or None)
 Record = tuple[str, bytes, bytes | None, int | None]
@@ -71,12 +65,14 @@ class Publisher:
 
     def due(self) -> bool:
         """Whether a publication round is due: the interval has passed, stretched to
-        :data:`PUBLISH_COST_FACTOR` times the last round's cost (see :meth:`spent`)."""
+        :data:`streams.pacing.FACTOR` times the last round's cost (see :meth:`spent`). A round
+        with 1,000 reps and all six windows changed (a backlog) costs ~0.2-0.4 s."""
         return self.clock() >= self._next_at
 
     def spent(self, seconds: float) -> None:
-        """A round took ``seconds`` of the loop (capturing and sending): pace the next one."""
-        self._next_at = self.clock() + max(self.interval, PUBLISH_COST_FACTOR * seconds)
+        """A round took ``seconds`` of the loop (capturing and sending, not waiting for room
+        in the producer's buffer: :func:`streams.pacing.send_all`): pace the next one."""
+        self._next_at = next_round(self.clock(), self.interval, seconds)
 
     def capture(self, partition: int, state: PartitionState) -> list[Record]:
         """The partials of the windows of ``partition`` that changed or expired since its last

@@ -1,0 +1,111 @@
+"""Output rounds are paced by the loop's time they take, not by the time their sends wait.
+
+A send waits when the producer's buffer is full (a large snapshot is on its way to the broker);
+the events run meanwhile. Counted as the round's cost, a wait of 0.2 s paced the next round
+2 s out (ten times it), and under load an event took tens of seconds to reach Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from metrics.catalog import Catalog
+from metrics.events import Bundle, CallCompleted, Event
+from metrics.snapshots import SnapshotFormat
+from metrics.windows import KIND_INDEX, Calendar
+from streams.aggregate import AggregateStage
+from streams.pacing import FACTOR, WAITED, send_all
+from streams.publisher import Publisher
+from streams.readout import WindowUpdate
+from streams.sinks.metrics_topic import MetricsTopicSink
+
+CAT = Catalog()
+CAL = Calendar("UTC")
+T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC).timestamp()
+WAIT = 0.05  # each send waits this long, as for room in a full producer buffer
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class SlowBroker:
+    """A send that waits ``WAIT`` seconds before it returns (its records are kept)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes | None, int | None]] = []
+
+    async def send(self, topic: str, *, key: bytes, value: bytes | None,
+                   partition: int | None = None) -> None:
+        await asyncio.sleep(WAIT)
+        self.records.append((topic, key, value, partition))
+
+
+class Table:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def send_changelog(self, partition: int, key: str, value: bytes | None, **kw: object) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+class Reader:
+    def __init__(self, updates: list[WindowUpdate]) -> None:
+        self.updates = updates
+
+    def changed(self) -> list[WindowUpdate]:
+        out, self.updates = self.updates, []
+        return out
+
+
+def test_send_all_counts_the_loops_time_not_the_waits() -> None:
+    broker = SlowBroker()
+    records = [("t", b"k%d" % i, b"v", None) for i in range(6)]
+    cost = asyncio.run(send_all(broker.send, records))
+    assert broker.records == records  # all sent, in order
+    assert cost < WAITED * len(records) < WAIT * len(records)
+
+    async def quick(topic: str, **kw: object) -> None:
+        sum(range(20_000))  # works on the loop, never waits
+
+    assert asyncio.run(send_all(quick, records)) > 0.0
+
+
+def test_metrics_topic_round_waiting_on_its_sends_runs_again_after_its_interval() -> None:
+    clock = Clock(T0 + 100)
+    start, end = CAL.bounds("day", T0)
+    updates = [WindowUpdate("rep", f"rep-{i}", "east", KIND_INDEX["day"], start, end,
+                            {("calls_made",): float(i)}, False) for i in range(10)]
+    broker = SlowBroker()
+    sink = MetricsTopicSink(Reader(updates), SnapshotFormat(CAT, CAL), topic="m",
+                            send=broker.send, interval=0.25, clock=clock)
+    asyncio.run(sink.publish())
+    assert len(broker.records) == 10
+    # 0.5 s of waiting: paced by it, the next round would be FACTOR * 0.5 s = 5 s away
+    assert sink._next_publish - clock.t < FACTOR * WAIT
+
+
+def test_publication_waiting_on_its_sends_runs_again_after_its_interval() -> None:
+    clock = Clock(T0 + 100)
+    publisher = Publisher(partitions=4, rollup_topic="r", interval=1.0, clock=clock)
+    broker = SlowBroker()
+    stage = AggregateStage(Table(), CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
+                           publisher=publisher, send=broker.send)
+    state = stage.state_for(0)
+    events = [Event(i, "src", f"e{i}", T0 + i, CallCompleted(f"rep-{i % 5}", "outbound", "connected",
+                                                            team_id="east"))
+              for i in range(20)]
+    state.apply(Bundle("sales.activities", 0, events), 0)
+    asyncio.run(stage.flush(force=True))
+    sent = len(broker.records)
+    assert sent > 10  # a partial per rep, team and the org in each of six windows
+    # sent * WAIT seconds of waiting: paced by it, the next round would be that times FACTOR out
+    assert publisher._next_at - clock.t == 1.0  # the interval
+    assert not publisher.due()
