@@ -38,12 +38,11 @@ from metrics.labels import OTHER, LabelCaps
 from metrics.parts import PartSplitter
 from metrics.state import PartitionState, part_stamp
 from metrics.windows import Calendar
-from streams.pacing import send_all
+from streams.pacing import BACKLOG, Pacing, send_all
 from streams.publisher import Publisher, Record
 
 log = logging.getLogger(__name__)
 
-FLUSH_COST_FACTOR = 10.0  # flush at most once per ten times the last flush's duration
 
 
 class StaleState(RuntimeError):
@@ -71,8 +70,10 @@ class AggregateStage:
         publisher: Publisher | None = None,
         send: Callable[..., Awaitable[Any]] | None = None,
         event_time: bool = False,
+        pacing: Pacing = BACKLOG,
     ) -> None:
         self.table = table
+        self.pacing = pacing  # how long a costly flush holds off the next (streams.pacing)
         self.catalog = catalog
         self.calendar = calendar
         self.state_kw = {
@@ -203,12 +204,13 @@ class AggregateStage:
 
         Serialising the dirty parts runs on the event loop. With a large state mid-backlog a
         flush costs ~0.1 s, so a tick is skipped until ten times the last flush's cost has
-        passed: snapshots never take more than ~10% of the loop, and in live operation (small
-        deltas) the flush interval stays the configured one. Folding the pending hits into
-        the windows (in ``expire``) is not counted: that work is due whenever a flush runs.
+        passed (:mod:`streams.pacing`; a few times it once caught up): snapshots never take
+        more than ~10% of the loop in a backlog, and in live operation (small deltas) the
+        flush interval stays the configured one. Folding the pending hits into the windows
+        (in ``expire``) is not counted: that work is due whenever a flush runs.
         """
         now = time.monotonic()
-        if not force and now < self._last_flush + FLUSH_COST_FACTOR * self._flush_cost:
+        if not force and now < self.pacing.next_round(self._last_flush, 0.0, self._flush_cost):
             return
         async with self._lock:
             generation = self.generation()

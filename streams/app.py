@@ -41,6 +41,7 @@ from streams.exposition import HealthCollector, LeadCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
+from streams.pacing import Pacing
 from streams.progress import GroupProgress, KafkaOffsets
 from streams.publisher import Publisher
 from streams.readout import Readout
@@ -206,6 +207,8 @@ class Service:
             dlq_topic=s.dlq_topic,
         )
         snapshots = SnapshotFormat(self.catalog, self.calendar)
+        #: output rounds wait ten times their cost in a backlog, three times once caught up
+        self.pacing = Pacing(self._behind)
         self.aggregate = AggregateStage(
             self.table,
             self.catalog,
@@ -223,9 +226,11 @@ class Service:
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,
                 interval=s.metrics_interval_seconds, event_time=s.window_clock == "event",
+                pacing=self.pacing,
             ),
             send=self._send,
             event_time=s.window_clock == "event",
+            pacing=self.pacing,
         )
         self.rollup = RollupStage(
             self.catalog, topic=self.rollup_topic_name, partitions=s.partitions,
@@ -265,7 +270,7 @@ class Service:
         self.sinks: list[Any] = [
             MetricsTopicSink(self.readout.reader("sales.metrics"), snapshots,
                              topic=s.metrics_topic, send=self._send,
-                             interval=s.metrics_interval_seconds),
+                             interval=s.metrics_interval_seconds, pacing=self.pacing),
         ]
         self.redis_layout = Layout(s.app_id)
         self.redis: redis_sink.RedisSink | None = None
@@ -275,7 +280,7 @@ class Service:
                 redis_sink.client(s.redis_url, s.redis_timeout_seconds), self.redis_layout,
                 snapshots, self.catalog, interval=s.redis_interval_seconds,
                 grace_seconds=s.grace_seconds, overdue=self._overdue_leads,
-                where=redis_sink.redacted(s.redis_url),
+                where=redis_sink.redacted(s.redis_url), pacing=self.pacing,
             )
             self.sinks.append(self.redis)
             self.registry.register(self.redis)
@@ -334,6 +339,10 @@ class Service:
         """The input and keyed-events partitions this worker owns (not changelogs)."""
         topics = self.app.batched_topics
         return sorted(tp for tp in self.app.consumer.assignment() if tp.topic in topics)
+
+    def _behind(self) -> bool:
+        """Whether the worker is in a backlog: its input lag above ``backlog_events``."""
+        return sum(lag for _, _, lag in self._lag()) > self.settings.backlog_events
 
     def _lag(self) -> list[tuple[str, int, int]]:
         consumer = self.app.consumer

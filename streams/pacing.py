@@ -5,6 +5,12 @@ loop may run again after ``max(interval, factor * c)``: in a backlog, where ever
 between rounds and a round of 1,000 reps costs tenths of a second, each kind of round then takes
 at most ``1 / factor`` of the loop; live (small changes, cheap rounds) the interval holds.
 
+How many times its cost a round waits depends on whether the worker is behind its input
+(:class:`Pacing`): in a backlog :data:`FACTOR` (each kind of round at most a tenth of the loop,
+so that the backlog's throughput stays), caught up :data:`LIVE_FACTOR`: then the events take
+what they need (the worker keeps up) and the rest of the loop goes to showing them soon. Should
+the rounds take more than that, the input lag grows past the backlog bound and they stretch.
+
 The cost is the loop's own time only: what the round computes, and its sends up to the moment
 they return. A send that *waits* (the producer's buffer is full while the broker takes a large
 snapshot) lets the events run meanwhile; counted as cost, one such wait of a second paced the
@@ -17,8 +23,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-#: A round that costs ``c`` seconds of the loop runs again no sooner than ``FACTOR * c`` later.
+#: A round that costs ``c`` seconds of the loop runs again no sooner than ``FACTOR * c`` later
+#: while the worker is behind its input (and when nothing tells whether it is).
 FACTOR = 10.0
+#: ... and no sooner than ``LIVE_FACTOR * c`` later while it is caught up.
+LIVE_FACTOR = 3.0
 
 #: A send that took longer than this waited (for room in the producer's buffer) rather than
 #: worked: its time is not the loop's. A send that does not wait returns in tens of microseconds.
@@ -43,6 +52,24 @@ async def send_all(send: Callable[..., Awaitable[Any]],
     return cost
 
 
-def next_round(now: float, interval: float, cost: float) -> float:
+def next_round(now: float, interval: float, cost: float, factor: float = FACTOR) -> float:
     """When a round that began at ``now`` and cost ``cost`` seconds of the loop may run again."""
-    return now + max(interval, FACTOR * cost)
+    return now + max(interval, factor * cost)
+
+
+class Pacing:
+    """The factor of the worker's output rounds: :data:`FACTOR` while ``behind()`` (its input
+    lag is a backlog), else :data:`LIVE_FACTOR`."""
+
+    def __init__(self, behind: Callable[[], bool] = lambda: True) -> None:
+        self.behind = behind
+
+    def factor(self) -> float:
+        return FACTOR if self.behind() else LIVE_FACTOR
+
+    def next_round(self, now: float, interval: float, cost: float) -> float:
+        return next_round(now, interval, cost, self.factor())
+
+
+#: Pacing without a lag to go by: always as in a backlog.
+BACKLOG = Pacing()

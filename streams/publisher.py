@@ -25,7 +25,7 @@ from metrics.leads import UNASSIGNED
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
 from metrics.rollup import Parts, merge, split
 from metrics.state import PartitionState, WindowPart
-from streams.pacing import next_round
+from streams.pacing import BACKLOG, Pacing
 
 #: (topic, key, value or None for a tombstone, partition or None)
 Record = tuple[str, bytes, bytes | None, int | None]
@@ -45,8 +45,10 @@ class Publisher:
         interval: float,
         clock: Callable[[], float] = time.time,
         event_time: bool = False,
+        pacing: Pacing = BACKLOG,
     ) -> None:
         self.partitions = partitions
+        self.pacing = pacing
         self.rollup_topic = rollup_topic
         self.interval = interval
         self.clock = clock
@@ -65,14 +67,14 @@ class Publisher:
 
     def due(self) -> bool:
         """Whether a publication round is due: the interval has passed, stretched to
-        :data:`streams.pacing.FACTOR` times the last round's cost (see :meth:`spent`). A round
+        :mod:`streams.pacing`'s factor times the last round's cost (see :meth:`spent`). A round
         with 1,000 reps and all six windows changed (a backlog) costs ~0.2-0.4 s."""
         return self.clock() >= self._next_at
 
     def spent(self, seconds: float) -> None:
         """A round took ``seconds`` of the loop (capturing and sending, not waiting for room
         in the producer's buffer: :func:`streams.pacing.send_all`): pace the next one."""
-        self._next_at = next_round(self.clock(), self.interval, seconds)
+        self._next_at = self.pacing.next_round(self.clock(), self.interval, seconds)
 
     def capture(self, partition: int, state: PartitionState) -> list[Record]:
         """The partials of the windows of ``partition`` that changed or expired since its last

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         "bucket, remembered ids) encoded larger is written as chunks of this size and reassembled "
         "on restore. At most the changelog topics' max.message.bytes (8 MiB) less 64 KiB.",
     )
+    backlog_events: int = Field(
+        20_000, ge=0,
+        description="Input lag (records not yet read, over this worker's partitions) above which "
+        "the worker is in a backlog: its output rounds (roll-up partials, sales.metrics, Redis, "
+        "snapshots) then wait ten times their cost on the loop, to leave the loop to the events; "
+        "below it three times, to show events soon (streams.pacing).",
+    )
     metrics_interval_seconds: float = Field(
         1.0, description="At most one sales.metrics record (and roll-up partial) per key per interval."
     )

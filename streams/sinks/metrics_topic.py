@@ -14,20 +14,21 @@ from collections.abc import Callable
 from typing import Any
 
 from metrics.snapshots import SnapshotFormat
-from streams.pacing import next_round, send_all
+from streams.pacing import BACKLOG, Pacing, send_all
 from streams.readout import Reader
 
 
 class MetricsTopicSink:
     def __init__(self, reader: Reader, fmt: SnapshotFormat, *, topic: str,
                  send: Callable[..., Any], interval: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pacing: Pacing = BACKLOG) -> None:
         self.reader = reader
         self.fmt = fmt
         self.topic = topic
         self.send = send
         self.interval = interval
         self.clock = clock
+        self.pacing = pacing
         self._next_publish = float("-inf")
 
     async def run(self) -> None:
@@ -54,4 +55,4 @@ class MetricsTopicSink:
         ]
         cost = time.perf_counter() - began
         cost += await send_all(self.send, records)
-        self._next_publish = next_round(now, 0.0, cost)
+        self._next_publish = self.pacing.next_round(now, 0.0, cost)

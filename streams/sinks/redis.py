@@ -1,7 +1,7 @@
 """Redis: the latest values per (scope, id, window), leaderboards, overdue leads, update channel.
 
 The key layout is :mod:`streams.redis_layout` (and the README). Every
-``SALESPULSE_REDIS_INTERVAL_SECONDS`` (stretched to :data:`streams.pacing.FACTOR` times the last
+``SALESPULSE_REDIS_INTERVAL_SECONDS`` (stretched to :mod:`streams.pacing`'s factor times the last
 round's cost in a backlog) one pipeline writes what changed since the last round
 (:mod:`streams.readout`): per changed window one script call (:data:`WRITE_WINDOW`) sets its
 hash, its leaderboard entries whose value or team changed, their expiry, and sends one message
@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.snapshots import SnapshotFormat, rfc3339
-from streams.pacing import FACTOR
+from streams.pacing import BACKLOG, Pacing
 from streams.readout import Reader, Readout, WindowUpdate
 from streams.redis_layout import Layout, ranked_kpis
 
@@ -103,7 +103,7 @@ class RedisSink:
     def __init__(self, reader: Reader, readout: Readout, redis: Redis, layout: Layout,
                  fmt: SnapshotFormat, catalog: Catalog, *, interval: float, grace_seconds: float,
                  overdue: OverdueLeads, where: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pacing: Pacing = BACKLOG) -> None:
         self.reader = reader
         self.readout = readout
         self.redis = redis
@@ -114,6 +114,7 @@ class RedisSink:
         self.overdue = overdue
         self.where = where  # for logs, without credentials
         self.clock = clock
+        self.pacing = pacing
         #: window -> the rep KPIs (no dimensions) ranked in leaderboards of that window
         self.ranked = ranked_kpis(catalog)
         self.up = False
@@ -172,7 +173,7 @@ class RedisSink:
             self._failed(exc, now)
         # Paced by what the round took of the loop: building the commands, and about as much
         # again for redis-py to pack them and read the replies (not the wait for Redis).
-        self._next_at = now + FACTOR * 2 * self._spent
+        self._next_at = self.pacing.next_round(now, 0.0, 2 * self._spent)
 
     def _failed(self, exc: BaseException, now: float) -> None:
         self.errors += 1

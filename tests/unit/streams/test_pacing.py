@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
 from metrics.catalog import Catalog
 from metrics.events import Bundle, CallCompleted, Event
 from metrics.snapshots import SnapshotFormat
 from metrics.windows import KIND_INDEX, Calendar
 from streams.aggregate import AggregateStage
-from streams.pacing import FACTOR, WAITED, send_all
+from streams.pacing import BACKLOG, FACTOR, LIVE_FACTOR, WAITED, Pacing, send_all
 from streams.publisher import Publisher
 from streams.readout import WindowUpdate
 from streams.sinks.metrics_topic import MetricsTopicSink
@@ -109,3 +111,20 @@ def test_publication_waiting_on_its_sends_runs_again_after_its_interval() -> Non
     # sent * WAIT seconds of waiting: paced by it, the next round would be that times FACTOR out
     assert publisher._next_at - clock.t == 1.0  # the interval
     assert not publisher.due()
+
+
+def test_rounds_wait_ten_times_their_cost_in_a_backlog_and_three_times_once_caught_up() -> None:
+    behind = [True]
+    pacing = Pacing(lambda: behind[0])
+    clock = Clock(T0)
+    publisher = Publisher(partitions=4, rollup_topic="r", interval=0.1, clock=clock, pacing=pacing)
+    publisher.spent(0.2)
+    assert publisher._next_at - clock.t == pytest.approx(FACTOR * 0.2)
+    behind[0] = False
+    publisher.spent(0.2)
+    assert publisher._next_at - clock.t == pytest.approx(LIVE_FACTOR * 0.2)
+    assert LIVE_FACTOR < FACTOR
+    publisher.spent(0.01)
+    assert publisher._next_at - clock.t == pytest.approx(0.1)  # cheap rounds: the interval
+    # without a lag to go by, as in a backlog
+    assert BACKLOG.factor() == FACTOR
