@@ -73,3 +73,25 @@ class Pacing:
 
 #: Pacing without a lag to go by: always as in a backlog.
 BACKLOG = Pacing()
+
+
+class Rounds:
+    """One kind of round's pace: due ``interval`` after the last, or the pacing's factor times
+    its cost, whichever is later. The factor is read when asked, not when the round ends: a
+    round long enough to put the worker behind (its lag grows while it runs) does not hold
+    off the next for ten times its cost once the worker has caught up again."""
+
+    def __init__(self, interval: float, pacing: Pacing = BACKLOG) -> None:
+        self.interval = interval
+        self.pacing = pacing
+        self.last = float("-inf")  # when the last round was done
+        self.cost = 0.0  # the loop's time it took
+
+    def next_at(self) -> float:
+        return self.pacing.next_round(self.last, self.interval, self.cost)
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at()
+
+    def done(self, now: float, cost: float) -> None:
+        self.last, self.cost = now, cost

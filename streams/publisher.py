@@ -25,7 +25,7 @@ from metrics.leads import UNASSIGNED
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
 from metrics.rollup import Parts, merge, split
 from metrics.state import PartitionState, WindowPart
-from streams.pacing import BACKLOG, Pacing
+from streams.pacing import BACKLOG, Pacing, Rounds
 
 #: (topic, key, value or None for a tombstone, partition or None)
 Record = tuple[str, bytes, bytes | None, int | None]
@@ -48,7 +48,6 @@ class Publisher:
         pacing: Pacing = BACKLOG,
     ) -> None:
         self.partitions = partitions
-        self.pacing = pacing
         self.rollup_topic = rollup_topic
         self.interval = interval
         self.clock = clock
@@ -59,7 +58,7 @@ class Publisher:
         self._marked: dict[int, float] = {}  # event time: source -> watermark last announced
         #: event time: (source partition, kind, start) -> digest of the window's last partials
         self._digests: dict[tuple[int, int, float], int] = {}
-        self._next_at = float("-inf")
+        self.rounds = Rounds(interval, pacing)
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
         #: (source partition, rep, kind, start) -> hash of the rep's last published parts
@@ -69,12 +68,12 @@ class Publisher:
         """Whether a publication round is due: the interval has passed, stretched to
         :mod:`streams.pacing`'s factor times the last round's cost (see :meth:`spent`). A round
         with 1,000 reps and all six windows changed (a backlog) costs ~0.2-0.4 s."""
-        return self.clock() >= self._next_at
+        return self.rounds.due(self.clock())
 
     def spent(self, seconds: float) -> None:
         """A round took ``seconds`` of the loop (capturing and sending, not waiting for room
         in the producer's buffer: :func:`streams.pacing.send_all`): pace the next one."""
-        self._next_at = self.pacing.next_round(self.clock(), self.interval, seconds)
+        self.rounds.done(self.clock(), seconds)
 
     def capture(self, partition: int, state: PartitionState) -> list[Record]:
         """The partials of the windows of ``partition`` that changed or expired since its last

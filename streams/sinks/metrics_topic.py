@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from metrics.snapshots import SnapshotFormat
-from streams.pacing import BACKLOG, Pacing, send_all
+from streams.pacing import BACKLOG, Pacing, Rounds, send_all
 from streams.readout import Reader
 
 
@@ -28,8 +28,7 @@ class MetricsTopicSink:
         self.send = send
         self.interval = interval
         self.clock = clock
-        self.pacing = pacing
-        self._next_publish = float("-inf")
+        self.rounds = Rounds(0.0, pacing)
 
     async def run(self) -> None:
         while True:
@@ -43,7 +42,7 @@ class MetricsTopicSink:
         in a backlog every rep's windows change all the time, and a record per rep and window
         each second would take the worker's loop from the events."""
         now = self.clock()
-        if now < self._next_publish:
+        if not self.rounds.due(now):
             return
         began = time.perf_counter()
         fmt, topic = self.fmt, self.topic
@@ -55,4 +54,4 @@ class MetricsTopicSink:
         ]
         cost = time.perf_counter() - began
         cost += await send_all(self.send, records)
-        self._next_publish = self.pacing.next_round(now, 0.0, cost)
+        self.rounds.done(now, cost)

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.snapshots import SnapshotFormat, rfc3339
-from streams.pacing import BACKLOG, Pacing
+from streams.pacing import BACKLOG, Pacing, Rounds
 from streams.readout import Reader, Readout, WindowUpdate
 from streams.redis_layout import Layout, ranked_kpis
 
@@ -114,7 +114,6 @@ class RedisSink:
         self.overdue = overdue
         self.where = where  # for logs, without credentials
         self.clock = clock
-        self.pacing = pacing
         #: window -> the rep KPIs (no dimensions) ranked in leaderboards of that window
         self.ranked = ranked_kpis(catalog)
         self.up = False
@@ -134,9 +133,14 @@ class RedisSink:
         self._bound_text: dict[tuple[float, float], tuple[str, str]] = {}
         self._takeovers = 0
         self._spent = 0.0
-        self._next_at = float("-inf")
+        self.rounds = Rounds(0.0, pacing)
         self._overdue_at = float("-inf")
         self._retry_at = float("-inf")
+
+    @property
+    def _next_at(self) -> float:
+        """When the next round is due (Unix seconds)."""
+        return self.rounds.next_at()
 
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -149,7 +153,7 @@ class RedisSink:
 
     async def tick(self) -> None:
         now = self.clock()
-        if now < self._next_at:
+        if not self.rounds.due(now):
             return
         self._spent = 0.0
         if self.up:
@@ -173,7 +177,7 @@ class RedisSink:
             self._failed(exc, now)
         # Paced by what the round took of the loop: building the commands, and about as much
         # again for redis-py to pack them and read the replies (not the wait for Redis).
-        self._next_at = self.pacing.next_round(now, 0.0, 2 * self._spent)
+        self.rounds.done(now, 2 * self._spent)
 
     def _failed(self, exc: BaseException, now: float) -> None:
         self.errors += 1

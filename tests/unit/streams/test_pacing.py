@@ -17,7 +17,7 @@ from metrics.events import Bundle, CallCompleted, Event
 from metrics.snapshots import SnapshotFormat
 from metrics.windows import KIND_INDEX, Calendar
 from streams.aggregate import AggregateStage
-from streams.pacing import BACKLOG, FACTOR, LIVE_FACTOR, WAITED, Pacing, send_all
+from streams.pacing import BACKLOG, FACTOR, LIVE_FACTOR, WAITED, Pacing, Rounds, send_all
 from streams.publisher import Publisher
 from streams.readout import WindowUpdate
 from streams.sinks.metrics_topic import MetricsTopicSink
@@ -91,7 +91,7 @@ def test_metrics_topic_round_waiting_on_its_sends_runs_again_after_its_interval(
     asyncio.run(sink.publish())
     assert len(broker.records) == 10
     # 0.5 s of waiting: paced by it, the next round would be FACTOR * 0.5 s = 5 s away
-    assert sink._next_publish - clock.t < FACTOR * WAIT
+    assert sink.rounds.next_at() - clock.t < FACTOR * WAIT
 
 
 def test_publication_waiting_on_its_sends_runs_again_after_its_interval() -> None:
@@ -109,7 +109,7 @@ def test_publication_waiting_on_its_sends_runs_again_after_its_interval() -> Non
     sent = len(broker.records)
     assert sent > 10  # a partial per rep, team and the org in each of six windows
     # sent * WAIT seconds of waiting: paced by it, the next round would be that times FACTOR out
-    assert publisher._next_at - clock.t == 1.0  # the interval
+    assert publisher.rounds.next_at() - clock.t == 1.0  # the interval
     assert not publisher.due()
 
 
@@ -119,12 +119,21 @@ def test_rounds_wait_ten_times_their_cost_in_a_backlog_and_three_times_once_caug
     clock = Clock(T0)
     publisher = Publisher(partitions=4, rollup_topic="r", interval=0.1, clock=clock, pacing=pacing)
     publisher.spent(0.2)
-    assert publisher._next_at - clock.t == pytest.approx(FACTOR * 0.2)
+    assert publisher.rounds.next_at() - clock.t == pytest.approx(FACTOR * 0.2)
     behind[0] = False
     publisher.spent(0.2)
-    assert publisher._next_at - clock.t == pytest.approx(LIVE_FACTOR * 0.2)
+    assert publisher.rounds.next_at() - clock.t == pytest.approx(LIVE_FACTOR * 0.2)
     assert LIVE_FACTOR < FACTOR
     publisher.spent(0.01)
-    assert publisher._next_at - clock.t == pytest.approx(0.1)  # cheap rounds: the interval
+    assert publisher.rounds.next_at() - clock.t == pytest.approx(0.1)  # cheap rounds: the interval
     # without a lag to go by, as in a backlog
     assert BACKLOG.factor() == FACTOR
+
+
+def test_a_round_that_put_the_worker_behind_does_not_hold_off_the_next_once_caught_up() -> None:
+    behind = [True]  # the round was long: the input lag grew past the backlog bound meanwhile
+    rounds = Rounds(0.25, Pacing(lambda: behind[0]))
+    rounds.done(T0, 0.5)
+    assert not rounds.due(T0 + 2.0)  # behind: ten times its cost
+    behind[0] = False  # the events caught up
+    assert rounds.due(T0 + 2.0)  # three times its cost have passed
