@@ -97,6 +97,9 @@ class AggregateStage:
         self.held: dict[int, list[Any]] = {}
         self.position: dict[int, int] = {}
         self.suspended: set[int] = set()  # revoked, new assignment not known yet: no writes
+        #: partitions with a durable snapshot of their state's epoch: their partials go out
+        #: without waiting for their snapshot (:meth:`publish`)
+        self.early: set[int] = set()
         self.processed: Counter[str] = Counter()
         self.duplicates = 0
         self.late = 0
@@ -214,9 +217,11 @@ class AggregateStage:
             return
         async with self._lock:
             generation = self.generation()
-            pending: list[tuple[list[Any], list[Any], list[Record]]] = []
+            pending: list[tuple[int, list[Any], list[Any], list[Record]]] = []
             cost = 0.0
-            publishing = self.publisher is not None and self.publisher.due()
+            # the partitions whose epoch is not durable yet publish here, once their snapshot is
+            publishing = self.publisher is not None and self.publisher.due() \
+                and any(p not in self.early for p in self.states)
             published = 0.0  # the loop's time spent on this round's publication
             for partition, state in list(self.states.items()):
                 if partition in self.suspended:
@@ -233,12 +238,12 @@ class AggregateStage:
                     self.parts_written += len(futures)
                 # Captured now, from exactly the state the snapshot holds; sent once it is durable.
                 outputs: list[Record] = []
-                if publishing:
+                if publishing and partition not in self.early:
                     began = time.monotonic()
                     outputs = self.publisher.capture(partition, state)  # type: ignore[union-attr]
                     published += time.monotonic() - began
-                pending.append((futures, held, outputs))
-            for futures, held, outputs in pending:
+                pending.append((partition, futures, held, outputs))
+            for partition, futures, held, outputs in pending:
                 if futures:
                     await asyncio.gather(*futures)
                 if self.generation() != generation:
@@ -246,11 +251,43 @@ class AggregateStage:
                 for event in held:
                     event.ack()
                 published += await send_all(self.send, outputs)  # type: ignore[arg-type]
+                if futures and partition in self.states:
+                    self.early.add(partition)  # the snapshot's meta holds the state's epoch
             if publishing:
                 self.publisher.spent(published)  # type: ignore[union-attr]
             self.flushes += 1
             self._last_flush = time.monotonic()
             self._flush_cost = cost  # the loop's time, not delivery's
+
+    async def publish(self) -> None:
+        """A publication round (when one is due) of the partitions whose epoch is durable,
+        without waiting for their latest snapshot to be: their partials show state up to what
+        this worker has applied, however long the broker takes with the snapshot.
+
+        Exact all the same: should this worker stop before that state is durable, the next
+        owner restores the last durable snapshot, whose epoch is this state's, and so has a
+        later epoch (``metrics.state.PartitionState.epoch``). Its partials replace these in the
+        roll-up stage whatever their versions, and it replays the same keyed-events records
+        (they are in the topic: this worker read them there) in the same order, with the same
+        dedup: it publishes the values shown here again, and then the ones after. (Published
+        only after a durable snapshot instead, a new owner's partials of an older version than
+        what the lost owner had shown would be refused as stale, and a rep whose parts then
+        did not change again would keep the lost owner's partial.) A partition whose epoch is
+        not durable yet (just restored) publishes from :meth:`flush`, once its snapshot is.
+        """
+        publisher = self.publisher
+        if publisher is None or not self.early or not publisher.due():
+            return
+        began = time.monotonic()
+        outputs: list[Record] = []
+        for partition in sorted(self.early):
+            state = self.states.get(partition)
+            if state is None or partition in self.suspended:
+                continue
+            outputs += publisher.capture(partition, state)
+        cost = time.monotonic() - began
+        cost += await send_all(self.send, outputs)  # type: ignore[arg-type]
+        publisher.spent(cost)
 
     def _write(self, partition: int, key: str, value: bytes | None) -> Any:
         """Send one part to the changelog. The table's local dict is not kept: the state is
@@ -319,6 +356,7 @@ class AggregateStage:
 
     def _forget(self, partition: int) -> None:
         self.states.pop(partition, None)
+        self.early.discard(partition)
         self.splitters.pop(partition, None)
         self.held.pop(partition, None)
         self.position.pop(partition, None)

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 #: the margin only has to cover the clocks of producers and workers; a day is plenty.
 ALERTS_RETENTION_MARGIN_SECONDS = 86400.0
 STATE_TABLE = "kpi-state"
+#: How often the publication timer asks whether a round of roll-up partials is due.
+PUBLISH_TICK_SECONDS = 0.1
 #: The largest record the producer sends (its ``max_request_size``) and the ``max.message.bytes``
 #: of every topic the worker creates, so that no record the producer accepts is refused by the
 #: broker for its size. State parts can be large (one window of a partition's reps); forwarded
@@ -390,6 +392,10 @@ class Service:
         async def flush_state() -> None:
             await aggregate.flush()
 
+        @app.timer(min(PUBLISH_TICK_SECONDS, self.settings.metrics_interval_seconds), name="publish")
+        async def publish_partials() -> None:
+            await aggregate.publish()  # paced by the publisher (streams.pacing)
+
         async def settle_held() -> None:
             # A stop or a revoke: the flush timer may already be stopped, and what the
             # aggregate stage holds must become durable and acked now, not at the next tick.
@@ -483,7 +489,8 @@ class Service:
             rollup.assign(mine)  # roll-up partition r goes with keyed-events partition r
             ingest.retain({(tp.topic, tp.partition) for tp in assigned})
 
-        self._agents = (ingest_agent, aggregate_agent, flush_state, follow_alerts, judge_leads,
+        self._agents = (ingest_agent, aggregate_agent, flush_state, publish_partials, follow_alerts,
+                        judge_leads,
                         follow_rollup, *sink_tasks)
 
 

@@ -59,6 +59,7 @@ class Publisher:
         #: event time: (source partition, kind, start) -> digest of the window's last partials
         self._digests: dict[tuple[int, int, float], int] = {}
         self.rounds = Rounds(interval, pacing)
+        self._epoch = 0  # of the partition whose window is being published
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
         #: (source partition, rep, kind, start) -> hash of the rep's last published parts
@@ -118,6 +119,7 @@ class Publisher:
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
                 *, final: bool, expiring: bool = False) -> None:
         reps, teams, org = split(window_values(state, w), w.samples, state.team_of)
+        self._epoch = state.epoch
         kind, start = w.kind, w.start
         version = state.applied
         pkey = (partition, kind, start)
@@ -164,7 +166,8 @@ class Publisher:
 
     def _partial(self, scope: str, scope_id: str, w: WindowPart, source: int, version: int,
                  parts: Parts, team: str | None = None) -> Record:
-        partial = make_partial(scope, scope_id, w.kind, w.start, w.end, source, version, parts, team)
+        partial = make_partial(scope, scope_id, w.kind, w.start, w.end, source, version, parts, team,
+                               self._epoch)
         return (
             self.rollup_topic,
             partial_key(scope, scope_id, w.kind, w.start, source),
