@@ -223,6 +223,7 @@ class AggregateStage:
             publishing = self.publisher is not None and self.publisher.due() \
                 and any(p not in self.early for p in self.states)
             published = 0.0  # the loop's time spent on this round's publication
+            waited = 0.0  # the time its sends waited for the producer
             for partition, state in list(self.states.items()):
                 if partition in self.suspended:
                     continue  # maybe no longer ours: another worker may be recovering it
@@ -250,11 +251,13 @@ class AggregateStage:
                     continue
                 for event in held:
                     event.ack()
-                published += await send_all(self.send, outputs)  # type: ignore[arg-type]
+                cost_sent, waited_sent = await send_all(self.send, outputs)  # type: ignore[arg-type]
+                published += cost_sent
+                waited += waited_sent
                 if futures and partition in self.states:
                     self.early.add(partition)  # the snapshot's meta holds the state's epoch
             if publishing:
-                self.publisher.spent(published)  # type: ignore[union-attr]
+                self.publisher.spent(published, waited)  # type: ignore[union-attr]
             self.flushes += 1
             self._last_flush = time.monotonic()
             self._flush_cost = cost  # the loop's time, not delivery's
@@ -286,8 +289,8 @@ class AggregateStage:
                 continue
             outputs += publisher.capture(partition, state)
         cost = time.monotonic() - began
-        cost += await send_all(self.send, outputs)  # type: ignore[arg-type]
-        publisher.spent(cost)
+        cost_sent, waited = await send_all(self.send, outputs)  # type: ignore[arg-type]
+        publisher.spent(cost + cost_sent, waited)
 
     def _write(self, partition: int, key: str, value: bytes | None) -> Any:
         """Send one part to the changelog. The table's local dict is not kept: the state is

@@ -11,10 +11,13 @@ so that the backlog's throughput stays), caught up :data:`LIVE_FACTOR`: then the
 what they need (the worker keeps up) and the rest of the loop goes to showing them soon. Should
 the rounds take more than that, the input lag grows past the backlog bound and they stretch.
 
-The cost is the loop's own time only: what the round computes, and its sends up to the moment
-they return. A send that *waits* (the producer's buffer is full while the broker takes a large
-snapshot) lets the events run meanwhile; counted as cost, one such wait of a second paced the
-next round ten seconds out, and the latency from an event to Redis grew to tens of seconds.
+Caught up, the cost is the loop's own time only: what the round computes, and its sends up to
+the moment they return. A send that *waits* (the producer's buffer is full while the broker
+takes a large snapshot) lets the events run meanwhile; counted as cost, one such wait of a second
+paced the next round ten seconds out, and the latency from an event to Redis grew to tens of
+seconds. In a backlog the waits count too: there they mean that the round's records compete with
+the events' own (forwarded bundles, snapshots) for the producer, and the backlog's throughput
+(until durable) is what the pacing is for.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ WAITED = 0.002
 
 
 async def send_all(send: Callable[..., Awaitable[Any]],
-                   records: Iterable[tuple[str, bytes, bytes | None, int | None]]) -> float:
+                   records: Iterable[tuple[str, bytes, bytes | None, int | None]]) -> tuple[float, float]:
     """Send ``(topic, key, value, partition)`` records in order; return the loop's time they
-    took, without the time any of them waited (see :data:`WAITED`)."""
-    cost = 0.0
+    took, and the time those of them that waited took (see :data:`WAITED`)."""
+    cost = waited = 0.0
     clock = time.perf_counter
     for topic, key, value, partition in records:
         began = clock()
@@ -49,7 +52,9 @@ async def send_all(send: Callable[..., Awaitable[Any]],
         took = clock() - began
         if took < WAITED:
             cost += took
-    return cost
+        else:
+            waited += took
+    return cost, waited
 
 
 def next_round(now: float, interval: float, cost: float, factor: float = FACTOR) -> float:
@@ -67,8 +72,12 @@ class Pacing:
     def factor(self) -> float:
         return FACTOR if self.behind() else LIVE_FACTOR
 
-    def next_round(self, now: float, interval: float, cost: float) -> float:
-        return next_round(now, interval, cost, self.factor())
+    def next_round(self, now: float, interval: float, cost: float, waited: float = 0.0) -> float:
+        """When a round done at ``now`` may run again: ``cost`` is the loop's time it took,
+        ``waited`` the time its sends waited for the producer (counted in a backlog only)."""
+        if self.behind():
+            return next_round(now, interval, cost + waited, FACTOR)
+        return next_round(now, interval, cost, LIVE_FACTOR)
 
 
 #: Pacing without a lag to go by: always as in a backlog.
@@ -86,12 +95,13 @@ class Rounds:
         self.pacing = pacing
         self.last = float("-inf")  # when the last round was done
         self.cost = 0.0  # the loop's time it took
+        self.waited = 0.0  # the time its sends waited for the producer
 
     def next_at(self) -> float:
-        return self.pacing.next_round(self.last, self.interval, self.cost)
+        return self.pacing.next_round(self.last, self.interval, self.cost, self.waited)
 
     def due(self, now: float) -> bool:
         return now >= self.next_at()
 
-    def done(self, now: float, cost: float) -> None:
-        self.last, self.cost = now, cost
+    def done(self, now: float, cost: float, waited: float = 0.0) -> None:
+        self.last, self.cost, self.waited = now, cost, waited

@@ -71,10 +71,10 @@ class Publisher:
         with 1,000 reps and all six windows changed (a backlog) costs ~0.2-0.4 s."""
         return self.rounds.due(self.clock())
 
-    def spent(self, seconds: float) -> None:
-        """A round took ``seconds`` of the loop (capturing and sending, not waiting for room
-        in the producer's buffer: :func:`streams.pacing.send_all`): pace the next one."""
-        self.rounds.done(self.clock(), seconds)
+    def spent(self, seconds: float, waited: float = 0.0) -> None:
+        """A round took ``seconds`` of the loop (capturing and sending) and its sends ``waited``
+        for room in the producer's buffer (:func:`streams.pacing.send_all`): pace the next one."""
+        self.rounds.done(self.clock(), seconds, waited)
 
     def capture(self, partition: int, state: PartitionState) -> list[Record]:
         """The partials of the windows of ``partition`` that changed or expired since its last

@@ -53,5 +53,5 @@ class MetricsTopicSink:
             for u in self.reader.changed()
         ]
         cost = time.perf_counter() - began
-        cost += await send_all(self.send, records)
-        self.rounds.done(now, cost)
+        cost_sent, waited = await send_all(self.send, records)
+        self.rounds.done(now, cost + cost_sent, waited)
