@@ -108,6 +108,8 @@ class AggregateStage:
         self.parts_written = 0
         #: label -> values counted as "other" (bounded cardinality, metrics.labels)
         self.label_overflow: Counter[str] = Counter()
+        self._bundled = 0  # events in the bundles applied ...
+        self._bundles = 1  # ... and the bundles (from 1: no division by zero)
         self._lock = asyncio.Lock()
         self._last_flush = float("-inf")
         self._flush_cost = 0.0  # seconds the last flush spent serialising on the loop
@@ -166,10 +168,17 @@ class AggregateStage:
                 state.skip(rec.offset)
                 continue
             state.apply(bundle, rec.offset)
+            self._bundled += len(bundle.events)
+            self._bundles += 1
         if last is not None:
             self.position[partition] = last + 1
         self._collect(state)
         return bad
+
+    def events_per_record(self) -> float:
+        """Events per keyed-events record (bundle) so far: what a lag of that topic means in
+        events."""
+        return max(1.0, self._bundled / self._bundles)
 
     def hold(self, partition: int, event: Any) -> None:
         """Keep ``event`` unacknowledged until the state containing it is durable."""

@@ -343,8 +343,12 @@ class Service:
         return sorted(tp for tp in self.app.consumer.assignment() if tp.topic in topics)
 
     def _behind(self) -> bool:
-        """Whether the worker is in a backlog: its input lag above ``backlog_events``."""
-        return sum(lag for _, _, lag in self._lag()) > self.settings.backlog_events
+        """Whether the worker is in a backlog: its lag in events above ``backlog_events``, of
+        the input and of the keyed events (records of which are bundles of events: in a backlog
+        the ingest stage is done first, and the aggregate works through a few hundred)."""
+        keyed, per_record = self.keyed_topic_name, self.aggregate.events_per_record()
+        lag = sum(n * per_record if topic == keyed else n for topic, _, n in self._lag())
+        return lag > self.settings.backlog_events
 
     def _lag(self) -> list[tuple[str, int, int]]:
         consumer = self.app.consumer

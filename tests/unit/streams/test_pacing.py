@@ -145,3 +145,22 @@ def test_a_round_that_put_the_worker_behind_does_not_hold_off_the_next_once_caug
     assert not rounds.due(T0 + 2.0)  # behind: ten times its cost
     behind[0] = False  # the events caught up
     assert rounds.due(T0 + 2.0)  # three times its cost have passed
+
+
+def test_the_keyed_events_lag_counts_in_events_of_the_bundles_applied() -> None:
+    """In a backlog the ingest stage is done first: the lag left is a few hundred keyed-events
+    records (bundles), each of many events; counted as records, the worker looked caught up."""
+    from types import SimpleNamespace
+
+    from metrics.events import BUNDLE_ENCODER
+
+    stage = AggregateStage(Table(), CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400)
+    assert stage.events_per_record() == 1.0
+    records = []
+    for offset, n in enumerate((30, 50)):
+        events = [Event(offset * 100 + i, "src", f"e{offset}-{i}", T0 + i,
+                        CallCompleted("ann", "outbound", "connected", team_id="east")) for i in range(n)]
+        records.append(SimpleNamespace(offset=offset, value=BUNDLE_ENCODER.encode(
+            Bundle("sales.activities", 0, events))))
+    stage.apply(0, records)
+    assert stage.events_per_record() == 40.0
