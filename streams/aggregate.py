@@ -109,7 +109,7 @@ class AggregateStage:
         #: label -> values counted as "other" (bounded cardinality, metrics.labels)
         self.label_overflow: Counter[str] = Counter()
         self._bundled = 0  # events in the bundles applied ...
-        self._bundles = 1  # ... and the bundles (from 1: no division by zero)
+        self._bundles = 0  # ... and the bundles
         self._lock = asyncio.Lock()
         self._last_flush = float("-inf")
         self._flush_cost = 0.0  # seconds the last flush spent serialising on the loop
@@ -178,7 +178,7 @@ class AggregateStage:
     def events_per_record(self) -> float:
         """Events per keyed-events record (bundle) so far: what a lag of that topic means in
         events."""
-        return max(1.0, self._bundled / self._bundles)
+        return max(1.0, self._bundled / self._bundles) if self._bundles else 1.0
 
     def hold(self, partition: int, event: Any) -> None:
         """Keep ``event`` unacknowledged until the state containing it is durable."""
