@@ -209,7 +209,7 @@ class Service:
             dlq_topic=s.dlq_topic,
         )
         snapshots = SnapshotFormat(self.catalog, self.calendar)
-        #: output rounds wait ten times their cost in a backlog, three times once caught up
+        #: output rounds wait ten times their cost, counting their sends' waits in a backlog
         self.pacing = Pacing(self._behind)
         self.aggregate = AggregateStage(
             self.table,

@@ -5,12 +5,6 @@ loop may run again after ``max(interval, factor * c)``: in a backlog, where ever
 between rounds and a round of 1,000 reps costs tenths of a second, each kind of round then takes
 at most ``1 / factor`` of the loop; live (small changes, cheap rounds) the interval holds.
 
-How many times its cost a round waits depends on whether the worker is behind its input
-(:class:`Pacing`): in a backlog :data:`FACTOR` (each kind of round at most a tenth of the loop,
-so that the backlog's throughput stays), caught up :data:`LIVE_FACTOR`: then the events take
-what they need (the worker keeps up) and the rest of the loop goes to showing them soon. Should
-the rounds take more than that, the input lag grows past the backlog bound and they stretch.
-
 Caught up, the cost is the loop's own time only: what the round computes, and its sends up to
 the moment they return. A send that *waits* (the producer's buffer is full while the broker
 takes a large snapshot) lets the events run meanwhile; counted as cost, one such wait of a second
@@ -26,11 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-#: A round that costs ``c`` seconds of the loop runs again no sooner than ``FACTOR * c`` later
-#: while the worker is behind its input (and when nothing tells whether it is).
+#: A round that costs ``c`` seconds of the loop runs again no sooner than ``FACTOR * c`` later.
+#: (Three times, once the worker was caught up, showed events sooner but ran the end of a
+#: backlog at ~0.18 of bare instead of ~0.3: when a backlog ends every window has changed and
+#: every kind of round is at its costliest; four kinds at a third of the loop each starve it.)
 FACTOR = 10.0
-#: ... and no sooner than ``LIVE_FACTOR * c`` later while it is caught up.
-LIVE_FACTOR = 3.0
 
 #: A send that took longer than this waited (for room in the producer's buffer) rather than
 #: worked: its time is not the loop's. A send that does not wait returns in tens of microseconds.
@@ -63,21 +57,20 @@ def next_round(now: float, interval: float, cost: float, factor: float = FACTOR)
 
 
 class Pacing:
-    """The factor of the worker's output rounds: :data:`FACTOR` while ``behind()`` (its input
-    lag is a backlog), else :data:`LIVE_FACTOR`."""
+    """Whether a round's sends' waits count as its cost: while ``behind()`` (the worker's lag
+    is a backlog) they do, once caught up they do not."""
 
     def __init__(self, behind: Callable[[], bool] = lambda: True) -> None:
         self.behind = behind
 
-    def factor(self) -> float:
-        return FACTOR if self.behind() else LIVE_FACTOR
-
     def next_round(self, now: float, interval: float, cost: float, waited: float = 0.0) -> float:
         """When a round done at ``now`` may run again: ``cost`` is the loop's time it took,
-        ``waited`` the time its sends waited for the producer (counted in a backlog only)."""
+        ``waited`` the time its sends waited for the producer (counted in a backlog only).
+        Read when asked: a round long enough to put the worker behind while it ran (its sends
+        waited) does not hold off the next for ten times its waits once it has caught up."""
         if self.behind():
-            return next_round(now, interval, cost + waited, FACTOR)
-        return next_round(now, interval, cost, LIVE_FACTOR)
+            return next_round(now, interval, cost + waited)
+        return next_round(now, interval, cost)
 
 
 #: Pacing without a lag to go by: always as in a backlog.
@@ -85,10 +78,8 @@ BACKLOG = Pacing()
 
 
 class Rounds:
-    """One kind of round's pace: due ``interval`` after the last, or the pacing's factor times
-    its cost, whichever is later. The factor is read when asked, not when the round ends: a
-    round long enough to put the worker behind (its lag grows while it runs) does not hold
-    off the next for ten times its cost once the worker has caught up again."""
+    """One kind of round's pace: due ``interval`` after the last, or :data:`FACTOR` times its
+    cost (see :class:`Pacing`), whichever is later."""
 
     def __init__(self, interval: float, pacing: Pacing = BACKLOG) -> None:
         self.interval = interval

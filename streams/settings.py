@@ -86,10 +86,10 @@ class Settings(BaseSettings):
     )
     backlog_events: int = Field(
         20_000, ge=0,
-        description="Input lag (records not yet read, over this worker's partitions) above which "
-        "the worker is in a backlog: its output rounds (roll-up partials, sales.metrics, Redis, "
-        "snapshots) then wait ten times their cost on the loop, to leave the loop to the events; "
-        "below it three times, to show events soon (streams.pacing).",
+        description="Lag in events (input, and keyed events) above which the worker is in a "
+        "backlog: its output rounds (roll-up partials, sales.metrics) then count the time their "
+        "sends wait for the producer as their cost, to leave the producer to the events "
+        "(streams.pacing); caught up, a round is paced by its own time on the loop only.",
     )
     metrics_interval_seconds: float = Field(
         1.0, description="At most one sales.metrics record (and roll-up partial) per key per interval."

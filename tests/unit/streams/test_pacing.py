@@ -19,7 +19,7 @@ from metrics.events import Bundle, CallCompleted, Event
 from metrics.snapshots import SnapshotFormat
 from metrics.windows import KIND_INDEX, Calendar
 from streams.aggregate import AggregateStage
-from streams.pacing import BACKLOG, FACTOR, LIVE_FACTOR, WAITED, Pacing, Rounds, send_all
+from streams.pacing import FACTOR, WAITED, Pacing, Rounds, send_all
 from streams.publisher import Publisher
 from streams.readout import WindowUpdate
 from streams.sinks.metrics_topic import MetricsTopicSink
@@ -95,7 +95,7 @@ def test_metrics_topic_round_waiting_on_its_sends_runs_again_after_its_interval(
                             pacing=Pacing(lambda: behind[0]))
     asyncio.run(sink.publish())
     assert len(broker.records) == 10
-    # 0.5 s of waiting: paced by it, the next round would be LIVE_FACTOR * 0.5 s = 1.5 s away
+    # 0.5 s of waiting: paced by it, the next round would be FACTOR * 0.5 s = 5 s away
     assert sink.rounds.next_at() - clock.t < WAIT
     behind[0] = True  # in a backlog the waits count: ten times them
     assert sink.rounds.next_at() - clock.t >= FACTOR * WAIT * 10
@@ -121,30 +121,17 @@ def test_publication_waiting_on_its_sends_runs_again_after_its_interval() -> Non
     assert not publisher.due()
 
 
-def test_rounds_wait_ten_times_their_cost_in_a_backlog_and_three_times_once_caught_up() -> None:
-    behind = [True]
-    pacing = Pacing(lambda: behind[0])
-    clock = Clock(T0)
-    publisher = Publisher(partitions=4, rollup_topic="r", interval=0.1, clock=clock, pacing=pacing)
-    publisher.spent(0.2)
-    assert publisher.rounds.next_at() - clock.t == pytest.approx(FACTOR * 0.2)
-    behind[0] = False
-    publisher.spent(0.2)
-    assert publisher.rounds.next_at() - clock.t == pytest.approx(LIVE_FACTOR * 0.2)
-    assert LIVE_FACTOR < FACTOR
-    publisher.spent(0.01)
-    assert publisher.rounds.next_at() - clock.t == pytest.approx(0.1)  # cheap rounds: the interval
-    # without a lag to go by, as in a backlog
-    assert BACKLOG.factor() == FACTOR
-
-
-def test_a_round_that_put_the_worker_behind_does_not_hold_off_the_next_once_caught_up() -> None:
-    behind = [True]  # the round was long: the input lag grew past the backlog bound meanwhile
+def test_a_rounds_waits_count_while_the_worker_is_behind_and_not_once_it_caught_up() -> None:
+    behind = [True]  # the round's sends waited: the producer was full, the lag grew meanwhile
     rounds = Rounds(0.25, Pacing(lambda: behind[0]))
-    rounds.done(T0, 0.5)
-    assert not rounds.due(T0 + 2.0)  # behind: ten times its cost
-    behind[0] = False  # the events caught up
-    assert rounds.due(T0 + 2.0)  # three times its cost have passed
+    rounds.done(T0, cost=0.05, waited=0.5)
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.55)
+    assert not rounds.due(T0 + 2.0)
+    behind[0] = False  # the events caught up: read when asked, not when the round ended
+    assert rounds.due(T0 + 0.5)
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.05)
+    rounds.done(T0, cost=0.01)
+    assert rounds.next_at() == pytest.approx(T0 + 0.25)  # cheap rounds: the interval
 
 
 def test_the_keyed_events_lag_counts_in_events_of_the_bundles_applied() -> None:
