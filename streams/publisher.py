@@ -80,8 +80,8 @@ class Publisher:
         """The partials of the windows of ``partition`` that changed or expired since its last
         capture (call it in a round that is :meth:`due`)."""
         expired, state.expired_windows = state.expired_windows, []
+        windows = state.windows  # folds what was applied: its windows are in the changed set
         changed, state.changed_windows = state.changed_windows, set()
-        windows = state.windows
         out: list[Record] = []
         for wkey in sorted(changed):
             wpart = windows.get(wkey)

@@ -187,3 +187,20 @@ def test_values_stay_exact_when_the_owner_dies_before_its_published_state_is_dur
             assert rep_calls(rollup, rep) == want
 
     asyncio.run(run())
+
+
+def test_a_change_to_a_window_already_dirty_is_published_by_the_next_round() -> None:
+    """Partials are captured apart from snapshots: a window changed again before its snapshot
+    (still dirty) must be captured again; the last events of a burst were never shown."""
+    clock = Clock(T0 + 100)
+    publisher = Publisher(partitions=1, rollup_topic="r", interval=0.0, clock=clock)
+    state = PartitionState(CAT, CAL, grace_seconds=GRACE)
+    state.apply(bundle(0, 3), 0)
+    first = publisher.capture(0, state)
+    assert first
+    state.apply(bundle(3, 3), 1)  # no snapshot in between: the window is still dirty
+    again = [DECODER.decode(v) for _, _, v, _ in publisher.capture(0, state) if v is not None]
+    org = [p for p in again if p.scope == "org" and p.kind == DAY]
+    assert org and org[0].version == 1
+    assert org[0].parts.sums[("calls_made",)] == 6.0
+    assert publisher.capture(0, state) == []  # nothing changed since
