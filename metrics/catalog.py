@@ -25,6 +25,7 @@ time, filed at the won event's windows with the won event's dimensions) and ``op
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 import msgspec
@@ -504,11 +505,11 @@ class Catalog:
                     caps[dim] = min(caps.get(dim, k.max_values), k.max_values)
         return caps
 
-    @property
+    @cached_property  # the catalog does not change once built
     def stored(self) -> tuple[KPI, ...]:
         return tuple(k for k in self.kpis if k.aggregation in STORED)
 
-    @property
+    @cached_property  # the catalog does not change once built
     def distinct(self) -> tuple[KPI, ...]:
         return tuple(k for k in self.kpis if k.aggregation == "distinct")
 
@@ -516,11 +517,11 @@ class Catalog:
         """The sample series of a quantile or mean."""
         return k.series or k.name
 
-    @property
+    @cached_property  # the catalog does not change once built
     def derived(self) -> tuple[KPI, ...]:
         return tuple(k for k in self.kpis if k.aggregation == "ratio")
 
-    @property
+    @cached_property  # the catalog does not change once built
     def sampled(self) -> tuple[KPI, ...]:
         return tuple(k for k in self.kpis if k.aggregation in ("quantile", "mean"))
 

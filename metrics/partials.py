@@ -5,9 +5,12 @@ The aggregate stage publishes, for every window that changed, one :class:`Partia
 whose parts changed, per team and one for the organisation, keyed ``<scope>/<id>/<kind>/<window start>/<source partition>`` on a
 compacted internal topic; the roll-up stage keeps the latest partial of every source partition
 and merges them (:func:`metrics.rollup.merge`). ``version`` is the source partition's offset
-that the partial reflects: the partial is published only once the state it was computed from is
-durable, so versions of one source never go backwards, and a stale copy (a worker that has not
-yet noticed it lost the partition) is recognised and ignored.
+that the partial reflects, ``epoch`` how many times the partition was restored: the newest
+``(epoch, version)`` of a source wins. An owner publishes state that is not durable yet only
+once its epoch is durable (see :mod:`streams.aggregate`): after a crash the next owner restores
+a later epoch, and its partials replace the lost owner's, which it reproduces by replaying the
+same records. A stale copy (a worker that has not yet noticed it lost the partition) carries
+an earlier epoch, or an older version, and is ignored.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class Partial(msgspec.Struct, array_like=True):
     sketches: list[tuple[str, list[int], list[int], int, float]] = []
     samples: list[tuple[str, list[float]]] = []  # a rep's raw observations (exact quantiles)
     team: str | None = None  # a rep's team label
+    #: the source partition's restore count (metrics.state.PartitionState.epoch): a partial of
+    #: a later epoch replaces one of an earlier epoch whatever their versions
+    epoch: int = 0
 
     @property
     def parts(self) -> Parts:
@@ -70,13 +76,14 @@ def partial_key(scope: str, scope_id: str, kind: int, start: float, source: int)
 
 
 def make_partial(scope: str, scope_id: str, kind: int, start: float, end: float, source: int,
-                 version: int, parts: Parts, team: str | None = None) -> Partial:
+                 version: int, parts: Parts, team: str | None = None, epoch: int = 0) -> Partial:
     return Partial(
         scope, scope_id, kind, start, end, source, version,
         list(parts.sums), list(parts.sums.values()),
         [(series, *s.encode()) for series, s in parts.sketches.items()],
         list(parts.samples.items()),
         team,
+        epoch,
     )
 
 

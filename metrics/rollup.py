@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from metrics.catalog import Catalog
 from metrics.extremes import combine, is_extreme
@@ -130,13 +131,14 @@ def merge(parts: Iterable[Parts]) -> Parts:
     return out
 
 
-def _ratios(catalog: Catalog) -> list[tuple[str, str, str, int]]:
+@lru_cache(maxsize=16)  # per catalog (hashed by identity): finish() runs per window and change
+def _ratios(catalog: Catalog) -> tuple[tuple[str, str, str, int], ...]:
     out = []
     for kpi in catalog.derived:
         num = catalog.by_name[kpi.numerator]  # type: ignore[index]
         den = catalog.by_name[kpi.denominator]  # type: ignore[index]
         out.append((kpi.name, num.name, den.name, len(num.dimensions) - len(den.dimensions)))
-    return out
+    return tuple(out)
 
 
 def finish(catalog: Catalog, parts: Parts) -> Values:
@@ -237,7 +239,7 @@ def _pad(current: list, samples: list) -> list[tuple[Mapping, Mapping]]:
     ]
 
 
-def _derive(values: Values, ratios: list[tuple[str, str, str, int]]) -> None:
+def _derive(values: Values, ratios: tuple[tuple[str, str, str, int], ...]) -> None:
     """Add every ratio KPI (name, numerator, denominator, extra) in one pass over ``values``.
 
     A ratio is numerator / denominator wherever the denominator is non-zero. ``extra`` is how

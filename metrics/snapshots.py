@@ -44,13 +44,23 @@ class SnapshotFormat:
         """``{(kpi, *dims): value}`` as the record's ``kpis`` object (exported KPIs only, of
         ``scope`` when given: eNPS never appears in a rep's record)."""
         window = WINDOW_KINDS[kind]
-        out: dict[str, Any] = {}
-        for key, v in sorted(values.items(), key=lambda kv: tuple(map(str, kv[0]))):
-            spec = self._kpis.get(key[0])
+        specs = self._kpis
+        kept = []
+        for key, v in values.items():
+            spec = specs.get(key[0])
             if spec is None or window not in spec[0] or len(key) != 1 + spec[1]:
                 continue
             if scope is not None and scope not in spec[2]:
                 continue
+            kept.append((key, v))
+        # In the order of the keys as strings (dimension values are strings but for the odd
+        # user KPI): sorting the keys themselves is that order, without a key function.
+        if all(type(d) is str for key, _ in kept for d in key):
+            kept.sort()
+        else:
+            kept.sort(key=lambda kv: tuple(map(str, kv[0])))
+        out: dict[str, Any] = {}
+        for key, v in kept:
             if len(key) == 1:
                 out[key[0]] = v
                 continue

@@ -38,11 +38,11 @@ from metrics.labels import OTHER, LabelCaps
 from metrics.parts import PartSplitter
 from metrics.state import PartitionState, part_stamp
 from metrics.windows import Calendar
+from streams.pacing import BACKLOG, Pacing, send_all
 from streams.publisher import Publisher, Record
 
 log = logging.getLogger(__name__)
 
-FLUSH_COST_FACTOR = 10.0  # flush at most once per ten times the last flush's duration
 
 #: A gap in the delivered keyed-events offsets (contiguous: the topic has no transactions and is
 #: not compacted) is re-read up to this many times, :data:`GAP_RETRY_SECONDS` apart, before it
@@ -84,8 +84,10 @@ class AggregateStage:
         publisher: Publisher | None = None,
         send: Callable[..., Awaitable[Any]] | None = None,
         event_time: bool = False,
+        pacing: Pacing = BACKLOG,
     ) -> None:
         self.table = table
+        self.pacing = pacing  # how long a costly flush holds off the next (streams.pacing)
         self.catalog = catalog
         self.calendar = calendar
         self.state_kw = {
@@ -109,6 +111,9 @@ class AggregateStage:
         self.held: dict[int, list[Any]] = {}
         self.position: dict[int, int] = {}
         self.suspended: set[int] = set()  # revoked, new assignment not known yet: no writes
+        #: partitions with a durable snapshot of their state's epoch: their partials go out
+        #: without waiting for their snapshot (:meth:`publish`)
+        self.early: set[int] = set()
         self.processed: Counter[str] = Counter()
         self.duplicates = 0
         self.late = 0
@@ -121,6 +126,8 @@ class AggregateStage:
         self.gaps: dict[int, Gap] = {}
         self.gaps_skipped = 0  # gaps taken as records deleted by retention
         self._rereads: dict[int, tuple[int, float, int]] = {}  # partition -> (offset, at, tries)
+        self._bundled = 0  # events in the bundles applied ...
+        self._bundles = 0  # ... and the bundles
         self._lock = asyncio.Lock()
         self._last_flush = float("-inf")
         self._flush_cost = 0.0  # seconds the last flush spent serialising on the loop
@@ -182,6 +189,8 @@ class AggregateStage:
                 state.skip(rec.offset)
                 continue
             state.apply(bundle, rec.offset)
+            self._bundled += len(bundle.events)
+            self._bundles += 1
         if last is not None:
             self.position[partition] = last + 1
         pending = self._rereads.get(partition)
@@ -222,6 +231,10 @@ class AggregateStage:
         self._rereads[partition] = (expected, now, tries)
         self.gaps[partition] = Gap(expected, last, True)
         return True
+    def events_per_record(self) -> float:
+        """Events per keyed-events record (bundle) so far: what a lag of that topic means in
+        events."""
+        return max(1.0, self._bundled / self._bundles) if self._bundles else 1.0
 
     def hold(self, partition: int, event: Any) -> None:
         """Keep ``event`` unacknowledged until the state containing it is durable."""
@@ -259,19 +272,23 @@ class AggregateStage:
 
         Serialising the dirty parts runs on the event loop. With a large state mid-backlog a
         flush costs ~0.1 s, so a tick is skipped until ten times the last flush's cost has
-        passed: snapshots never take more than ~10% of the loop, and in live operation (small
-        deltas) the flush interval stays the configured one. Folding the pending hits into
-        the windows (in ``expire``) is not counted: that work is due whenever a flush runs.
+        passed (:mod:`streams.pacing`; a few times it once caught up): snapshots never take
+        more than ~10% of the loop in a backlog, and in live operation (small deltas) the
+        flush interval stays the configured one. Folding the pending hits into the windows
+        (in ``expire``) is not counted: that work is due whenever a flush runs.
         """
         now = time.monotonic()
-        if not force and now < self._last_flush + FLUSH_COST_FACTOR * self._flush_cost:
+        if not force and now < self.pacing.next_round(self._last_flush, 0.0, self._flush_cost):
             return
         async with self._lock:
             generation = self.generation()
-            pending: list[tuple[list[Any], list[Any], list[Record]]] = []
+            pending: list[tuple[int, list[Any], list[Any], list[Record]]] = []
             cost = 0.0
-            publishing = self.publisher is not None and self.publisher.due()
+            # the partitions whose epoch is not durable yet publish here, once their snapshot is
+            publishing = self.publisher is not None and self.publisher.due() \
+                and any(p not in self.early for p in self.states)
             published = 0.0  # the loop's time spent on this round's publication
+            waited = 0.0  # the time its sends waited for the producer
             for partition, state in list(self.states.items()):
                 if partition in self.suspended:
                     continue  # maybe no longer ours: another worker may be recovering it
@@ -287,27 +304,58 @@ class AggregateStage:
                     self.parts_written += len(futures)
                 # Captured now, from exactly the state the snapshot holds; sent once it is durable.
                 outputs: list[Record] = []
-                if publishing:
+                if publishing and partition not in self.early:
                     began = time.monotonic()
                     outputs = self.publisher.capture(partition, state)  # type: ignore[union-attr]
                     published += time.monotonic() - began
-                pending.append((futures, held, outputs))
-            for futures, held, outputs in pending:
+                pending.append((partition, futures, held, outputs))
+            for partition, futures, held, outputs in pending:
                 if futures:
                     await asyncio.gather(*futures)
                 if self.generation() != generation:
                     continue
                 for event in held:
                     event.ack()
-                began = time.monotonic()
-                for topic, key, value, part in outputs:
-                    await self.send(topic, key=key, value=value, partition=part)  # type: ignore[misc]
-                published += time.monotonic() - began
+                cost_sent, waited_sent = await send_all(self.send, outputs)  # type: ignore[arg-type]
+                published += cost_sent
+                waited += waited_sent
+                if futures and partition in self.states:
+                    self.early.add(partition)  # the snapshot's meta holds the state's epoch
             if publishing:
-                self.publisher.spent(published)  # type: ignore[union-attr]
+                self.publisher.spent(published, waited)  # type: ignore[union-attr]
             self.flushes += 1
             self._last_flush = time.monotonic()
             self._flush_cost = cost  # the loop's time, not delivery's
+
+    async def publish(self) -> None:
+        """A publication round (when one is due) of the partitions whose epoch is durable,
+        without waiting for their latest snapshot to be: their partials show state up to what
+        this worker has applied, however long the broker takes with the snapshot.
+
+        Exact all the same: should this worker stop before that state is durable, the next
+        owner restores the last durable snapshot, whose epoch is this state's, and so has a
+        later epoch (``metrics.state.PartitionState.epoch``). Its partials replace these in the
+        roll-up stage whatever their versions, and it replays the same keyed-events records
+        (they are in the topic: this worker read them there) in the same order, with the same
+        dedup: it publishes the values shown here again, and then the ones after. (Published
+        only after a durable snapshot instead, a new owner's partials of an older version than
+        what the lost owner had shown would be refused as stale, and a rep whose parts then
+        did not change again would keep the lost owner's partial.) A partition whose epoch is
+        not durable yet (just restored) publishes from :meth:`flush`, once its snapshot is.
+        """
+        publisher = self.publisher
+        if publisher is None or not self.early or not publisher.due():
+            return
+        began = time.monotonic()
+        outputs: list[Record] = []
+        for partition in sorted(self.early):
+            state = self.states.get(partition)
+            if state is None or partition in self.suspended:
+                continue
+            outputs += publisher.capture(partition, state)
+        cost = time.monotonic() - began
+        cost_sent, waited = await send_all(self.send, outputs)  # type: ignore[arg-type]
+        publisher.spent(cost + cost_sent, waited)
 
     def _write(self, partition: int, key: str, value: bytes | None) -> Any:
         """Send one part to the changelog. The table's local dict is not kept: the state is
@@ -378,6 +426,7 @@ class AggregateStage:
         self.states.pop(partition, None)
         self.gaps.pop(partition, None)
         self._rereads.pop(partition, None)
+        self.early.discard(partition)
         self.splitters.pop(partition, None)
         self.held.pop(partition, None)
         self.position.pop(partition, None)

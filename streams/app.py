@@ -41,6 +41,7 @@ from streams.exposition import HealthCollector, LeadCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
+from streams.pacing import Pacing
 from streams.progress import GroupProgress, KafkaOffsets
 from streams.publisher import Publisher
 from streams.readout import Readout
@@ -50,7 +51,7 @@ from streams.settings import Settings
 from streams.sinks import redis as redis_sink
 from streams.sinks.metrics_topic import MetricsTopicSink
 from streams.sinks.prometheus import KpiRenderer, requested_names
-from streams.transport import BatchTransport
+from streams.transport import FETCH_MAX_WAIT_MS, BatchTransport
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 #: the margin only has to cover the clocks of producers and workers; a day is plenty.
 ALERTS_RETENTION_MARGIN_SECONDS = 86400.0
 STATE_TABLE = "kpi-state"
+#: How often the publication timer asks whether a round of roll-up partials is due.
+PUBLISH_TICK_SECONDS = 0.1
 #: The largest record the producer sends (its ``max_request_size``) and the ``max.message.bytes``
 #: of every topic the worker creates, so that no record the producer accepts is refused by the
 #: broker for its size. State parts can be large (one window of a partition's reps); forwarded
@@ -206,6 +209,8 @@ class Service:
             dlq_topic=s.dlq_topic,
         )
         snapshots = SnapshotFormat(self.catalog, self.calendar)
+        #: output rounds wait ten times their cost, counting their sends' waits in a backlog
+        self.pacing = Pacing(self._behind)
         self.aggregate = AggregateStage(
             self.table,
             self.catalog,
@@ -223,9 +228,11 @@ class Service:
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,
                 interval=s.metrics_interval_seconds, event_time=s.window_clock == "event",
+                pacing=self.pacing,
             ),
             send=self._send,
             event_time=s.window_clock == "event",
+            pacing=self.pacing,
         )
         self.rollup = RollupStage(
             self.catalog, topic=self.rollup_topic_name, partitions=s.partitions,
@@ -233,7 +240,8 @@ class Service:
             event_time=s.window_clock == "event", sources=s.partitions, send=self._send,
             consumer_factory=lambda: AIOKafkaConsumer(
                 bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", **kafka_client_kwargs(s),
+                auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                **kafka_client_kwargs(s),
             ),
         )
         # The output seam: every sink reads the roll-up stage's values through it.
@@ -264,7 +272,7 @@ class Service:
         self.sinks: list[Any] = [
             MetricsTopicSink(self.readout.reader("sales.metrics"), snapshots,
                              topic=s.metrics_topic, send=self._send,
-                             interval=s.metrics_interval_seconds),
+                             interval=s.metrics_interval_seconds, pacing=self.pacing),
         ]
         self.redis_layout = Layout(s.app_id)
         self.redis: redis_sink.RedisSink | None = None
@@ -274,7 +282,7 @@ class Service:
                 redis_sink.client(s.redis_url, s.redis_timeout_seconds), self.redis_layout,
                 snapshots, self.catalog, interval=s.redis_interval_seconds,
                 grace_seconds=s.grace_seconds, overdue=self._overdue_leads,
-                where=redis_sink.redacted(s.redis_url),
+                where=redis_sink.redacted(s.redis_url), pacing=self.pacing,
             )
             self.sinks.append(self.redis)
             self.registry.register(self.redis)
@@ -334,6 +342,14 @@ class Service:
         topics = self.app.batched_topics
         return sorted(tp for tp in self.app.consumer.assignment() if tp.topic in topics)
 
+    def _behind(self) -> bool:
+        """Whether the worker is in a backlog: its lag in events above ``backlog_events``, of
+        the input and of the keyed events (records of which are bundles of events: in a backlog
+        the ingest stage is done first, and the aggregate works through a few hundred)."""
+        keyed, per_record = self.keyed_topic_name, self.aggregate.events_per_record()
+        lag = sum(n * per_record if topic == keyed else n for topic, _, n in self._lag())
+        return lag > self.settings.backlog_events
+
     def _lag(self) -> list[tuple[str, int, int]]:
         consumer = self.app.consumer
         out = []
@@ -388,6 +404,10 @@ class Service:
         @app.timer(self.settings.state_flush_seconds, name="flush-state")
         async def flush_state() -> None:
             await aggregate.flush()
+
+        @app.timer(min(PUBLISH_TICK_SECONDS, self.settings.metrics_interval_seconds), name="publish")
+        async def publish_partials() -> None:
+            await aggregate.publish()  # paced by the publisher (streams.pacing)
 
         async def settle_held() -> None:
             # A stop or a revoke: the flush timer may already be stopped, and what the
@@ -482,7 +502,8 @@ class Service:
             rollup.assign(mine)  # roll-up partition r goes with keyed-events partition r
             ingest.retain({(tp.topic, tp.partition) for tp in assigned})
 
-        self._agents = (ingest_agent, aggregate_agent, flush_state, follow_alerts, judge_leads,
+        self._agents = (ingest_agent, aggregate_agent, flush_state, publish_partials, follow_alerts,
+                        judge_leads,
                         follow_rollup, *sink_tasks)
 
 

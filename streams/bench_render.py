@@ -57,7 +57,7 @@ def populate(stage: RollupStage, calendar: Calendar, reps: int, teams: int,
         for scope, scope_id, team in scopes:
             for s, e in ((start, end), (prev_start, start)):
                 window = ScopeWindow(0, e)
-                window.sources[0] = (1, Parts(), team)
+                window.sources[0] = ((0, 1), Parts(), team)
                 window._values = _values(catalog, scope, rng)
                 window.seq = stage.next_seq()
                 stage.windows[(scope, scope_id, kind_index, s)] = window

@@ -25,13 +25,7 @@ from metrics.leads import UNASSIGNED
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
 from metrics.rollup import Parts, merge, split
 from metrics.state import PartitionState, WindowPart
-
-#: The aggregate's publication rounds (capture and send, all partitions) and the roll-up stage's
-#: come at most once per this many times the last round's cost: in a backlog, where every
-#: window changes all the time, each then takes at most a tenth of the loop from the events
-#: (a round with 1,000 reps and all six windows changed costs ~0.2-0.4 s), and live (small
-#: changes) it keeps the interval.
-PUBLISH_COST_FACTOR = 10.0
+from streams.pacing import BACKLOG, Pacing, Rounds
 
 #: (topic, key, value or None for a tombstone, partition or None)
 Record = tuple[str, bytes, bytes | None, int | None]
@@ -51,6 +45,7 @@ class Publisher:
         interval: float,
         clock: Callable[[], float] = time.time,
         event_time: bool = False,
+        pacing: Pacing = BACKLOG,
     ) -> None:
         self.partitions = partitions
         self.rollup_topic = rollup_topic
@@ -63,7 +58,8 @@ class Publisher:
         self._marked: dict[int, float] = {}  # event time: source -> watermark last announced
         #: event time: (source partition, kind, start) -> digest of the window's last partials
         self._digests: dict[tuple[int, int, float], int] = {}
-        self._next_at = float("-inf")
+        self.rounds = Rounds(interval, pacing)
+        self._epoch = 0  # of the partition whose window is being published
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
         #: (source partition, rep, kind, start) -> hash of the rep's last published parts
@@ -71,19 +67,21 @@ class Publisher:
 
     def due(self) -> bool:
         """Whether a publication round is due: the interval has passed, stretched to
-        :data:`PUBLISH_COST_FACTOR` times the last round's cost (see :meth:`spent`)."""
-        return self.clock() >= self._next_at
+        :mod:`streams.pacing`'s factor times the last round's cost (see :meth:`spent`). A round
+        with 1,000 reps and all six windows changed (a backlog) costs ~0.2-0.4 s."""
+        return self.rounds.due(self.clock())
 
-    def spent(self, seconds: float) -> None:
-        """A round took ``seconds`` of the loop (capturing and sending): pace the next one."""
-        self._next_at = self.clock() + max(self.interval, PUBLISH_COST_FACTOR * seconds)
+    def spent(self, seconds: float, waited: float = 0.0) -> None:
+        """A round took ``seconds`` of the loop (capturing and sending) and its sends ``waited``
+        for room in the producer's buffer (:func:`streams.pacing.send_all`): pace the next one."""
+        self.rounds.done(self.clock(), seconds, waited)
 
     def capture(self, partition: int, state: PartitionState) -> list[Record]:
         """The partials of the windows of ``partition`` that changed or expired since its last
         capture (call it in a round that is :meth:`due`)."""
         expired, state.expired_windows = state.expired_windows, []
+        windows = state.windows  # folds what was applied: its windows are in the changed set
         changed, state.changed_windows = state.changed_windows, set()
-        windows = state.windows
         out: list[Record] = []
         for wkey in sorted(changed):
             wpart = windows.get(wkey)
@@ -121,6 +119,7 @@ class Publisher:
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
                 *, final: bool, expiring: bool = False) -> None:
         reps, teams, org = split(window_values(state, w), w.samples, state.team_of)
+        self._epoch = state.epoch
         kind, start = w.kind, w.start
         version = state.applied
         pkey = (partition, kind, start)
@@ -167,7 +166,8 @@ class Publisher:
 
     def _partial(self, scope: str, scope_id: str, w: WindowPart, source: int, version: int,
                  parts: Parts, team: str | None = None) -> Record:
-        partial = make_partial(scope, scope_id, w.kind, w.start, w.end, source, version, parts, team)
+        partial = make_partial(scope, scope_id, w.kind, w.start, w.end, source, version, parts, team,
+                               self._epoch)
         return (
             self.rollup_topic,
             partial_key(scope, scope_id, w.kind, w.start, source),

@@ -59,21 +59,22 @@ class ScopeWindow:
 
     __slots__ = ("partition", "end", "sources", "_values", "seq", "closed")
 
-    #: sources: source partition -> (version, parts, team label)
+    #: sources: source partition -> ((epoch, version), parts, team label)
 
     def __init__(self, partition: int, end: float) -> None:
         self.partition = partition  # the roll-up partition it came from
         self.end = end
-        self.sources: dict[int, tuple[int, Parts, str | None]] = {}
+        self.sources: dict[int, tuple[tuple[int, int], Parts, str | None]] = {}
         self._values: dict[tuple, float] | None = None
         self.seq = 0  # the stage's change number of its last change (streams.readout)
         self.closed = False  # past its end plus twice the grace: final, nothing changes it
 
     def put(self, partial: Partial) -> bool:
         current = self.sources.get(partial.source)
-        if current is not None and current[0] > partial.version:
+        version = (partial.epoch, partial.version)
+        if current is not None and current[0] > version:
             return False  # a stale copy from a worker that lost the partition
-        self.sources[partial.source] = (partial.version, partial.parts, partial.team)
+        self.sources[partial.source] = (version, partial.parts, partial.team)
         self._values = None
         return True
 

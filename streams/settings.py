@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         "bucket, remembered ids) encoded larger is written as chunks of this size and reassembled "
         "on restore. At most the changelog topics' max.message.bytes (8 MiB) less 64 KiB.",
     )
+    backlog_events: int = Field(
+        20_000, ge=0,
+        description="Lag in events (input, and keyed events) above which the worker is in a "
+        "backlog: its output rounds (roll-up partials, sales.metrics) then count the time their "
+        "sends wait for the producer as their cost, to leave the producer to the events "
+        "(streams.pacing); caught up, a round is paced by its own time on the loop only.",
+    )
     metrics_interval_seconds: float = Field(
         1.0, description="At most one sales.metrics record (and roll-up partial) per key per interval."
     )

@@ -55,6 +55,7 @@ class _MetaRecord(msgspec.Struct, array_like=True):
     roster: dict[str, RosterEntry]
     sources: list[tuple[str, int, int, int]]
     source_times: list[tuple[str, int, int, float]] = []
+    epoch: int = 0  # see PartitionState.epoch
 
 
 class _Stamped(msgspec.Struct, array_like=True):
@@ -123,6 +124,7 @@ class Codec:
             self.roster,
             [(t, p, lane, o) for (t, p, lane), o in self.sources.items()],
             [(t, p, lane, w) for (t, p, lane), w in self.source_times.items()],
+            self.epoch,
         )
         out.append((META_KEY, _ENC.encode(meta)))
         # Deletions of expired parts go after meta: written before it, a cut-short snapshot
@@ -143,11 +145,13 @@ class Codec:
     ) -> PartitionState:
         """Rebuild from the latest value of every part (what changelog recovery yields)."""
         state = cls(catalog, calendar, **kw)
+        state.epoch = 1
         for key, raw in parts:
             if raw is None:
                 continue
             if key == META_KEY:
                 meta = _DEC_META.decode(raw)
+                state.epoch = meta.epoch + 1
                 state.meta_stamp = meta.stamp
                 state.watermark = meta.watermark
                 state.roster = dict(meta.roster)

@@ -79,6 +79,10 @@ class PartitionState(FastPath, Replay, Sightings, LeadLane, Windows, Roster, Lab
         #: KPI hits of the bundle being applied, not yet in their windows:
         #: (minute, first open kind) -> {(kpi, rep, team, *dims): value}
         self._pending: dict[tuple[int, int], dict[tuple, float]] = {}
+        #: how many times the partition was restored (by any worker), from its durable meta + 1:
+        #: roll-up partials carry it, so a restored owner's partials replace those of the last
+        #: owner, even those of state it had not made durable (streams.aggregate)
+        self.epoch = 0
         self.applied = -1  # last partition offset applied
         self.meta_stamp = -1  # stamp of the durable meta: records <= it are skipped whole
         self.max_stamp = -1  # largest part stamp: records <= it may be partly applied

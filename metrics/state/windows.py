@@ -108,7 +108,8 @@ class Windows:
         key = part.key
         if key not in self._dirty_parts:
             self._dirty_parts[key] = part
-            self.changed_windows.add((part.kind, part.start))
+        # also when already dirty: roll-up partials are captured apart from snapshots
+        self.changed_windows.add((part.kind, part.start))
     # -- expiry --------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> int:
         """Drop windows and dedup minutes that can no longer matter.

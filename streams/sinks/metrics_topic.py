@@ -14,21 +14,21 @@ from collections.abc import Callable
 from typing import Any
 
 from metrics.snapshots import SnapshotFormat
-from streams.publisher import PUBLISH_COST_FACTOR
+from streams.pacing import BACKLOG, Pacing, Rounds, send_all
 from streams.readout import Reader
 
 
 class MetricsTopicSink:
     def __init__(self, reader: Reader, fmt: SnapshotFormat, *, topic: str,
                  send: Callable[..., Any], interval: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pacing: Pacing = BACKLOG) -> None:
         self.reader = reader
         self.fmt = fmt
         self.topic = topic
         self.send = send
         self.interval = interval
         self.clock = clock
-        self._next_publish = float("-inf")
+        self.rounds = Rounds(0.0, pacing)
 
     async def run(self) -> None:
         while True:
@@ -38,16 +38,20 @@ class MetricsTopicSink:
     async def publish(self) -> None:
         """Records of the windows that changed, and final ones of closed windows.
 
-        Paced by its cost like the aggregate's publication (:data:`PUBLISH_COST_FACTOR`): in a
-        backlog every rep's windows change all the time, and a record per rep and window each
-        second would take the worker's loop from the events."""
+        Paced by its cost on the loop like the aggregate's publication (:mod:`streams.pacing`):
+        in a backlog every rep's windows change all the time, and a record per rep and window
+        each second would take the worker's loop from the events."""
         now = self.clock()
-        if now < self._next_publish:
+        if not self.rounds.due(now):
             return
         began = time.perf_counter()
-        fmt = self.fmt
-        for u in self.reader.changed():
-            value = fmt.value(u.scope, u.id, u.team, u.kind, u.start, u.end, u.values,
-                              final=u.final, now=now)
-            await self.send(self.topic, key=fmt.key(u.scope, u.id, u.kind, u.start), value=value)
-        self._next_publish = now + PUBLISH_COST_FACTOR * (time.perf_counter() - began)
+        fmt, topic = self.fmt, self.topic
+        records = [
+            (topic, fmt.key(u.scope, u.id, u.kind, u.start),
+             fmt.value(u.scope, u.id, u.team, u.kind, u.start, u.end, u.values,
+                       final=u.final, now=now), None)
+            for u in self.reader.changed()
+        ]
+        cost = time.perf_counter() - began
+        cost_sent, waited = await send_all(self.send, records)
+        self.rounds.done(now, cost + cost_sent, waited)

@@ -1,7 +1,7 @@
 """Redis: the latest values per (scope, id, window), leaderboards, overdue leads, update channel.
 
 The key layout is :mod:`streams.redis_layout` (and the README). Every
-``SALESPULSE_REDIS_INTERVAL_SECONDS`` (stretched to :data:`PUBLISH_COST_FACTOR` times the last
+``SALESPULSE_REDIS_INTERVAL_SECONDS`` (stretched to :mod:`streams.pacing`'s factor times the last
 round's cost in a backlog) one pipeline writes what changed since the last round
 (:mod:`streams.readout`): per changed window one script call (:data:`WRITE_WINDOW`) sets its
 hash, its leaderboard entries whose value or team changed, their expiry, and sends one message
@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.snapshots import SnapshotFormat, rfc3339
-from streams.publisher import PUBLISH_COST_FACTOR
+from streams.pacing import BACKLOG, Pacing, Rounds
 from streams.readout import Reader, Readout, WindowUpdate
 from streams.redis_layout import Layout, ranked_kpis
 
@@ -103,7 +103,7 @@ class RedisSink:
     def __init__(self, reader: Reader, readout: Readout, redis: Redis, layout: Layout,
                  fmt: SnapshotFormat, catalog: Catalog, *, interval: float, grace_seconds: float,
                  overdue: OverdueLeads, where: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pacing: Pacing = BACKLOG) -> None:
         self.reader = reader
         self.readout = readout
         self.redis = redis
@@ -128,11 +128,19 @@ class RedisSink:
         self._pruned_at = clock()
         self._overdue_sent: dict[int, tuple[int, float]] = {}  # partition -> (digest, at)
         self._script_sha: str | None = None
+        #: leaderboard key names (window, start, kpi[, team]): the same few every round
+        self._boards = _BoardNames(layout)
+        self._bound_text: dict[tuple[float, float], tuple[str, str]] = {}
         self._takeovers = 0
         self._spent = 0.0
-        self._next_at = float("-inf")
+        self.rounds = Rounds(0.0, pacing)
         self._overdue_at = float("-inf")
         self._retry_at = float("-inf")
+
+    @property
+    def _next_at(self) -> float:
+        """When the next round is due (Unix seconds)."""
+        return self.rounds.next_at()
 
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -145,7 +153,7 @@ class RedisSink:
 
     async def tick(self) -> None:
         now = self.clock()
-        if now < self._next_at:
+        if not self.rounds.due(now):
             return
         self._spent = 0.0
         if self.up:
@@ -169,7 +177,7 @@ class RedisSink:
             self._failed(exc, now)
         # Paced by what the round took of the loop: building the commands, and about as much
         # again for redis-py to pack them and read the replies (not the wait for Redis).
-        self._next_at = now + PUBLISH_COST_FACTOR * 2 * self._spent
+        self.rounds.done(now, 2 * self._spent)
 
     def _failed(self, exc: BaseException, now: float) -> None:
         self.errors += 1
@@ -237,25 +245,39 @@ class RedisSink:
         record: dict[str, Any] = {"scope": u.scope, "id": u.id}
         if u.scope == "rep":
             record["team"] = u.team or UNASSIGNED
+        kpis = fmt.kpis(u.kind, u.values)
+        encoded = msgspec.Raw(_JSON.encode(kpis))  # once, for the message and the hash field
+        start_text, end_text = self._bounds(u.start, u.end)
         record.update({
-            "window": window, "window_start": rfc3339(u.start, fmt.tz),
-            "window_end": rfc3339(u.end, fmt.tz), "updated_at": rfc3339(now),
-            "kpis": fmt.kpis(u.kind, u.values),
+            "window": window, "window_start": start_text,
+            "window_end": end_text, "updated_at": rfc3339(now),
+            "kpis": encoded,
         })
         boards: list[Any] = []
         if u.scope == "rep":
             self._rank(u, boards)
         args: list[Any] = [expires, layout.channel(u.scope, window, u.id), _JSON.encode(record),
                            u.id, _JSON.encode(boards)]
-        if record["kpis"]:
+        if kpis:
             for name, v in record.items():
-                args += (name, v if name != "kpis" else _JSON.encode(v))
+                args += (name, v if name != "kpis" else bytes(encoded))
         pipe.evalsha(self._script_sha, 1, layout.kpis(window, u.start, u.scope, u.id), *args)
+
+    def _bounds(self, start: float, end: float) -> tuple[str, str]:
+        """A window's start and end as RFC 3339 text (the same few windows every round)."""
+        text = self._bound_text.get((start, end))
+        if text is None:
+            if len(self._bound_text) > 4096:
+                self._bound_text.clear()
+            tz = self.fmt.tz
+            text = self._bound_text[(start, end)] = (rfc3339(start, tz), rfc3339(end, tz))
+        return text
 
     def _rank(self, u: WindowUpdate, boards: list[Any]) -> None:
         """The rep's entries in the leaderboards of its window: those whose value or team
         changed since they were last written; a team change moves the rep between boards."""
-        layout, window = self.layout, u.window
+        window = u.window
+        layout = self._boards
         team = u.team or UNASSIGNED
         wkey = (u.id, u.kind, u.start)
         before_team, before, _ = self._ranked.get(wkey, (team, {}, u.end))
@@ -361,6 +383,23 @@ class RedisSink:
         yield CounterMetricFamily("salespulse_redis_stale_deleted",
                                   "Stale keys and leaderboard entries deleted at full writes.",
                                   value=self.stale_deleted)
+
+
+class _BoardNames:
+    """:meth:`Layout.board`, remembered: a round names each board of a window once per rep."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self._names: dict[tuple, str] = {}
+
+    def board(self, window: str, start: float, kpi: str, team: str | None = None) -> str:
+        key = (window, start, kpi, team)
+        name = self._names.get(key)
+        if name is None:
+            if len(self._names) > 65536:  # windows move on: forget the old ones now and then
+                self._names.clear()
+            name = self._names[key] = self.layout.board(window, start, kpi, team)
+        return name
 
 
 def lead_json(lead_id: str, rep: str | None, team: str, created: float | None) -> bytes:

@@ -55,7 +55,7 @@ class Wired:
                                         topic="m", send=self.sink, interval=0.0, clock=lambda: WALL)
 
     def publish(self) -> None:
-        self.metrics._next_publish = float("-inf")
+        self.metrics.rounds.last = float("-inf")
         asyncio.run(self.metrics.publish())
         asyncio.run(self.stage._send_tombstones())
 

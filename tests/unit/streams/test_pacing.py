@@ -1,0 +1,153 @@
+"""Output rounds are paced by the loop's time they take, not by the time their sends wait.
+
+A send waits when the producer's buffer is full (a large snapshot is on its way to the broker);
+the events run meanwhile. Counted as the round's cost, a wait of 0.2 s paced the next round
+2 s out (ten times it), and under load an event took tens of seconds to reach Redis. Only in a
+backlog do the waits count (there the round's records compete with the events' for the
+producer, and throughput is what the pacing keeps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from metrics.catalog import Catalog
+from metrics.events import Bundle, CallCompleted, Event
+from metrics.snapshots import SnapshotFormat
+from metrics.windows import KIND_INDEX, Calendar
+from streams.aggregate import AggregateStage
+from streams.pacing import FACTOR, WAITED, Pacing, Rounds, send_all
+from streams.publisher import Publisher
+from streams.readout import WindowUpdate
+from streams.sinks.metrics_topic import MetricsTopicSink
+
+CAT = Catalog()
+CAL = Calendar("UTC")
+T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC).timestamp()
+WAIT = 0.05  # each send waits this long, as for room in a full producer buffer
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class SlowBroker:
+    """A send that waits ``WAIT`` seconds before it returns (its records are kept)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes | None, int | None]] = []
+
+    async def send(self, topic: str, *, key: bytes, value: bytes | None,
+                   partition: int | None = None) -> None:
+        await asyncio.sleep(WAIT)
+        self.records.append((topic, key, value, partition))
+
+
+class Table:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def send_changelog(self, partition: int, key: str, value: bytes | None, **kw: object) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+class Reader:
+    def __init__(self, updates: list[WindowUpdate]) -> None:
+        self.updates = updates
+
+    def changed(self) -> list[WindowUpdate]:
+        out, self.updates = self.updates, []
+        return out
+
+
+def test_send_all_counts_the_loops_time_not_the_waits() -> None:
+    broker = SlowBroker()
+    records = [("t", b"k%d" % i, b"v", None) for i in range(6)]
+    cost, waited = asyncio.run(send_all(broker.send, records))
+    assert broker.records == records  # all sent, in order
+    assert cost < WAITED * len(records) < WAIT * len(records) <= waited
+
+    async def quick(topic: str, **kw: object) -> None:
+        sum(range(20_000))  # works on the loop, never waits
+
+    cost, waited = asyncio.run(send_all(quick, records))
+    assert cost > 0.0 and waited == 0.0
+
+
+def test_metrics_topic_round_waiting_on_its_sends_runs_again_after_its_interval() -> None:
+    clock = Clock(T0 + 100)
+    start, end = CAL.bounds("day", T0)
+    updates = [WindowUpdate("rep", f"rep-{i}", "east", KIND_INDEX["day"], start, end,
+                            {("calls_made",): float(i)}, False) for i in range(10)]
+    broker = SlowBroker()
+    behind = [False]
+    sink = MetricsTopicSink(Reader(updates), SnapshotFormat(CAT, CAL), topic="m",
+                            send=broker.send, interval=0.25, clock=clock,
+                            pacing=Pacing(lambda: behind[0]))
+    asyncio.run(sink.publish())
+    assert len(broker.records) == 10
+    # 0.5 s of waiting: paced by it, the next round would be FACTOR * 0.5 s = 5 s away
+    assert sink.rounds.next_at() - clock.t < WAIT
+    behind[0] = True  # in a backlog the waits count: ten times them
+    assert sink.rounds.next_at() - clock.t >= FACTOR * WAIT * 10
+
+
+def test_publication_waiting_on_its_sends_runs_again_after_its_interval() -> None:
+    clock = Clock(T0 + 100)
+    publisher = Publisher(partitions=4, rollup_topic="r", interval=1.0, clock=clock,
+                          pacing=Pacing(lambda: False))
+    broker = SlowBroker()
+    stage = AggregateStage(Table(), CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
+                           publisher=publisher, send=broker.send)
+    state = stage.state_for(0)
+    events = [Event(i, "src", f"e{i}", T0 + i, CallCompleted(f"rep-{i % 5}", "outbound", "connected",
+                                                            team_id="east"))
+              for i in range(20)]
+    state.apply(Bundle("sales.activities", 0, events), 0)
+    asyncio.run(stage.flush(force=True))
+    sent = len(broker.records)
+    assert sent > 10  # a partial per rep, team and the org in each of six windows
+    # sent * WAIT seconds of waiting: paced by it, the next round would be that times FACTOR out
+    assert publisher.rounds.next_at() - clock.t == 1.0  # the interval
+    assert not publisher.due()
+
+
+def test_a_rounds_waits_count_while_the_worker_is_behind_and_not_once_it_caught_up() -> None:
+    behind = [True]  # the round's sends waited: the producer was full, the lag grew meanwhile
+    rounds = Rounds(0.25, Pacing(lambda: behind[0]))
+    rounds.done(T0, cost=0.05, waited=0.5)
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.55)
+    assert not rounds.due(T0 + 2.0)
+    behind[0] = False  # the events caught up: read when asked, not when the round ended
+    assert rounds.due(T0 + 0.5)
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.05)
+    rounds.done(T0, cost=0.01)
+    assert rounds.next_at() == pytest.approx(T0 + 0.25)  # cheap rounds: the interval
+
+
+def test_the_keyed_events_lag_counts_in_events_of_the_bundles_applied() -> None:
+    """In a backlog the ingest stage is done first: the lag left is a few hundred keyed-events
+    records (bundles), each of many events; counted as records, the worker looked caught up."""
+    from types import SimpleNamespace
+
+    from metrics.events import BUNDLE_ENCODER
+
+    stage = AggregateStage(Table(), CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400)
+    assert stage.events_per_record() == 1.0
+    records = []
+    for offset, n in enumerate((30, 50)):
+        events = [Event(offset * 100 + i, "src", f"e{offset}-{i}", T0 + i,
+                        CallCompleted("ann", "outbound", "connected", team_id="east")) for i in range(n)]
+        records.append(SimpleNamespace(offset=offset, value=BUNDLE_ENCODER.encode(
+            Bundle("sales.activities", 0, events))))
+    stage.apply(0, records)
+    assert stage.events_per_record() == 40.0
