@@ -678,10 +678,11 @@ async def run_salespulse(
     run: Run, worker: Worker, session: aiohttp.ClientSession, n: int, *, interval: float
 ) -> Result:
     """Time (b) from its /metrics: first scrape with processed > 0 to the first scrape with all
-    ``n`` events accounted for; then wait for lag 0 and the broker's commits."""
-    result = Result("b", "(b) salespulse worker, /metrics every 50 ms", n)
+    ``n`` events accounted for; then wait for lag 0 and the broker's commits. The table's figure
+    runs to durable (lag 0 and the keyed-events commits), as (b')'s does."""
+    result = Result("b", "(b) salespulse worker, /metrics every 50 ms (to durable)", n)
     if interval != METRICS_POLL:
-        result.label = f"(b) salespulse worker, /metrics every {interval * 1000:g} ms"
+        result.label = f"(b) salespulse worker, /metrics every {interval * 1000:g} ms (to durable)"
     d = result.details
     d["app_id"] = worker.app_id
     t0: float | None = None
@@ -767,6 +768,10 @@ async def run_salespulse(
         durable = [t for t in (t_lag0, commits.get("keyed_at")) if t is not None]
         if len(durable) == 2:
             d["rate_until_durable"] = n / (max(durable) - t0)
+            # the table's figure is until durable, as (b')'s: with cheap scrapes a worker can
+            # process most of the K events before the first scrape that shows one, and the
+            # scrape-to-scrape span alone then reads as a rate near the bare consumer's
+            result.seconds = max(durable) - t0
         else:
             missing = []
             if t_lag0 is None:
