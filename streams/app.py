@@ -503,8 +503,7 @@ class Service:
             ingest.retain({(tp.topic, tp.partition) for tp in assigned})
 
         self._agents = (ingest_agent, aggregate_agent, flush_state, publish_partials, follow_alerts,
-                        judge_leads,
-                        follow_rollup, *sink_tasks)
+                        judge_leads, follow_rollup, *sink_tasks)
 
 
 def _view(handler: Callable[..., Awaitable[Any]]) -> type[View]:

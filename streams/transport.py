@@ -293,12 +293,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 "%r: offset %d is acked by no message in flight while later ones are: re-reading "
                 "from it (re-read records are recognised as applied)", tp, committed)
             self.holes_reread += 1
-            try:
-                await self._seek(tp, committed)
-            except Exception as exc:  # revoked meanwhile: its next owner reads it
-                self.log.info("not re-reading %r: %r", tp, exc)
-                continue
-            self._read_offset[tp] = None  # the drain loop must not drop the re-read records
+            await self.reread(tp, committed)
 
     def cut(self, message: BatchMessage, upto: int | None) -> None:
         """Only the records of ``message`` up to offset ``upto`` were applied (None: none):
@@ -319,12 +314,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         pending.setdefault(upto, []).append(message)
 
     async def reread(self, tp: TP, offset: int) -> None:
-        """Read ``tp`` again from ``offset`` (records not delivered before later ones)."""
+        """Read ``tp`` again from ``offset``: a commit held by nothing (``_reread_holes``), or
+        records not delivered before later ones (``streams.aggregate.Gap``). The drain loop must
+        not drop the re-read records: Faust's read offset is reset now, and again when they
+        arrive (see :meth:`getmany`)."""
         if tp not in self.assignment():
             return  # its next owner reads it from the committed offset
         try:
             await self._seek(tp, offset)
-        except Exception as exc:  # revoked meanwhile
+        except Exception as exc:  # revoked meanwhile: its next owner reads it
             self.log.info("not re-reading %r: %r", tp, exc)
             return
         self._read_offset[tp] = None

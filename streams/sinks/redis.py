@@ -137,11 +137,6 @@ class RedisSink:
         self._overdue_at = float("-inf")
         self._retry_at = float("-inf")
 
-    @property
-    def _next_at(self) -> float:
-        """When the next round is due (Unix seconds)."""
-        return self.rounds.next_at()
-
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
         try:

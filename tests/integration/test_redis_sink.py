@@ -38,7 +38,7 @@ def put(stage: RollupStage, rep: str, team: str, calls: float, version: int) -> 
 
 async def next_round(sink: RedisSink) -> None:
     """A round of the sink, once it is due (rounds are paced by their cost)."""
-    await asyncio.sleep(max(0.0, sink._next_at - time.time()))
+    await asyncio.sleep(max(0.0, sink.rounds.next_at() - time.time()))
     await sink.tick()
 
 
