@@ -89,6 +89,12 @@ class ScopeWindow:
             self._values = finish(catalog, merge(p for _, p, _ in self.sources.values()))
         return self._values
 
+    def labels(self, scope: str, scope_id: str) -> tuple:
+        """The label values of the scope's series: (rep, team), (team,) or ()."""
+        if scope == "rep":
+            return (scope_id, self.team() or UNASSIGNED)
+        return (scope_id,) if scope == "team" else ()
+
     def team(self) -> str | None:
         """A rep's team label: from the source holding its sums (its own partition), else any."""
         labels = [(bool(p.sums), team) for _, p, team in self.sources.values() if team]
@@ -297,11 +303,5 @@ class RollupStage:
         for (s, scope_id, k, st), window in list(self.windows.items()):
             if s != scope or k != kind or st != start:
                 continue
-            if scope == "rep":
-                ids: tuple = (scope_id, window.team() or UNASSIGNED)
-            elif scope == "team":
-                ids = (scope_id,)
-            else:
-                ids = ()
-            out[ids] = window.values(self.catalog)
+            out[window.labels(scope, scope_id)] = window.values(self.catalog)
         return out

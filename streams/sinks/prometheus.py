@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from metrics.catalog import Catalog
-from metrics.leads import UNASSIGNED
 from metrics.windows import WINDOW_KINDS, Calendar
 
 SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
@@ -139,14 +138,7 @@ class KpiRenderer:
                 continue
             present.append(key)
             if rendered.get(key) != window.seq:
-                scope = key[0]
-                if scope == "rep":
-                    ids: tuple = (key[1], window.team() or UNASSIGNED)
-                elif scope == "team":
-                    ids = (key[1],)
-                else:
-                    ids = ()
-                changed[key] = (window.seq, ids, window.values(catalog))
+                changed[key] = (window.seq, window.labels(key[0], key[1]), window.values(catalog))
         return Captured(self._captures, tuple(starts), present, changed)
 
     def render(self, captured: Captured | None = None,
