@@ -124,6 +124,7 @@ class AggregateStage:
         #: delivery gaps found by the last :meth:`apply` of a partition, for the caller
         self.gaps: dict[int, Gap] = {}
         self.gaps_skipped = 0  # gaps taken as records deleted by retention
+        self.gap_rereads = 0  # re-reads started because a record arrived past a missing one
         self._rereads: dict[int, tuple[int, float, int]] = {}  # partition -> (offset, at, tries)
         self._bundled = 0  # events in the bundles applied ...
         self._bundles = 0  # ... and the bundles
@@ -230,6 +231,7 @@ class AggregateStage:
             "reading the partition again from %d (try %d)", partition, offset, expected, offset - 1,
             expected, tries)
         self._rereads[partition] = (expected, now, tries)
+        self.gap_rereads += 1
         self.gaps[partition] = Gap(expected, last, True)
         return True
 

@@ -69,6 +69,18 @@ class HealthCollector(Collector):
             value=self.rereads(),
         )
         yield CounterMetricFamily(
+            "salespulse_delivery_gap_rereads",
+            "Times a keyed-events partition was read again because a record arrived past one "
+            "never delivered (nothing is applied past a missing record).",
+            value=agg.gap_rereads,
+        )
+        yield CounterMetricFamily(
+            "salespulse_delivery_gaps_skipped",
+            "Missing keyed-events records given up on after the re-reads (taken as deleted by "
+            "retention): each is logged as an error.",
+            value=agg.gaps_skipped,
+        )
+        yield CounterMetricFamily(
             "salespulse_leads_expired",
             "Leads forgotten while still awaiting a first response, a wait horizon after their "
             "creation (SALESPULSE_LEAD_WAIT_HORIZON_SECONDS).",

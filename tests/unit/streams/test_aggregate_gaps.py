@@ -73,3 +73,4 @@ def test_records_that_no_longer_exist_are_skipped_after_the_re_reads(monkeypatch
     clock[0] += aggregate_module.GAP_RETRY_SECONDS
     stage.apply(0, [_record(7)])
     assert not stage.gaps and stage.gaps_skipped == 1 and _calls(stage) == 2
+    assert stage.gap_rereads == aggregate_module.GAP_REREADS
