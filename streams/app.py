@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ PUBLISH_TICK_SECONDS = 0.1
 #: batches (``producer_max_batch_size``, 1 MB, or one larger record).
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 TOPIC_LIMITS = {"max.message.bytes": str(MAX_RECORD_BYTES)}
+#: How long the start waits for topics it created to show in the broker's metadata.
+TOPICS_LISTED_TIMEOUT_SECONDS = 15.0
 
 
 class PassThroughSchema(faust.Schema):
@@ -141,7 +144,7 @@ class Service:
         self.calendar = Calendar(settings.timezone)
         self.business = BusinessCalendar.from_json(settings.business_hours)
         s = settings
-        self.keyed_topic_name = f"{s.app_id}-keyed-events"
+        self.keyed_topic_name = keyed_topic(s)
         self.rollup_topic_name = rollup_topic(s)
         app = self.app = SalesPulseApp(
             s.app_id,
@@ -549,10 +552,16 @@ async def ensure_topics(settings: Settings) -> list[str]:
             if topic.name == settings.dlq_topic:
                 topic.topic_configs = dict(TOPIC_LIMITS)
         compacted = {"cleanup.policy": "compact", **TOPIC_LIMITS}
-        for name in (settings.metrics_topic, rollup_topic(settings)):
+        for name in (settings.metrics_topic, rollup_topic(settings), changelog_topic(settings)):
             if name not in existing:
                 missing.append(NewTopic(name, num_partitions=settings.partitions,
                                         replication_factor=1, topic_configs=compacted))
+        if keyed_topic(settings) not in existing:
+            # Faust would declare it itself, but only as the worker starts: a group that joins
+            # before the broker's metadata lists it is assigned none of its partitions ("Ignoring
+            # missing topic") until the next metadata refresh, 5 minutes later.
+            missing.append(NewTopic(keyed_topic(settings), num_partitions=settings.partitions,
+                                    replication_factor=1, topic_configs=dict(TOPIC_LIMITS)))
         if not missing:
             return []
         try:
@@ -568,9 +577,34 @@ async def ensure_topics(settings: Settings) -> list[str]:
             # another worker (or a metadata answer behind the controller) was quicker: the
             # topic may have a retention of someone else's choosing
             await _check_alerts_retention(admin, settings)
+        await _until_listed(admin, {t.name for t in missing})
         return [t.name for t in missing if t.name not in errors]
     finally:
         await admin.close()
+
+
+async def _until_listed(admin: AIOKafkaAdminClient, names: set[str]) -> None:
+    """Wait until the broker's metadata lists every topic of ``names`` (a created topic can be
+    missing from it for a moment): the worker's group must find them all when it first joins."""
+    deadline = time.monotonic() + TOPICS_LISTED_TIMEOUT_SECONDS
+    while True:
+        absent = names - set(await admin.list_topics())
+        if not absent:
+            return
+        if time.monotonic() > deadline:
+            log.warning("topics %s created but not yet in the broker's metadata", sorted(absent))
+            return
+        await asyncio.sleep(0.1)
+
+
+def keyed_topic(settings: Settings) -> str:
+    """The internal topic of re-keyed event bundles, between the ingest and aggregate stages."""
+    return f"{settings.app_id}-keyed-events"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The state table's changelog (Faust's name for it: ``<app id>-<table>-changelog``)."""
+    return f"{settings.app_id}-{STATE_TABLE}-changelog"
 
 
 def alerts_retention_ms(settings: Settings) -> int:
