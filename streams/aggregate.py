@@ -85,6 +85,7 @@ class AggregateStage:
         send: Callable[..., Awaitable[Any]] | None = None,
         event_time: bool = False,
         pacing: Pacing = BACKLOG,
+        flush_seconds: float = 0.5,
     ) -> None:
         self.table = table
         self.catalog = catalog
@@ -132,6 +133,8 @@ class AggregateStage:
         #: a costly flush holds off the next (streams.pacing): its cost is the loop's time
         #: spent serialising, not delivery's
         self._flushes = Rounds(0.0, pacing)
+        #: a flush of a caught-up worker (:meth:`idle_flush_due`) waits this long after the last
+        self.flush_seconds = flush_seconds
 
     # -- state per partition --------------------------------------------------------------
     def state_for(self, partition: int) -> PartitionState:
@@ -271,7 +274,17 @@ class AggregateStage:
         self.leads_expired += state.leads.drain_expired()
 
     # -- durability -----------------------------------------------------------------------
-    async def flush(self, force: bool = False) -> None:
+    def idle_flush_due(self) -> bool:
+        """Whether a flush of a worker that has caught up (``flush(idle=True)``) is due: one
+        state flush interval after the last flush, whatever that one cost.
+
+        The end of a backlog is where the last flush was costliest (every window changed), and
+        the pacing would hold the snapshot of what remains for ten times that: the last records
+        would wait a second or more to become durable and committed, for nothing, as nothing
+        competes with a snapshot any more. Still at most one flush per interval."""
+        return time.monotonic() - self._flushes.last >= self.flush_seconds and not self._lock.locked()
+
+    async def flush(self, force: bool = False, idle: bool = False) -> None:
         """Snapshot every dirty partition, await delivery, then ack the records it covers.
 
         Serialising the dirty parts runs on the event loop. With a large state mid-backlog a
@@ -282,7 +295,7 @@ class AggregateStage:
         (in ``expire``) is not counted: that work is due whenever a flush runs.
         """
         now = time.monotonic()
-        if not force and not self._flushes.due(now):
+        if not force and not self._flushes.due(now) and not (idle and self.idle_flush_due()):
             return
         async with self._lock:
             generation = self.generation()

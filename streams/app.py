@@ -210,7 +210,7 @@ class Service:
         )
         snapshots = SnapshotFormat(self.catalog, self.calendar)
         #: output rounds wait ten times their cost, counting their sends' waits in a backlog
-        self.pacing = Pacing(self._behind)
+        self.pacing = Pacing(self._behind, backlog_factor=s.backlog_round_factor)
         self.aggregate = AggregateStage(
             self.table,
             self.catalog,
@@ -233,7 +233,9 @@ class Service:
             send=self._send,
             event_time=s.window_clock == "event",
             pacing=self.pacing,
+            flush_seconds=s.state_flush_seconds,
         )
+        self._idle_flush: asyncio.Future[None] | None = None
         self.rollup = RollupStage(
             self.catalog, topic=self.rollup_topic_name, partitions=s.partitions,
             grace_seconds=s.grace_seconds,
@@ -350,6 +352,30 @@ class Service:
         lag = sum(n * per_record if topic == keyed else n for topic, _, n in self._lag())
         return lag > self.settings.backlog_events
 
+    def _caught_up(self) -> bool:
+        """Whether every owned input and keyed-events partition is read to its high water (as
+        of the last fetch: a stale answer costs one early flush, see :meth:`_flush_idle`)."""
+        return all(n == 0 for _, _, n in self._lag())
+
+    def _flush_idle(self) -> None:
+        """The worker has caught up: make what it applied durable and commit it now, instead
+        of at the next flush tick and commit tick (the end of a backlog was ~15% of its time,
+        waiting). At most one flush per state flush interval (``AggregateStage.idle_flush_due``)."""
+        if self._idle_flush is not None and not self._idle_flush.done():
+            return
+        app, aggregate = self.app, self.aggregate
+
+        async def settle() -> None:
+            try:
+                await aggregate.flush(idle=True)
+                if not app.should_stop:
+                    await app.consumer.commit()
+            except Exception as exc:
+                log.exception("state flush failed; stopping the worker")
+                await app.crash(exc)
+
+        self._idle_flush = asyncio.ensure_future(settle())
+
     def _lag(self) -> list[tuple[str, int, int]]:
         consumer = self.app.consumer
         out = []
@@ -400,6 +426,8 @@ class Service:
                     if gap.applied is None:
                         continue
                 aggregate.hold(partition, event)
+                if aggregate.idle_flush_due() and self._caught_up():
+                    self._flush_idle()
 
         @app.timer(self.settings.state_flush_seconds, name="flush-state")
         async def flush_state() -> None:
