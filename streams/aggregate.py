@@ -274,15 +274,23 @@ class AggregateStage:
         self.leads_expired += state.leads.drain_expired()
 
     # -- durability -----------------------------------------------------------------------
-    def idle_flush_due(self) -> bool:
-        """Whether a flush of a worker that has caught up (``flush(idle=True)``) is due: one
-        state flush interval after the last flush, whatever that one cost.
+    def idle_flush_at(self) -> float:
+        """When a flush of a worker that has caught up (``flush(idle=True)``) is due: one state
+        flush interval after the last flush, whatever that one cost.
 
         The end of a backlog is where the last flush was costliest (every window changed), and
         the pacing would hold the snapshot of what remains for ten times that: the last records
         would wait a second or more to become durable and committed, for nothing, as nothing
         competes with a snapshot any more. Still at most one flush per interval."""
-        return time.monotonic() - self._flushes.last >= self.flush_seconds and not self._lock.locked()
+        return self._flushes.last + self.flush_seconds
+
+    def holding(self) -> bool:
+        """Whether records wait for a snapshot to be acknowledged."""
+        return any(self.held.values())
+
+    def _due(self, idle: bool) -> bool:
+        now = time.monotonic()
+        return self._flushes.due(now) or (idle and now >= self.idle_flush_at())
 
     async def flush(self, force: bool = False, idle: bool = False) -> None:
         """Snapshot every dirty partition, await delivery, then ack the records it covers.
@@ -294,10 +302,11 @@ class AggregateStage:
         flush interval stays the configured one. Folding the pending hits into the windows
         (in ``expire``) is not counted: that work is due whenever a flush runs.
         """
-        now = time.monotonic()
-        if not force and not self._flushes.due(now) and not (idle and self.idle_flush_due()):
+        if not force and not self._due(idle):
             return
         async with self._lock:
+            if not force and not self._due(idle):
+                return  # another flush ran while this one waited for the lock
             generation = self.generation()
             pending: list[tuple[int, list[Any], list[Any], list[Record]]] = []
             cost = 0.0

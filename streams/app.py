@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -358,18 +359,26 @@ class Service:
         return all(n == 0 for _, _, n in self._lag())
 
     def _flush_idle(self) -> None:
-        """The worker has caught up: make what it applied durable and commit it now, instead
-        of at the next flush tick and commit tick (the end of a backlog was ~15% of its time,
-        waiting). At most one flush per state flush interval (``AggregateStage.idle_flush_due``)."""
+        """The worker has caught up: make what it applied durable and commit it soon, instead
+        of after the pacing of the backlog's costly snapshots and the next commit tick (the end
+        of a backlog was ~15% of its time, waiting). A snapshot an interval after the last one
+        (``AggregateStage.idle_flush_at``), again while records are held and nothing is left
+        to read: at most one per state flush interval."""
         if self._idle_flush is not None and not self._idle_flush.done():
+            return
+        if not self._caught_up():
             return
         app, aggregate = self.app, self.aggregate
 
         async def settle() -> None:
             try:
-                await aggregate.flush(idle=True)
-                if not app.should_stop:
-                    await app.consumer.commit()
+                while not app.should_stop:
+                    await asyncio.sleep(max(0.0, aggregate.idle_flush_at() - time.monotonic()))
+                    await aggregate.flush(idle=True)
+                    if not app.should_stop:
+                        await app.consumer.commit()
+                    if not aggregate.holding() or not self._caught_up():
+                        return
             except Exception as exc:
                 log.exception("state flush failed; stopping the worker")
                 await app.crash(exc)
@@ -426,8 +435,7 @@ class Service:
                     if gap.applied is None:
                         continue
                 aggregate.hold(partition, event)
-                if aggregate.idle_flush_due() and self._caught_up():
-                    self._flush_idle()
+                self._flush_idle()
 
         @app.timer(self.settings.state_flush_seconds, name="flush-state")
         async def flush_state() -> None:

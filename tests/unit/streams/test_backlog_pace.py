@@ -83,22 +83,38 @@ def test_a_caught_up_worker_snapshots_after_the_interval_not_ten_times_the_last_
         stage.state_for(0).apply(calls(20, 20), 1)
         first = Held()
         stage.hold(0, first)
+        assert stage.holding()
         written = len(table.written)
-        assert not stage.idle_flush_due()  # within the interval: not even when caught up
+        assert stage.idle_flush_at() > time.monotonic()  # within the interval: not even idle
         await stage.flush(idle=True)
         await stage.flush()
         assert len(table.written) == written and not first.acked
-        await asyncio.sleep(0.06)
+        await asyncio.sleep(max(0.0, stage.idle_flush_at() - time.monotonic()))
         await stage.flush()  # the timer's paced flush: still held off
         assert len(table.written) == written and not first.acked
-        assert stage.idle_flush_due()
         await stage.flush(idle=True)  # caught up: durable now, and acked
-        assert len(table.written) > written and first.acked
-        assert not stage.idle_flush_due()  # and then again only an interval later
+        assert len(table.written) > written and first.acked and not stage.holding()
         second = Held()
         stage.state_for(0).apply(calls(40, 5), 2)
         stage.hold(0, second)
-        await stage.flush(idle=True)
+        await stage.flush(idle=True)  # and then again only an interval later
         assert not second.acked
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_flush_that_waited_for_a_running_one_does_not_snapshot_again_at_once() -> None:
+    async def scenario() -> None:
+        table = Table()
+        stage = AggregateStage(table, CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
+                               flush_seconds=10.0)
+        stage.state_for(0).apply(calls(0, 20), 0)
+        stage.hold(0, Held())
+        async with stage._lock:  # a flush is running: the idle one waits for it
+            waiting = asyncio.ensure_future(stage.flush(idle=True))
+            await asyncio.sleep(0)
+            stage._flushes.done(time.monotonic(), cost=0.1)  # ... and it snapshotted
+        await waiting
+        assert table.written == [] and stage.holding()  # the next one is an interval away
 
     asyncio.run(scenario())
