@@ -235,6 +235,7 @@ class Service:
             event_time=s.window_clock == "event",
             pacing=self.pacing,
             flush_seconds=s.state_flush_seconds,
+            changelog=self._write_changelog,
         )
         self._idle_flush: asyncio.Future[None] | None = None
         self.rollup = RollupStage(
@@ -317,6 +318,22 @@ class Service:
                 for lead_id in verdict if (lead := waiting.get(lead_id)) is not None
             }
         return out
+
+    async def _write_changelog(self, partition: int, table_key: str, value: bytes | None) -> Any:
+        """One state part to the table's changelog, serialised as the table does, but sent
+        straight to the producer. Through the table, a snapshot's parts (hundreds in a backlog)
+        queue in Faust's producer buffer, and beyond a hundred pending the consumer drains it,
+        a hundred sends at a time, before it delivers the next records to the agents: every
+        snapshot stalled the events. The memory store keeps no persisted offsets, so the
+        table's callback on delivery has nothing to do."""
+        table = self.table
+        topic = table.changelog_topic
+        headers = topic.prepare_headers(None)
+        key, headers = topic.prepare_key(table_key, table.key_serializer, None, headers)
+        serializer = table.value_serializer if value is not None else "raw"
+        data, headers = topic.prepare_value(value, serializer, None, headers)
+        return await self._send(topic.get_topic_name(), key=key, value=data, partition=partition,
+                                headers=headers or None)
 
     async def _send(self, topic: str, *, key: Any, value: bytes, partition: int | None = None,
                     headers: Any = None) -> Any:
