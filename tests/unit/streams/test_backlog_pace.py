@@ -57,6 +57,15 @@ def calls(first: int, n: int) -> Bundle:
     ])
 
 
+def applied(flush_seconds: float) -> tuple[Table, AggregateStage]:
+    """A stage with a state flush interval of ``flush_seconds`` and one bundle applied."""
+    table = Table()
+    stage = AggregateStage(table, CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
+                           flush_seconds=flush_seconds)
+    stage.state_for(0).apply(calls(0, 20), 0)
+    return table, stage
+
+
 def test_in_a_backlog_a_round_waits_the_backlog_factor_times_its_cost() -> None:
     behind = [True]
     rounds = Rounds(0.25, Pacing(lambda: behind[0], backlog_factor=30.0))
@@ -73,10 +82,7 @@ def test_the_backlog_factor_is_a_setting_above_the_caught_up_one() -> None:
 
 def test_a_caught_up_worker_snapshots_after_the_interval_not_ten_times_the_last_cost() -> None:
     async def scenario() -> None:
-        table = Table()
-        stage = AggregateStage(table, CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
-                               flush_seconds=0.05)
-        stage.state_for(0).apply(calls(0, 20), 0)
+        table, stage = applied(flush_seconds=0.05)
         await stage.flush(force=True)
         # the last snapshot of a backlog cost 1 s of the loop: the paced one waits 10 s
         stage._flushes.done(time.monotonic(), cost=1.0)
@@ -105,10 +111,7 @@ def test_a_caught_up_worker_snapshots_after_the_interval_not_ten_times_the_last_
 
 def test_an_idle_flush_that_waited_for_a_running_one_does_not_snapshot_again_at_once() -> None:
     async def scenario() -> None:
-        table = Table()
-        stage = AggregateStage(table, CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
-                               flush_seconds=10.0)
-        stage.state_for(0).apply(calls(0, 20), 0)
+        table, stage = applied(flush_seconds=10.0)
         stage.hold(0, Held())
         async with stage._lock:  # a flush is running: the idle one waits for it
             waiting = asyncio.ensure_future(stage.flush(idle=True))
