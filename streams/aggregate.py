@@ -38,7 +38,7 @@ from metrics.labels import OTHER, LabelCaps
 from metrics.parts import PartSplitter
 from metrics.state import PartitionState, part_stamp
 from metrics.windows import Calendar
-from streams.pacing import BACKLOG, Pacing, Rounds, send_all
+from streams.pacing import BACKLOG, WAITED, Pacing, Rounds, send_all
 from streams.publisher import Publisher, Record
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,14 @@ class AggregateStage:
         send: Callable[..., Awaitable[Any]] | None = None,
         event_time: bool = False,
         pacing: Pacing = BACKLOG,
+        flush_seconds: float = 0.5,
+        changelog: Callable[[int, str, bytes | None], Awaitable[Any]] | None = None,
     ) -> None:
         self.table = table
+        #: sends one part (partition, table key, value) to the changelog; its delivery future.
+        #: By default through the table (Faust's producer buffer); the app sends them straight
+        #: to the producer instead (``streams.app.Service._write_changelog``)
+        self.changelog = changelog or self._via_table
         self.catalog = catalog
         self.calendar = calendar
         self.state_kw = {
@@ -132,6 +138,8 @@ class AggregateStage:
         #: a costly flush holds off the next (streams.pacing): its cost is the loop's time
         #: spent serialising, not delivery's
         self._flushes = Rounds(0.0, pacing)
+        #: a flush of a caught-up worker (:meth:`idle_flush_due`) waits this long after the last
+        self.flush_seconds = flush_seconds
 
     # -- state per partition --------------------------------------------------------------
     def state_for(self, partition: int) -> PartitionState:
@@ -271,7 +279,25 @@ class AggregateStage:
         self.leads_expired += state.leads.drain_expired()
 
     # -- durability -----------------------------------------------------------------------
-    async def flush(self, force: bool = False) -> None:
+    def idle_flush_at(self) -> float:
+        """When a flush of a worker that has caught up (``flush(idle=True)``) is due: one state
+        flush interval after the last flush, whatever that one cost.
+
+        The end of a backlog is where the last flush was costliest (every window changed), and
+        the pacing would hold the snapshot of what remains for ten times that: the last records
+        would wait a second or more to become durable and committed, for nothing, as nothing
+        competes with a snapshot any more. Still at most one flush per interval."""
+        return self._flushes.last + self.flush_seconds
+
+    def holding(self) -> bool:
+        """Whether records wait for a snapshot to be acknowledged."""
+        return any(self.held.values())
+
+    def _due(self, idle: bool) -> bool:
+        now = time.monotonic()
+        return self._flushes.due(now) or (idle and now >= self.idle_flush_at())
+
+    async def flush(self, force: bool = False, idle: bool = False) -> None:
         """Snapshot every dirty partition, await delivery, then ack the records it covers.
 
         Serialising the dirty parts runs on the event loop. With a large state mid-backlog a
@@ -281,10 +307,11 @@ class AggregateStage:
         flush interval stays the configured one. Folding the pending hits into the windows
         (in ``expire``) is not counted: that work is due whenever a flush runs.
         """
-        now = time.monotonic()
-        if not force and not self._flushes.due(now):
+        if not force and not self._due(idle):
             return
         async with self._lock:
+            if not force and not self._due(idle):
+                return  # another flush ran while this one waited for the lock
             generation = self.generation()
             pending: list[tuple[int, list[Any], list[Any], list[Record]]] = []
             cost = 0.0
@@ -303,8 +330,9 @@ class AggregateStage:
                 if state.dirty:
                     began = time.monotonic()
                     records = self.splitters[partition].split(state.snapshot())
-                    futures = [self._write(partition, key, value) for key, value in records]
                     cost += time.monotonic() - began
+                    futures, spent = await self._write_all(partition, records)
+                    cost += spent
                     self.parts_written += len(futures)
                 # Captured now, from exactly the state the snapshot holds; sent once it is durable.
                 outputs: list[Record] = []
@@ -366,10 +394,26 @@ class AggregateStage:
         cost_sent, waited = await send_all(self.send, outputs)  # type: ignore[arg-type]
         publisher.spent(cost + cost_sent, waited)
 
-    def _write(self, partition: int, key: str, value: bytes | None) -> Any:
-        """Send one part to the changelog. The table's local dict is not kept: the state is
-        the in-memory copy (see :meth:`state_for`)."""
-        table_key = f"{partition}/{key}"
+    async def _write_all(self, partition: int, records: list[tuple[str, bytes | None]]) -> tuple[list[Any], float]:
+        """Send a snapshot's parts to the changelog, one after the other (their order is what
+        makes a snapshot cut short a prefix, ``metrics.state``): their delivery futures, and
+        the loop's time the sends took (not their waits for room in the producer's buffer).
+        The table's local dict is not kept: the state is the in-memory copy (see
+        :meth:`state_for`)."""
+        futures = []
+        cost = 0.0
+        clock = time.perf_counter
+        for key, value in records:
+            began = clock()
+            futures.append(await self.changelog(partition, f"{partition}/{key}", value))
+            took = clock() - began
+            if took < WAITED:
+                cost += took
+        return futures, cost
+
+    async def _via_table(self, partition: int, table_key: str, value: bytes | None) -> Any:
+        """One part through the table (Faust's producer buffer, drained by a task of its own
+        and, beyond a hundred pending, by the consumer before it delivers more records)."""
         if value is None:
             return self.table.send_changelog(partition, table_key, None, value_serializer="raw")
         return self.table.send_changelog(partition, table_key, value)

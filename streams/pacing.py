@@ -26,6 +26,10 @@ from typing import Any
 #: every kind of round is at its costliest; four kinds at a third of the loop each starve it.)
 FACTOR = 10.0
 
+#: The factor in a backlog, unless the app sets its own (``SALESPULSE_BACKLOG_ROUND_FACTOR``):
+#: behind, values showing sooner matter less than catching up.
+BACKLOG_FACTOR = FACTOR
+
 #: A send that took longer than this waited (for room in the producer's buffer) rather than
 #: worked: its time is not the loop's. A send that does not wait returns in tens of microseconds.
 WAITED = 0.002
@@ -58,10 +62,13 @@ def next_round(now: float, interval: float, cost: float, factor: float = FACTOR)
 
 class Pacing:
     """Whether a round's sends' waits count as its cost: while ``behind()`` (the worker's lag
-    is a backlog) they do, once caught up they do not."""
+    is a backlog) they do, once caught up they do not. In a backlog a round waits
+    ``backlog_factor`` times its cost, caught up :data:`FACTOR` times."""
 
-    def __init__(self, behind: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, behind: Callable[[], bool] = lambda: True,
+                 backlog_factor: float = BACKLOG_FACTOR) -> None:
         self.behind = behind
+        self.backlog_factor = backlog_factor
 
     def next_round(self, now: float, interval: float, cost: float, waited: float = 0.0) -> float:
         """When a round done at ``now`` may run again: ``cost`` is the loop's time it took,
@@ -69,7 +76,7 @@ class Pacing:
         Read when asked: a round long enough to put the worker behind while it ran (its sends
         waited) does not hold off the next for ten times its waits once it has caught up."""
         if self.behind():
-            return next_round(now, interval, cost + waited)
+            return next_round(now, interval, cost + waited, self.backlog_factor)
         return next_round(now, interval, cost)
 
 

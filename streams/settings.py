@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         "sends wait for the producer as their cost, to leave the producer to the events "
         "(streams.pacing); caught up, a round is paced by its own time on the loop only.",
     )
+    backlog_round_factor: float = Field(
+        30.0, ge=1.0,
+        description="In a backlog (see backlog_events) an output round (roll-up partials, "
+        "sales.metrics, Redis) or a state snapshot that took c seconds of the event loop runs "
+        "again no sooner than this many times c later (caught up: 10 times), so that together "
+        "they leave the loop to the events: values show less often while the worker catches up.",
+    )
     metrics_interval_seconds: float = Field(
         1.0, description="At most one sales.metrics record (and roll-up partial) per key per interval."
     )

@@ -1,0 +1,88 @@
+"""State parts go to the changelog straight to the producer, in snapshot order.
+
+Through the table (``Table.send_changelog``) a snapshot's parts queued in Faust's producer
+buffer, and beyond a hundred pending the consumer drained it, a hundred sends at a time, before
+it delivered the next records to the agents: in a backlog every snapshot (hundreds of parts)
+stalled the events ("producer buffer full" in the worker's log at every flush).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from metrics.catalog import Catalog
+from metrics.events import Bundle, CallCompleted, Event
+from metrics.windows import Calendar
+from streams.aggregate import AggregateStage
+from streams.app import Service
+from streams.settings import Settings
+
+CAT = Catalog()
+CAL = Calendar("UTC")
+T0 = time.time() - 60  # windows still live by the wall clock at the flush
+
+
+class Table:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.through_table = 0
+
+    def send_changelog(self, *args: Any, **kw: Any) -> asyncio.Future:
+        self.through_table += 1
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def test_a_snapshot_goes_straight_to_the_producer_part_by_part_meta_after_the_parts() -> None:
+    sent: list[tuple[int, str, bytes | None]] = []
+
+    async def changelog(partition: int, key: str, value: bytes | None) -> asyncio.Future:
+        sent.append((partition, key, value))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def scenario() -> None:
+        table = Table()
+        stage = AggregateStage(table, CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
+                               changelog=changelog)
+        events = [Event(i, "src", f"e{i}", T0 + i, CallCompleted(f"rep-{i % 5}", "outbound", "connected",
+                                                                team_id="east")) for i in range(20)]
+        stage.state_for(3).apply(Bundle("sales.activities", 0, events), 0)
+        await stage.flush(force=True)
+        assert table.through_table == 0
+        keys = [key for _, key, value in sent if value is not None]
+        assert {p for p, _, _ in sent} == {3} and all(k.startswith("3/") for k in keys)
+        assert keys[-1] == "3/meta" and any(k.startswith("3/w/") for k in keys)
+        assert stage.parts_written == len(sent)
+
+    asyncio.run(scenario())
+
+
+def test_a_part_sent_straight_is_the_record_the_table_would_have_sent() -> None:
+    async def scenario() -> None:
+        service = Service(Settings(app_id="changelog-test", redis_url=""))
+        sent: list[dict[str, Any]] = []
+
+        async def send(topic: str, **kw: Any) -> None:
+            sent.append({"topic": topic, **kw})
+
+        service._send = send  # type: ignore[method-assign]
+        table = service.table
+        topic = table.changelog_topic
+        for key, value in (("2/meta", b"\x93\x01\x02\x03"), ("2/w/day/0", None)):
+            await service._write_changelog(2, key, value)
+            serializer = table.value_serializer if value is not None else "raw"
+            fut = topic.as_future_message(key=key, value=value, partition=2,
+                                          key_serializer=table.key_serializer,
+                                          value_serializer=serializer)
+            got = sent[-1]
+            assert got["topic"] == topic.get_topic_name() == "changelog-test-kpi-state-changelog"
+            assert (got["key"], got["value"], got["partition"]) == \
+                (fut.message.key, fut.message.value, 2)
+            assert not got["headers"] and not fut.message.headers
+
+    asyncio.run(scenario())
