@@ -86,10 +86,10 @@ class KpiRenderer:
             for scope in SCOPE_LABELS for i, kind in enumerate(WINDOW_KINDS)
         }
         self._tails: dict[tuple, str] = {}
-        self._heads = {}
+        self._heads: dict[tuple[str, str], bytes] = {}
         for (scope, kpi), name in self.families.items():
             help_text = catalog.by_name[kpi].help.replace("\\", "\\\\").replace("\n", "\\n")
-            self._heads[(scope, kpi)] = f"# HELP {name} {help_text}\n# TYPE {name} gauge\n"
+            self._heads[(scope, kpi)] = f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
         # The cache, changed by render only (under the lock); capture reads ``_rendered``.
         self._lock = threading.Lock()
         self._captures = 0
@@ -97,8 +97,9 @@ class KpiRenderer:
         self._rendered: dict[tuple, int] = {}  # window key -> the seq it was rendered at
         self._windows: dict[tuple, tuple[tuple, dict]] = {}  # window key -> (label values, values)
         self._starts: tuple[tuple[float, float], ...] = ()
-        #: family -> slot (scope, id, kind) -> that slot's lines of the family
-        self._chunks: dict[tuple[str, str], dict[tuple, str]] = {f: {} for f in self.families}
+        #: family -> slot (scope, id, kind) -> that slot's lines of the family, encoded: a scrape
+        #: joins these into its body, the one copy of the text it makes (docs/benchmark.md)
+        self._chunks: dict[tuple[str, str], dict[tuple, bytes]] = {f: {} for f in self.families}
         self._slots: dict[tuple, tuple[tuple[str, str], ...]] = {}  # slot -> its families
         self.formatted = 0  # slots formatted so far: unchanged windows are not formatted again
 
@@ -142,10 +143,18 @@ class KpiRenderer:
         return Captured(self._captures, tuple(starts), present, changed)
 
     def render(self, captured: Captured | None = None,
-               names: Collection[str] | None = None) -> str:
-        """The KPI families as exposition text. Given a :meth:`capture`, it touches no live
-        state and may run off the event loop (in a thread); renders are serialised, and a
-        capture older than one already rendered is not applied (the newer text is served).
+               names: Collection[str] | None = None) -> bytes:
+        """The KPI families as exposition text (UTF-8): :meth:`parts`, joined."""
+        return b"".join(self.parts(captured, names))
+
+    def parts(self, captured: Captured | None = None,
+              names: Collection[str] | None = None) -> list[bytes]:
+        """The KPI families as pieces of exposition text (UTF-8), in order: the cached pieces
+        themselves, so the caller's join of its response body is the only copy of the text.
+        Given a :meth:`capture`, it touches no live state and may run off the event loop (in a
+        thread); renders are serialised, and a capture older than one already rendered is not
+        applied (the newer text is served). The pieces are immutable: a later render replaces
+        them in the cache and never changes a list already returned.
 
         ``names``: only the families of these metric names (``GET /metrics?name[]=...``, as
         prometheus_client's exposition restricts its registry); the capture is applied to the
@@ -155,14 +164,14 @@ class KpiRenderer:
             if captured.number > self._applied:
                 self._apply(captured)
                 self._applied = captured.number
-            parts = []
+            parts: list[bytes] = []
             metric_names = self.families
             for family, chunks in self._chunks.items():
                 if names is not None and metric_names[family] not in names:
                     continue
                 parts.append(self._heads[family])
                 parts.extend(chunks.values())
-            return "".join(parts)
+            return parts
 
     def _apply(self, captured: Captured) -> None:
         """Bring the cached lines up to a capture: forget the windows that are gone or no
@@ -217,7 +226,7 @@ class KpiRenderer:
             if family not in lines:
                 del chunks[family][slot]
         for family, body in lines.items():
-            chunks[family][slot] = "".join(body)
+            chunks[family][slot] = "".join(body).encode()
         if lines:
             self._slots[slot] = tuple(lines)
 
