@@ -35,6 +35,7 @@ from metrics.leads import UNASSIGNED
 from metrics.snapshots import SnapshotFormat
 from metrics.user_catalog import build_catalog
 from metrics.windows import Calendar
+from streams import allocator
 from streams.aggregate import AggregateStage, StaleState
 from streams.api import Api
 from streams.delivery import DeliveryGuard
@@ -63,6 +64,9 @@ ALERTS_RETENTION_MARGIN_SECONDS = 86400.0
 STATE_TABLE = "kpi-state"
 #: How often the publication timer asks whether a round of roll-up partials is due.
 PUBLISH_TICK_SECONDS = 0.1
+#: How often the C allocator gives freed memory back to the system (streams.allocator): a
+#: round of output or a fetch frees tens of MB at once, which glibc would otherwise keep.
+TRIM_SECONDS = 1.0
 #: The largest record the producer sends (its ``max_request_size``) and the ``max.message.bytes``
 #: of every topic the worker creates, so that no record the producer accepts is refused by the
 #: broker for its size. State parts can be large (one window of a partition's reps); forwarded
@@ -155,6 +159,7 @@ class Service:
             topic_replication_factor=1,
             consumer_auto_offset_reset="earliest",
             stream_buffer_maxsize=16,
+            consumer_max_fetch_size=s.consumer_fetch_bytes,
             producer_max_request_size=MAX_RECORD_BYTES,
             # A bundle (one source poll for one partition) is up to a few hundred KB; with
             # aiokafka's 16 KB default every bundle gets its own batch and each send waits for
@@ -247,6 +252,7 @@ class Service:
             consumer_factory=lambda: AIOKafkaConsumer(
                 bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                 auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                max_partition_fetch_bytes=s.consumer_fetch_bytes,
                 **kafka_client_kwargs(s),
             ),
         )
@@ -460,6 +466,11 @@ class Service:
         async def flush_state() -> None:
             await aggregate.flush()
 
+        @app.timer(TRIM_SECONDS, name="trim-memory")
+        async def trim_memory() -> None:
+            # in a thread: the trim holds each heap's lock for a few ms, the loop goes on
+            await asyncio.get_running_loop().run_in_executor(None, allocator.trim)
+
         @app.timer(min(PUBLISH_TICK_SECONDS, self.settings.metrics_interval_seconds), name="publish")
         async def publish_partials() -> None:
             await aggregate.publish()  # paced by the publisher (streams.pacing)
@@ -561,8 +572,8 @@ class Service:
             rollup.assign(mine)  # roll-up partition r goes with keyed-events partition r
             ingest.retain({(tp.topic, tp.partition) for tp in assigned})
 
-        self._agents = (ingest_agent, aggregate_agent, flush_state, publish_partials, follow_alerts,
-                        judge_leads, follow_rollup, *sink_tasks)
+        self._agents = (ingest_agent, aggregate_agent, flush_state, trim_memory, publish_partials,
+                        follow_alerts, judge_leads, follow_rollup, *sink_tasks)
 
 
 def _view(handler: Callable[..., Awaitable[Any]]) -> type[View]:

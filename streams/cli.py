@@ -13,9 +13,12 @@ def _worker(args: argparse.Namespace) -> int:
     import faust
 
     from metrics.catalog import CatalogError
+    from streams import allocator
     from streams.app import build_service, ensure_topics, load_catalog_file
     from streams.settings import Settings
 
+    # before any thread exists: what a worker frees goes back to the system (streams.allocator)
+    allocator.tune()
     settings = Settings()
     try:
         catalog = load_catalog_file(settings)
