@@ -49,7 +49,10 @@ _JSON = msgspec.json.Encoder()
 #: long after the last write (a worker that dies leaves its partitions' lists only that long).
 OVERDUE_EVERY, OVERDUE_REFRESH, OVERDUE_TTL = 1.0, 10.0, 60
 RETRY_EVERY = 1.0
-PIPELINE_CHUNK = 5000
+#: Windows per pipeline: redis-py holds a pipeline's commands and then packs them all at once;
+#: a window's command carries its KPIs' JSON twice (~10 KB at the full catalog), and 5,000 of
+#: them were ~70 MB at once in a round of 1,000 reps (docs/benchmark.md, Memory).
+PIPELINE_CHUNK = 500
 
 #: {partition: {lead id: JSON of the lead}}: the overdue leads of the partitions this worker owns
 OverdueLeads = Callable[[], Mapping[int, Mapping[str, bytes]]]
