@@ -52,7 +52,7 @@ from streams.rollup import RollupStage
 from streams.settings import Settings
 from streams.sinks import redis as redis_sink
 from streams.sinks.metrics_topic import MetricsTopicSink
-from streams.sinks.prometheus import KpiRenderer, requested_names
+from streams.sinks.prometheus import KpiRenderer, requested_names, write_pieces
 from streams.transport import FETCH_MAX_WAIT_MS, BatchTransport
 
 log = logging.getLogger(__name__)
@@ -521,16 +521,20 @@ class Service:
                 # ?name[]=<metric> (repeatable) renders only those families, as
                 # prometheus_client's own exposition does: a cheap poll of one metric.
                 names = requested_names(request.query)
-                # The body is the one copy of the text (the cache's pieces, joined): with 1,000
-                # reps it is ~16 MB, and each copy more was as much again in the peak RSS.
                 captured = kpis.capture()
                 parts = await asyncio.get_running_loop().run_in_executor(
                     None, kpis.parts, captured, names)
                 own = registry if names is None else registry.restricted_registry(names)
                 parts.append(generate_latest(own))
-                body = b"".join(parts)
-                del parts
-                return aiohttp_web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+                # Written in pieces of the cache, never joined into one body: with 1,000 reps
+                # the text is ~16 MB, and every copy of it was as much again in the peak RSS.
+                response = aiohttp_web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+                response.content_length = sum(map(len, parts))
+                await response.prepare(request)
+                for piece in write_pieces(parts):
+                    await response.write(piece)
+                await response.write_eof()
+                return response
 
         @app.page("/healthz")
         class Health(View):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from metrics.catalog import Catalog
@@ -42,6 +42,25 @@ def requested_names(query: Mapping[str, str]) -> frozenset[str] | None:
     if isinstance(names, str):
         names = (names,)
     return frozenset(names) or None
+
+
+#: What a scrape's response writes at a time (streams.app): the cached pieces, joined up to this.
+WRITE_BYTES = 256 * 1024
+
+
+def write_pieces(parts: Iterable[bytes], size: int = WRITE_BYTES) -> Iterator[bytes]:
+    """The pieces of a body, joined into writes of about ``size`` bytes each (the last may be
+    shorter): the body itself is never whole in memory."""
+    batch: list[bytes] = []
+    held = 0
+    for part in parts:
+        batch.append(part)
+        held += len(part)
+        if held >= size:
+            yield b"".join(batch)
+            batch, held = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 def _escape(value: str) -> str:
@@ -150,7 +169,8 @@ class KpiRenderer:
     def parts(self, captured: Captured | None = None,
               names: Collection[str] | None = None) -> list[bytes]:
         """The KPI families as pieces of exposition text (UTF-8), in order: the cached pieces
-        themselves, so the caller's join of its response body is the only copy of the text.
+        themselves, not copies (the /metrics handler writes them as they are, a few at a time:
+        :func:`write_pieces`).
         Given a :meth:`capture`, it touches no live state and may run off the event loop (in a
         thread); renders are serialised, and a capture older than one already rendered is not
         applied (the newer text is served). The pieces are immutable: a later render replaces

@@ -10,7 +10,7 @@ from metrics.rollup import Parts
 from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 from streams.readout import Readout
 from streams.rollup import RollupStage
-from streams.sinks.prometheus import KpiRenderer, requested_names
+from streams.sinks.prometheus import KpiRenderer, requested_names, write_pieces
 
 CAT = Catalog()
 CAL = Calendar("UTC")
@@ -161,8 +161,8 @@ def test_name_filter_renders_only_the_named_families_from_the_same_cache() -> No
 
 
 def test_a_scrape_gets_the_cached_pieces_themselves_not_copies() -> None:
-    """The /metrics handler joins the pieces into its body: the one copy of the text per
-    scrape (with 1,000 reps ~16 MB; each further copy was as much again in the peak RSS)."""
+    """The /metrics handler writes the pieces a few at a time: no copy of the whole text per
+    scrape (with 1,000 reps ~16 MB; each copy was as much again in the peak RSS)."""
     clock, stage, readout = setup()
     kept = KpiRenderer(CAT, CAL, readout, clock=clock)
     put(stage, "rep", "ann", DAY, {("calls_made",): 1.0}, 1)
@@ -176,6 +176,14 @@ def test_a_scrape_gets_the_cached_pieces_themselves_not_copies() -> None:
     assert ann and all(any(p is q for q in second) for p in ann)  # unchanged: the same objects
     assert b'rep="bob",team="east",window="day"} 2.0' in b"".join(first)  # an old list stays as it was
     assert b'rep="bob",team="east",window="day"} 3.0' in b"".join(second)
+
+
+def test_write_pieces_join_parts_into_writes_of_about_the_size_in_order() -> None:
+    parts = [b"a" * 3, b"b" * 4, b"c" * 2, b"d" * 5, b"e"]
+    writes = list(write_pieces(parts, size=6))
+    assert writes == [b"aaabbbb", b"ccddddd", b"e"]
+    assert b"".join(writes) == b"".join(parts)
+    assert list(write_pieces([], size=6)) == []
 
 
 def test_requested_names_reads_repeated_name_parameters() -> None:
