@@ -64,8 +64,9 @@ ALERTS_RETENTION_MARGIN_SECONDS = 86400.0
 STATE_TABLE = "kpi-state"
 #: How often the publication timer asks whether a round of roll-up partials is due.
 PUBLISH_TICK_SECONDS = 0.1
-#: How often the C allocator gives freed memory back to the system (streams.allocator): a
-#: round of output or a fetch frees tens of MB at once, which glibc would otherwise keep.
+#: How often the C allocator gives freed memory back to the system (streams.allocator), when
+#: the worker is not in a backlog: a round of output or a scrape frees tens of MB at once,
+#: which glibc would otherwise keep.
 TRIM_SECONDS = 1.0
 #: The largest record the producer sends (its ``max_request_size``) and the ``max.message.bytes``
 #: of every topic the worker creates, so that no record the producer accepts is refused by the
@@ -468,8 +469,11 @@ class Service:
 
         @app.timer(TRIM_SECONDS, name="trim-memory")
         async def trim_memory() -> None:
-            # in a thread: the trim holds each heap's lock for a few ms, the loop goes on
-            await asyncio.get_running_loop().run_in_executor(None, allocator.trim)
+            # Not in a backlog: a trim holds each heap's lock while it walks it (up to ~0.25 s
+            # after a burst), and the event loop's allocations wait for it. In a thread, so the
+            # loop goes on meanwhile.
+            if not self._behind():
+                await asyncio.get_running_loop().run_in_executor(None, allocator.trim)
 
         @app.timer(min(PUBLISH_TICK_SECONDS, self.settings.metrics_interval_seconds), name="publish")
         async def publish_partials() -> None:
