@@ -64,5 +64,4 @@ class MetricsTopicSink:
                 yield record
 
         cost_sent, waited = await send_all(self.send, records())
-        cost = built
-        self.rounds.done(now, cost + cost_sent, waited)
+        self.rounds.done(now, built + cost_sent, waited)
