@@ -83,17 +83,18 @@ class Publisher:
         windows = state.windows  # folds what was applied: its windows are in the changed set
         changed, state.changed_windows = state.changed_windows, set()
         out: list[Record] = []
+        parsed: dict[tuple, tuple] = {}  # the partition's windows nest: mostly the same keys
         for wkey in sorted(changed):
             wpart = windows.get(wkey)
             if wpart is not None:
-                self._window(out, partition, state, wpart, final=False)
+                self._window(out, partition, state, wpart, parsed, final=False)
         for wpart in expired:
             if not self.event_time:
-                self._window(out, partition, state, wpart, final=True)
+                self._window(out, partition, state, wpart, parsed, final=True)
                 continue
             # event time: what was not published yet goes out (the roll-up stage closes the
             # window itself); the publication memory of the window goes
-            self._window(out, partition, state, wpart, final=False, expiring=True)
+            self._window(out, partition, state, wpart, parsed, final=False, expiring=True)
             self._published.pop((partition, wpart.kind, wpart.start), None)
             for key in [k for k in self._rep_sent
                         if k[0] == partition and k[2:] == (wpart.kind, wpart.start)]:
@@ -117,8 +118,8 @@ class Publisher:
         self._marked.pop(partition, None)
 
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
-                *, final: bool, expiring: bool = False) -> None:
-        reps, teams, org = split(window_values(state, w), w.samples, state.team_of)
+                parsed: dict[tuple, tuple], *, final: bool, expiring: bool = False) -> None:
+        reps, teams, org = split(window_values(state, w), w.samples, state.team_of, parsed)
         self._epoch = state.epoch
         kind, start = w.kind, w.start
         version = state.applied
