@@ -161,7 +161,7 @@ class RedisSink:
         self._takeovers = 0
         self._spent = 0.0  # this round's loop time building commands
         self._executed = 0.0  # and its pipelines' time (packing, Redis, the replies)
-        self.rounds = Rounds(0.0, pacing)
+        self.rounds = Rounds(0.0, pacing, live=True)
         self._overdue_at = float("-inf")
         self._retry_at = float("-inf")
 

@@ -140,8 +140,11 @@ def test_live_rounds_wait_less_once_the_worker_has_settled_and_more_as_soon_as_i
     costliest rounds, the lag just gone) and any lag past the backlog keep FACTOR."""
     behind = [True]
     clock = Clock(1000.0)
-    rounds = Rounds(0.1, Pacing(lambda: behind[0], clock))
+    pacing = Pacing(lambda: behind[0], clock)
+    rounds = Rounds(0.1, pacing, live=True)
+    other = Rounds(0.1, pacing)  # sales.metrics, snapshots: not on the way to users
     rounds.done(T0, cost=0.2)
+    other.done(T0, cost=0.2)
     assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)  # a backlog
     behind[0] = False
     assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)  # its end: not settled yet
@@ -149,6 +152,7 @@ def test_live_rounds_wait_less_once_the_worker_has_settled_and_more_as_soon_as_i
     assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
     clock.t += 0.2
     assert rounds.next_at() == pytest.approx(T0 + LIVE_FACTOR * 0.2)  # live
+    assert other.next_at() == pytest.approx(T0 + FACTOR * 0.2)
     rounds.done(T0, cost=0.01)
     assert rounds.next_at() == pytest.approx(T0 + 0.1)  # cheap rounds: the interval
     rounds.done(T0, cost=0.2)
