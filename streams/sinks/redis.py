@@ -4,9 +4,9 @@ The key layout is :mod:`streams.redis_layout` (and the README). Every
 ``SALESPULSE_REDIS_INTERVAL_SECONDS`` (stretched to :mod:`streams.pacing`'s factor times the last
 round's cost in a backlog) one pipeline writes what changed since the last round
 (:mod:`streams.readout`): per scope with changed windows one script call (:data:`WRITE_WINDOWS`)
-sets each window's hash and sends one message per window on its update channel, and after
-those, per rep one call (:data:`WRITE_BOARDS`) sets its leaderboard entries whose value or team
-changed; every second, the overdue leads of the
+sets each window's hash and sends one message per window on its update channel; then, in a task
+of its own (the next round's values do not wait for them, its leaderboards do), per rep one
+call (:data:`WRITE_BOARDS`) sets its leaderboard entries whose value or team changed; every second, the overdue leads of the
 aggregate partitions this worker owns. Writes are idempotent (whole values, never increments),
 and every key expires when its window closes.
 
@@ -159,6 +159,7 @@ class RedisSink:
         self._boards = _BoardNames(layout)
         self._bound_text: dict[tuple[float, float], tuple[str, str]] = {}
         self._takeovers = 0
+        self._board_writes: asyncio.Future | None = None  # the last round's leaderboard writes
         self._spent = 0.0  # this round's loop time building commands
         self._executed = 0.0  # and its pipelines' time (packing, Redis, the replies)
         self.rounds = Rounds(0.0, pacing, live=True)
@@ -172,6 +173,8 @@ class RedisSink:
                 await asyncio.sleep(self.interval)
                 await self.tick()
         finally:
+            if self._board_writes is not None:
+                self._board_writes.cancel()
             await self.redis.aclose()
 
     async def tick(self) -> None:
@@ -185,6 +188,8 @@ class RedisSink:
             self.reader.skip()  # the full write when Redis is back covers them
             updates = []
         try:
+            if self._board_writes is not None and self._board_writes.done():
+                await self.boards_written()  # raises what they failed with
             if self.up and self.readout.takeovers() != self._takeovers:
                 await self.resync(now)  # started, or took over partitions: clean what is ours
             elif self.up:
@@ -226,7 +231,8 @@ class RedisSink:
         self._boards_sha = await self.redis.script_load(WRITE_BOARDS)
         self._ranked.clear()
         self._overdue_sent.clear()
-        await self._write(live, now)
+        await self.boards_written()  # an earlier round's, before they are all written again
+        await self._write(live, now, wait=True)
         # While the roll-up stage still reads partitions it was given, what it lacks may only
         # be unread yet: the takeover's own full write deletes once it has read them.
         deleted = await self._delete_stale(live) if self.readout.settled() else 0
@@ -241,7 +247,10 @@ class RedisSink:
                  self.where, f" after {outage:.1f} s unavailable" if self.resyncs > 1 else " at start",
                  len(live), deleted)
 
-    async def _write(self, updates: list[WindowUpdate], now: float) -> None:
+    async def _write(self, updates: list[WindowUpdate], now: float, *, wait: bool = False) -> None:
+        """Write the changed windows' values and messages, then (in a task of its own, so
+        that the next round's values need not wait for them) their leaderboard entries;
+        ``wait``: wait for those too."""
         began = time.perf_counter()
         #: (scope, id) -> its windows' hash keys and arguments: one script call per scope
         calls: dict[tuple[str, str], tuple[list[str], list[Any]]] = {}
@@ -256,32 +265,45 @@ class RedisSink:
                 call = calls[(u.scope, u.id)] = ([], [])
             self._put(call, boards, u, now)
             written += 1
-        pipe = self.redis.pipeline(transaction=False)
         commands = [(self._script_sha, len(keys), *keys, *args) for keys, args in calls.values()]
-        commands += [(self._boards_sha, 0, rep, *args) for rep, args in boards.items()]
-        for command in commands:
-            pipe.evalsha(*command)
-            if len(pipe) >= CALLS_CHUNK:
-                self._spent += time.perf_counter() - began
-                await self._execute(pipe)
-                pipe = self.redis.pipeline(transaction=False)
-                began = time.perf_counter()
         self._spent += time.perf_counter() - began
+        await self._run(commands)
+        began = time.perf_counter()
         if now > self._pruned_at + 60:  # windows given away at a rebalance never come final
             self._pruned_at = now
             closed = now - 2 * self.grace
             for wkey in [k for k, v in self._ranked.items() if v[2] <= closed]:
                 del self._ranked[wkey]
-        if len(pipe):
-            await self._execute(pipe)
+        self._spent += time.perf_counter() - began
         self.windows_written += written
+        if boards:
+            # The round's leaderboard entries (most of Redis's work in a round) go out while
+            # the next round's values do: after the last round's, in order.
+            await self.boards_written()
+            board_commands = [(self._boards_sha, 0, rep, *args) for rep, args in boards.items()]
+            self._board_writes = asyncio.ensure_future(self._run(board_commands))
+            if wait:
+                await self.boards_written()
 
-    async def _execute(self, pipe: Any) -> None:
-        began = time.perf_counter()
-        try:
-            await pipe.execute()
-        finally:
-            self._executed += time.perf_counter() - began
+    async def boards_written(self) -> None:
+        """Wait for the last round's leaderboard writes; their failure is the caller's (the
+        round that waits: an outage, written again in full once Redis answers)."""
+        task, self._board_writes = self._board_writes, None
+        if task is not None:
+            await task
+
+    async def _run(self, commands: list[tuple[Any, ...]]) -> None:
+        """Script calls in pipelines of :data:`CALLS_CHUNK`: their loop time (packing them,
+        reading the replies) is at most their time, counted in ``_executed``."""
+        for i in range(0, len(commands), CALLS_CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands[i:i + CALLS_CHUNK]:
+                pipe.evalsha(*command)
+            began = time.perf_counter()
+            try:
+                await pipe.execute()
+            finally:
+                self._executed += time.perf_counter() - began
 
     def _put(self, call: tuple[list[str], list[Any]], boards: dict[str, list[Any]],
              u: WindowUpdate, now: float) -> None:

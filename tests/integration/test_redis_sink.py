@@ -39,9 +39,11 @@ def put(stage: RollupStage, rep: str, team: str, calls: float, version: int,
 
 
 async def next_round(sink: RedisSink) -> None:
-    """A round of the sink, once it is due (rounds are paced by their cost)."""
+    """A round of the sink, once it is due (rounds are paced by their cost), with its
+    leaderboard writes (they go out while the next round's values do)."""
     await asyncio.sleep(max(0.0, sink.rounds.next_at() - time.time()))
     await sink.tick()
+    await sink.boards_written()
 
 
 def test_a_rep_changing_team_moves_between_boards_and_an_empty_scope_is_deleted(bootstrap: str) -> None:
