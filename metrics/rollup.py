@@ -29,8 +29,6 @@ from metrics.sketch import SKETCH_ACCURACY, Sketch
 
 __all__ = ["SKETCH_ACCURACY", "Parts", "ScopeValues", "finish", "merge", "rollup", "split"]
 
-_NONE = object()  # no team yet (None is a key's "team from the roster")
-
 # rep key: (kpi, rep, team, *dims); team key: (kpi, team, *dims); org key: (kpi, *dims)
 Values = dict[tuple, float]
 
@@ -57,50 +55,30 @@ def split(
     values: Mapping[tuple, float],
     samples: Mapping[tuple, list[float]] = {},  # noqa: B006 - read only
     team_of: Callable[[str | None], str] = lambda rep: UNASSIGNED,
-    parsed: dict[tuple, tuple] | None = None,
 ) -> tuple[dict[tuple[str, str], Parts], dict[str, Parts], Parts]:
     """One partition's window as parts per (rep, team), per team and for the organisation.
 
     A key whose team is None (the event named none) takes the rep's team from ``team_of``
     (the roster). Keys without a rep (a lead with no owner) count for the team and org only.
-    ``parsed``: a memo of keys as (rep, team, (kpi, *dims)) for a caller that splits several
-    windows holding mostly the same keys (the windows of one partition nest): each key is
-    taken apart once, and the parts share their key tuples.
     """
     reps: dict[tuple[str, str], Parts] = {}
     teams: dict[str, Parts] = {}
     org = Parts()
     org_sums = org.sums
-    if parsed is None:
-        parsed = {}
-    # Keys of one rep and team mostly follow each other (a fold adds an event's keys in turn):
-    # the parts of the last (rep, team) and team are at hand without a lookup.
-    last_rt: tuple | None = None
-    last_team: object = _NONE
-    rsums: dict[tuple, float] = {}
-    tsums: dict[tuple, float] = {}
     for key, v in values.items():
-        p = parsed.get(key)
-        if p is None:
-            p = parsed[key] = (key[1], key[2], key[:1] + key[3:])
-        rep, team, rest = p
+        kpi, rep, team, *dims = key
         if team is None:
             team = team_of(rep)
+        rest = (kpi, *dims)
         if rep is not None:
-            if last_rt is None or last_rt[0] != rep or last_rt[1] != team:
-                last_rt = (rep, team)
-                rp = reps.get(last_rt)
-                if rp is None:
-                    rp = reps[last_rt] = Parts()
-                rsums = rp.sums
-            rsums[rest] = rsums.get(rest, 0.0) + v
-        if team != last_team:
-            last_team = team
-            tp = teams.get(team)
-            if tp is None:
-                tp = teams[team] = Parts()
-            tsums = tp.sums
-        tsums[rest] = tsums.get(rest, 0.0) + v
+            rp = reps.get((rep, team))
+            if rp is None:
+                rp = reps[(rep, team)] = Parts()
+            rp.sums[rest] = rp.sums.get(rest, 0.0) + v
+        tp = teams.get(team)
+        if tp is None:
+            tp = teams[team] = Parts()
+        tp.sums[rest] = tp.sums.get(rest, 0.0) + v
         org_sums[rest] = org_sums.get(rest, 0.0) + v
     for (series, rep, team), obs in samples.items():
         if not obs:

@@ -58,7 +58,7 @@ class Publisher:
         self._marked: dict[int, float] = {}  # event time: source -> watermark last announced
         #: event time: (source partition, kind, start) -> digest of the window's last partials
         self._digests: dict[tuple[int, int, float], int] = {}
-        self.rounds = Rounds(interval, pacing, live=True)
+        self.rounds = Rounds(interval, pacing)
         self._epoch = 0  # of the partition whose window is being published
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
@@ -83,18 +83,17 @@ class Publisher:
         windows = state.windows  # folds what was applied: its windows are in the changed set
         changed, state.changed_windows = state.changed_windows, set()
         out: list[Record] = []
-        parsed: dict[tuple, tuple] = {}  # the partition's windows nest: mostly the same keys
         for wkey in sorted(changed):
             wpart = windows.get(wkey)
             if wpart is not None:
-                self._window(out, partition, state, wpart, parsed, final=False)
+                self._window(out, partition, state, wpart, final=False)
         for wpart in expired:
             if not self.event_time:
-                self._window(out, partition, state, wpart, parsed, final=True)
+                self._window(out, partition, state, wpart, final=True)
                 continue
             # event time: what was not published yet goes out (the roll-up stage closes the
             # window itself); the publication memory of the window goes
-            self._window(out, partition, state, wpart, parsed, final=False, expiring=True)
+            self._window(out, partition, state, wpart, final=False, expiring=True)
             self._published.pop((partition, wpart.kind, wpart.start), None)
             for key in [k for k in self._rep_sent
                         if k[0] == partition and k[2:] == (wpart.kind, wpart.start)]:
@@ -118,8 +117,8 @@ class Publisher:
         self._marked.pop(partition, None)
 
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
-                parsed: dict[tuple, tuple], *, final: bool, expiring: bool = False) -> None:
-        reps, teams, org = split(window_values(state, w), w.samples, state.team_of, parsed)
+                *, final: bool, expiring: bool = False) -> None:
+        reps, teams, org = split(window_values(state, w), w.samples, state.team_of)
         self._epoch = state.epoch
         kind, start = w.kind, w.start
         version = state.applied

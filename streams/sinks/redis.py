@@ -6,8 +6,8 @@ round's cost in a backlog) one pipeline writes what changed since the last round
 (:mod:`streams.readout`): per scope with changed windows one script call (:data:`WRITE_WINDOWS`)
 sets each window's hash and sends one message per window on its update channel; then, in a task
 of its own (the next round's values do not wait for them, its leaderboards do), per rep one
-call (:data:`WRITE_BOARDS`) sets its leaderboard entries whose value or team changed; every second, the overdue leads of the
-aggregate partitions this worker owns. Writes are idempotent (whole values, never increments),
+call (:data:`WRITE_BOARDS`) sets its leaderboard entries whose value or team changed; every
+second, the overdue leads of the aggregate partitions this worker owns. Writes are idempotent (whole values, never increments),
 and every key expires when its window closes.
 
 Redis never holds up the events: the sink runs in a task of its own, with short socket

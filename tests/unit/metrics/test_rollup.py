@@ -11,8 +11,7 @@ import pytest
 
 from metrics.catalog import KPI, Catalog
 from metrics.events import Bundle, CallCompleted, Event, LeadCreated, ToolUsed
-from metrics.leads import UNASSIGNED
-from metrics.rollup import rollup, split
+from metrics.rollup import rollup
 from metrics.state import PartitionState
 from metrics.windows import KIND_INDEX, Calendar
 
@@ -201,33 +200,3 @@ def test_rollup_of_partition_states_matches_the_events():
         sum(connected.values()) / sum(made.values())
     )
     assert out.org[("new_leads",)] == leads
-
-
-def test_split_attributes_each_key_to_its_own_rep_and_team_whatever_their_order():
-    """Keys of mixed reps, teams, teamless (roster) and repless keys, interleaved: split
-    gives the same parts as summing each key into its scopes one by one, also with a memo of
-    parsed keys shared between windows."""
-    values = {
-        ("calls_made", "a", "t1"): 1.0,
-        ("calls_made", None, "t2"): 2.0,  # a lead without owner: team and org only
-        ("calls_made", "a", "t2"): 4.0,  # the same rep under another team: its own parts
-        ("calls_connected", "a", "t2"): 8.0,
-        ("calls_made", "b", None): 16.0,  # teamless: the roster's team
-        ("calls_made", "a", "t1", "x"): 32.0,
-        ("calls_made", "b", "t1"): 64.0,
-    }
-    roster = {"b": "t1"}.get
-    memo: dict = {}
-    for parsed in (None, memo, memo):
-        reps, teams, org = split(values, {}, lambda rep: roster(rep, UNASSIGNED), parsed)
-        assert {k: p.sums for k, p in reps.items()} == {
-            ("a", "t1"): {("calls_made",): 1.0, ("calls_made", "x"): 32.0},
-            ("a", "t2"): {("calls_made",): 4.0, ("calls_connected",): 8.0},
-            ("b", "t1"): {("calls_made",): 80.0},
-        }
-        assert {k: p.sums for k, p in teams.items()} == {
-            "t1": {("calls_made",): 81.0, ("calls_made", "x"): 32.0},
-            "t2": {("calls_made",): 6.0, ("calls_connected",): 8.0},
-        }
-        assert org.sums == {("calls_made",): 87.0, ("calls_made", "x"): 32.0,
-                            ("calls_connected",): 8.0}
