@@ -5,8 +5,10 @@ The key layout is :mod:`streams.redis_layout` (and the README). Every
 round's cost in a backlog) one pipeline writes what changed since the last round
 (:mod:`streams.readout`): per scope with changed windows one script call (:data:`WRITE_WINDOWS`)
 sets each window's hash and sends one message per window on its update channel; then, in a task
-of its own (the next round's values do not wait for them, its leaderboards do), per rep one
-call (:data:`WRITE_BOARDS`) sets its leaderboard entries whose value or team changed; every
+of its own (the next round's values do not wait for them, its leaderboards do), and at most
+every ``SALESPULSE_REDIS_BOARD_INTERVAL_SECONDS`` (with the latest values of each rep window
+changed since), per rep one call (:data:`WRITE_BOARDS`) sets its leaderboard entries whose
+value or team changed; every
 second, the overdue leads of the aggregate partitions this worker owns. Writes are idempotent (whole values, never increments),
 and every key expires when its window closes.
 
@@ -128,7 +130,7 @@ def redacted(url: str) -> str:
 class RedisSink:
     def __init__(self, reader: Reader, readout: Readout, redis: Redis, layout: Layout,
                  fmt: SnapshotFormat, catalog: Catalog, *, interval: float, grace_seconds: float,
-                 overdue: OverdueLeads, where: str = "",
+                 overdue: OverdueLeads, where: str = "", board_interval: float = 0.0,
                  clock: Callable[[], float] = time.time, pacing: Pacing = BACKLOG) -> None:
         self.reader = reader
         self.readout = readout
@@ -160,6 +162,11 @@ class RedisSink:
         self._bound_text: dict[tuple[float, float], tuple[str, str]] = {}
         self._takeovers = 0
         self._board_writes: asyncio.Future | None = None  # the last round's leaderboard writes
+        #: leaderboards are written at most every board_interval seconds: of each rep window
+        #: changed since, its latest values (rep, kind, start) -> update
+        self.board_interval = board_interval
+        self._board_pending: dict[tuple[str, int, float], WindowUpdate] = {}
+        self._board_due = float("-inf")
         self._spent = 0.0  # this round's loop time building commands
         self._executed = 0.0  # and its pipelines' time (packing, Redis, the replies)
         self.rounds = Rounds(0.0, pacing, live=True)
@@ -230,6 +237,7 @@ class RedisSink:
         self._script_sha = await self.redis.script_load(WRITE_WINDOWS)
         self._boards_sha = await self.redis.script_load(WRITE_BOARDS)
         self._ranked.clear()
+        self._board_pending.clear()
         self._overdue_sent.clear()
         await self.boards_written()  # an earlier round's, before they are all written again
         await self._write(live, now, wait=True)
@@ -254,16 +262,19 @@ class RedisSink:
         began = time.perf_counter()
         #: (scope, id) -> its windows' hash keys and arguments: one script call per scope
         calls: dict[tuple[str, str], tuple[list[str], list[Any]]] = {}
-        boards: dict[str, list[Any]] = {}  # rep -> its leaderboard changes: one call per rep
+        pending = self._board_pending
         written = 0
         for u in updates:
             if u.final:  # its keys expire now by themselves
                 self._ranked.pop((u.id, u.kind, u.start), None)
+                pending.pop((u.id, u.kind, u.start), None)
                 continue
             call = calls.get((u.scope, u.id))
             if call is None:
                 call = calls[(u.scope, u.id)] = ([], [])
-            self._put(call, boards, u, now)
+            self._put(call, u, now)
+            if u.scope == "rep":
+                pending[(u.id, u.kind, u.start)] = u
             written += 1
         commands = [(self._script_sha, len(keys), *keys, *args) for keys, args in calls.values()]
         self._spent += time.perf_counter() - began
@@ -276,14 +287,32 @@ class RedisSink:
                 del self._ranked[wkey]
         self._spent += time.perf_counter() - began
         self.windows_written += written
-        if boards:
-            # The round's leaderboard entries (most of Redis's work in a round) go out while
-            # the next round's values do: after the last round's, in order.
+        idle = self._board_writes is None or self._board_writes.done()
+        if pending and (wait or (now >= self._board_due and idle)):
+            # The leaderboard entries (most of Redis's work in a round) go out while the next
+            # rounds' values do, after the last ones, at most every board_interval seconds.
             await self.boards_written()
-            board_commands = [(self._boards_sha, 0, rep, *args) for rep, args in boards.items()]
-            self._board_writes = asyncio.ensure_future(self._run(board_commands))
+            began = time.perf_counter()
+            board_commands = self._board_commands(pending)
+            pending.clear()
+            self._board_due = now + self.board_interval
+            self._spent += time.perf_counter() - began
+            if board_commands:
+                self._board_writes = asyncio.ensure_future(self._run(board_commands))
             if wait:
                 await self.boards_written()
+
+    def _board_commands(self, pending: dict[tuple[str, int, float], WindowUpdate]) -> list[tuple]:
+        """A :data:`WRITE_BOARDS` call per rep: its leaderboard changes in the windows that
+        changed since the last leaderboard write."""
+        boards: dict[str, list[Any]] = {}  # rep -> expiry and changes, per window
+        for u in pending.values():
+            changes: list[Any] = []
+            self._rank(u, changes)
+            if changes:
+                boards.setdefault(u.id, []).extend(
+                    (math.ceil(u.end + 2 * self.grace), _JSON.encode(changes)))
+        return [(self._boards_sha, 0, rep, *args) for rep, args in boards.items()]
 
     async def boards_written(self) -> None:
         """Wait for the last round's leaderboard writes; their failure is the caller's (the
@@ -305,10 +334,8 @@ class RedisSink:
             finally:
                 self._executed += time.perf_counter() - began
 
-    def _put(self, call: tuple[list[str], list[Any]], boards: dict[str, list[Any]],
-             u: WindowUpdate, now: float) -> None:
-        """Add one window's write to its scope's script call (:data:`WRITE_WINDOWS`), and a
-        rep's leaderboard changes to its call of :data:`WRITE_BOARDS`."""
+    def _put(self, call: tuple[list[str], list[Any]], u: WindowUpdate, now: float) -> None:
+        """Add one window's write to its scope's script call (:data:`WRITE_WINDOWS`)."""
         layout, fmt = self.layout, self.fmt
         window = u.window
         expires = math.ceil(u.end + 2 * self.grace)
@@ -330,11 +357,6 @@ class RedisSink:
         if kpis:
             for name, v in record.items():
                 args += (name, v if name != "kpis" else bytes(encoded))
-        if u.scope == "rep":
-            changes: list[Any] = []
-            self._rank(u, changes)
-            if changes:
-                boards.setdefault(u.id, []).extend((expires, _JSON.encode(changes)))
 
     def _bounds(self, start: float, end: float) -> tuple[str, str]:
         """A window's start and end as RFC 3339 text (the same few windows every round)."""

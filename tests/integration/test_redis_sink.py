@@ -136,3 +136,41 @@ def test_every_changed_window_of_a_scope_is_written_and_announced_in_one_round(b
         await sink.redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_leaderboards_are_coalesced_to_their_interval_while_values_go_out_every_round(
+        bootstrap: str) -> None:
+    """SALESPULSE_REDIS_BOARD_INTERVAL_SECONDS: a rep's value and message go out at once,
+    its leaderboard entries at most once per interval, with the latest value."""
+    app_id = unique("sink")
+    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
+                        consumer_factory=None)  # type: ignore[arg-type]
+    stage.assign([0])
+    stage._assigned = {0}
+    readout = Readout(stage, grace_seconds=GRACE)
+    layout = Layout(app_id)
+    sync = Redis.from_url(REDIS_URL)
+    start = int(CAL.bounds("day", time.time())[0])
+    board = layout.board("day", start, "calls_made")
+
+    async def scenario() -> None:
+        sink = RedisSink(readout.reader("redis"), readout, client(REDIS_URL, 2.0), layout,
+                         SnapshotFormat(CAT, CAL), CAT, interval=0.0, grace_seconds=GRACE,
+                         overdue=lambda: {0: {}}, board_interval=1.0)
+        put(stage, "eve", "south", 1, 1)
+        await next_round(sink)  # the full write: leaderboards too
+        assert sync.zscore(board, "eve") == 1.0
+        began = time.time()
+        for calls in (2, 3):
+            put(stage, "eve", "south", calls, calls)
+            await next_round(sink)
+            fields = sync.hgetall(layout.kpis("day", start, "rep", "eve"))
+            assert json.loads(fields[b"kpis"])["calls_made"] == calls  # the value: at once
+        if time.time() - began < 1.0:
+            assert sync.zscore(board, "eve") == 1.0  # the board: not again in the interval
+        await asyncio.sleep(max(0.0, began + 1.0 - time.time()))
+        await next_round(sink)  # nothing new: the pending entry goes out once due
+        assert sync.zscore(board, "eve") == 3.0
+        await sink.redis.aclose()
+
+    asyncio.run(scenario())
