@@ -141,7 +141,7 @@ def test_live_rounds_wait_less_once_the_worker_has_settled_and_more_as_soon_as_i
     short lag (a round held the loop) does not start the settling again."""
     behind = [True]
     clock = Clock(1000.0)
-    pacing = Pacing(lambda: behind[0], clock)
+    pacing = Pacing(lambda: behind[0], clock=clock)
     rounds = Rounds(0.1, pacing, live=True)
     other = Rounds(0.1, pacing)  # sales.metrics, snapshots: not on the way to users
     rounds.done(T0, cost=0.2)
