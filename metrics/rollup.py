@@ -239,13 +239,10 @@ def _pad(current: list, samples: list) -> list[tuple[Mapping, Mapping]]:
     ]
 
 
-def _derive(values: Values, ratios: tuple[tuple[str, str, str, int], ...]) -> None:
-    """Add every ratio KPI (name, numerator, denominator, extra) in one pass over ``values``.
-
-    A ratio is numerator / denominator wherever the denominator is non-zero. ``extra`` is how
-    many dimensions the numerator has beyond the denominator's (lost leads by reason / leads
-    closed: 1); each numerator key is then divided by its scope's denominator.
-    """
+@lru_cache(maxsize=16)  # per catalog's ratios: _derive runs per window and change
+def _ratio_plan(ratios: tuple[tuple[str, str, str, int], ...]) -> tuple[
+        dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, str, int]]]]:
+    """The ratios by denominator (same dimensions) and by numerator (more dimensions)."""
     by_den: dict[str, list[tuple[str, str]]] = {}
     by_num: dict[str, list[tuple[str, str, int]]] = {}
     for name, num, den, extra in ratios:
@@ -253,6 +250,17 @@ def _derive(values: Values, ratios: tuple[tuple[str, str, str, int], ...]) -> No
             by_num.setdefault(num, []).append((name, den, extra))
         else:
             by_den.setdefault(den, []).append((name, num))
+    return by_den, by_num
+
+
+def _derive(values: Values, ratios: tuple[tuple[str, str, str, int], ...]) -> None:
+    """Add every ratio KPI (name, numerator, denominator, extra) in one pass over ``values``.
+
+    A ratio is numerator / denominator wherever the denominator is non-zero. ``extra`` is how
+    many dimensions the numerator has beyond the denominator's (lost leads by reason / leads
+    closed: 1); each numerator key is then divided by its scope's denominator.
+    """
+    by_den, by_num = _ratio_plan(ratios)
     out = {}
     get = values.get
     for key, v in values.items():

@@ -10,6 +10,7 @@ closed past its grace period. The organisation's id is ``org``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 import msgspec
@@ -21,6 +22,7 @@ SCHEMA_VERSION = 1
 _JSON = msgspec.json.Encoder()
 
 
+@functools.lru_cache(maxsize=4096)  # a round formats the same few window bounds, and its now
 def rfc3339(t: float, tz: Any = dt.UTC) -> str:
     return dt.datetime.fromtimestamp(t, tz).isoformat().replace("+00:00", "Z")
 

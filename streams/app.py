@@ -296,6 +296,7 @@ class Service:
                 snapshots, self.catalog, interval=s.redis_interval_seconds,
                 grace_seconds=s.grace_seconds, overdue=self._overdue_leads,
                 where=redis_sink.redacted(s.redis_url), pacing=self.pacing,
+                board_interval=s.redis_board_interval_seconds,
             )
             self.sinks.append(self.redis)
             self.registry.register(self.redis)

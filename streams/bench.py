@@ -1583,8 +1583,10 @@ async def bench(args: argparse.Namespace) -> int:
             _say(f"[bench]     {_fmt_rate(b2.rate)} events/s {b2.note}")
 
             base_rate = b2.rate if b2.rate is not None else b.rate
+            which = "(b')" if b2.rate is not None else "(b)"
+            if args.latency_rate is not None:  # a fixed load: latencies comparable across runs
+                base_rate, which = 2 * args.latency_rate, "--latency-rate x 2"
             if args.latency_seconds > 0 and base_rate is not None:
-                which = "(b')" if b2.rate is not None else "(b)"
                 _say(f"[bench] latency on the (b') worker: load {base_rate / 2:,.0f} events/s "
                      f"(half of {which}) for {args.latency_seconds:g} s, a probe every "
                      f"{PROBE_EVERY * 1000:.0f} ms, polled every {PROBE_POLL * 1000:.0f} ms, a "
@@ -1869,6 +1871,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--latency-seconds", type=float, default=20.0,
         help="seconds of probes under load (20); 0 skips the latency phase",
+    )
+    p.add_argument(
+        "--latency-rate", type=float, default=None,
+        help="events/s of the latency phase's load (default: half of (b')): the same load in "
+             "runs of different code on a box whose speed varies",
     )
     p.add_argument(
         "--metrics-interval", type=float, default=METRICS_POLL,

@@ -30,6 +30,22 @@ FACTOR = 10.0
 #: behind, values showing sooner matter less than catching up.
 BACKLOG_FACTOR = FACTOR
 
+#: Live: once the worker has not been in a backlog for :data:`SETTLED` seconds, a round on the
+#: way of an event to what users see (``Rounds(live=True)``) waits this many times its cost.
+#: Live rounds are small or cheap (a round of every rep's every window, at half the worker's
+#: maximum rate, costs 0.2-0.4 s, and ten times that was most of an event's way to Redis); the
+#: worker has headroom by definition (not behind), and should the rounds take too much of it
+#: the lag grows past ``backlog_events``, which brings back :data:`FACTOR` at once. The end of
+#: a backlog (every window changed, the costliest rounds, the lag just gone) is not live yet:
+#: it keeps :data:`FACTOR` for :data:`SETTLED` seconds. (A factor of three or six for every
+#: kind of round once caught up, without the settling, ran the end of a backlog at ~0.18 of
+#: bare instead of ~0.30: docs/benchmark.md.)
+LIVE_FACTOR = 4.0
+SETTLED = 5.0
+#: Behind for less than this: a round held the loop (at half the maximum rate, a second of
+#: rounds is ~10,000 events of lag), not a backlog: it does not start the settling again.
+BLIP = 2.0
+
 #: A send that took longer than this waited (for room in the producer's buffer) rather than
 #: worked: its time is not the loop's. A send that does not wait returns in tens of microseconds.
 WAITED = 0.002
@@ -62,22 +78,41 @@ def next_round(now: float, interval: float, cost: float, factor: float = FACTOR)
 
 class Pacing:
     """Whether a round's sends' waits count as its cost: while ``behind()`` (the worker's lag
-    is a backlog) they do, once caught up they do not. In a backlog a round waits
-    ``backlog_factor`` times its cost, caught up :data:`FACTOR` times."""
+    is a backlog) they do, once caught up they do not; and how many times its cost a round
+    waits: ``backlog_factor`` in a backlog, caught up :data:`FACTOR`, or for a live round
+    :data:`LIVE_FACTOR` once :data:`SETTLED` seconds (by ``clock``) have passed since the last
+    backlog. A lag past the backlog's
+    bound for less than :data:`BLIP` seconds (a costly round held the loop) is a backlog
+    while it lasts, but it does not start the settling again."""
 
     def __init__(self, behind: Callable[[], bool] = lambda: True,
-                 backlog_factor: float = BACKLOG_FACTOR) -> None:
+                 backlog_factor: float = BACKLOG_FACTOR,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.behind = behind
         self.backlog_factor = backlog_factor
+        self.clock = clock
+        self._backlog_at = clock()  # the last time the worker was in a backlog (start: assumed)
+        self._behind_since: float | None = None  # since when it is behind, while it is
 
-    def next_round(self, now: float, interval: float, cost: float, waited: float = 0.0) -> float:
+    def next_round(self, now: float, interval: float, cost: float, waited: float = 0.0,
+                   live: bool = False) -> float:
         """When a round done at ``now`` may run again: ``cost`` is the loop's time it took,
         ``waited`` the time its sends waited for the producer (counted in a backlog only).
         Read when asked: a round long enough to put the worker behind while it ran (its sends
-        waited) does not hold off the next for ten times its waits once it has caught up."""
+        waited) does not hold off the next for ten times its waits once it has caught up.
+        ``live``: a round on the way of an event to what users see, paced by
+        :data:`LIVE_FACTOR` once the worker has settled."""
+        at = self.clock()
         if self.behind():
+            if self._behind_since is None:
+                self._behind_since = at
+            if at - self._behind_since >= BLIP:
+                self._backlog_at = at
             return next_round(now, interval, cost + waited, self.backlog_factor)
-        return next_round(now, interval, cost)
+        self._behind_since = None
+        if not live or at - self._backlog_at < SETTLED:
+            return next_round(now, interval, cost)
+        return next_round(now, interval, cost, LIVE_FACTOR)
 
 
 #: Pacing without a lag to go by: always as in a backlog.
@@ -86,17 +121,22 @@ BACKLOG = Pacing()
 
 class Rounds:
     """One kind of round's pace: due ``interval`` after the last, or :data:`FACTOR` times its
-    cost (see :class:`Pacing`), whichever is later."""
+    cost (see :class:`Pacing`), whichever is later. ``live``: the round is on the way of an
+    event to /metrics, Redis and SSE (roll-up partials, the Redis sink), paced by
+    :data:`LIVE_FACTOR` once the worker has settled; the others (``sales.metrics``, which
+    coalesces per interval anyway, and snapshots) keep :data:`FACTOR`, so that all kinds
+    together do not take the loop from the events."""
 
-    def __init__(self, interval: float, pacing: Pacing = BACKLOG) -> None:
+    def __init__(self, interval: float, pacing: Pacing = BACKLOG, live: bool = False) -> None:
         self.interval = interval
         self.pacing = pacing
+        self.live = live
         self.last = float("-inf")  # when the last round was done
         self.cost = 0.0  # the loop's time it took
         self.waited = 0.0  # the time its sends waited for the producer
 
     def next_at(self) -> float:
-        return self.pacing.next_round(self.last, self.interval, self.cost, self.waited)
+        return self.pacing.next_round(self.last, self.interval, self.cost, self.waited, self.live)
 
     def due(self, now: float) -> bool:
         return now >= self.next_at()

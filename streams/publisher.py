@@ -58,7 +58,7 @@ class Publisher:
         self._marked: dict[int, float] = {}  # event time: source -> watermark last announced
         #: event time: (source partition, kind, start) -> digest of the window's last partials
         self._digests: dict[tuple[int, int, float], int] = {}
-        self.rounds = Rounds(interval, pacing)
+        self.rounds = Rounds(interval, pacing, live=True)
         self._epoch = 0  # of the partition whose window is being published
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}

@@ -86,7 +86,11 @@ class ScopeWindow:
 
     def values(self, catalog: Catalog) -> dict[tuple, float]:
         if self._values is None:
-            self._values = finish(catalog, merge(p for _, p, _ in self.sources.values()))
+            sources = self.sources
+            # most rep windows have one source (their own partition): finish reads it as is
+            parts = (next(iter(sources.values()))[1] if len(sources) == 1
+                     else merge(p for _, p, _ in sources.values()))
+            self._values = finish(catalog, parts)
         return self._values
 
     def labels(self, scope: str, scope_id: str) -> tuple:

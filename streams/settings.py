@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     redis_interval_seconds: float = Field(
         0.25, gt=0, description="At most one Redis write per key (window) per interval."
     )
+    redis_board_interval_seconds: float = Field(
+        5.0, ge=0, description="At most one leaderboard write per rep and window per interval "
+        "(the latest values and update messages go out every SALESPULSE_REDIS_INTERVAL_SECONDS): "
+        "leaderboards are most of Redis's work when every rep changes.",
+    )
     redis_timeout_seconds: float = Field(
         2.0, gt=0, description="Redis connect and command timeout: how soon an outage is noticed."
     )

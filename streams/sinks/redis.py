@@ -3,10 +3,13 @@
 The key layout is :mod:`streams.redis_layout` (and the README). Every
 ``SALESPULSE_REDIS_INTERVAL_SECONDS`` (stretched to :mod:`streams.pacing`'s factor times the last
 round's cost in a backlog) one pipeline writes what changed since the last round
-(:mod:`streams.readout`): per changed window one script call (:data:`WRITE_WINDOW`) sets its
-hash, its leaderboard entries whose value or team changed, their expiry, and sends one message
-on its update channel; every second, the overdue leads of the
-aggregate partitions this worker owns. Writes are idempotent (whole values, never increments),
+(:mod:`streams.readout`): per scope with changed windows one script call (:data:`WRITE_WINDOWS`)
+sets each window's hash and sends one message per window on its update channel; then, in a task
+of its own (the next round's values do not wait for them, its leaderboards do), and at most
+every ``SALESPULSE_REDIS_BOARD_INTERVAL_SECONDS`` (with the latest values of each rep window
+changed since), per rep one call (:data:`WRITE_BOARDS`) sets its leaderboard entries whose
+value or team changed; every
+second, the overdue leads of the aggregate partitions this worker owns. Writes are idempotent (whole values, never increments),
 and every key expires when its window closes.
 
 Redis never holds up the events: the sink runs in a task of its own, with short socket
@@ -49,39 +52,64 @@ _JSON = msgspec.json.Encoder()
 #: long after the last write (a worker that dies leaves its partitions' lists only that long).
 OVERDUE_EVERY, OVERDUE_REFRESH, OVERDUE_TTL = 1.0, 10.0, 60
 RETRY_EVERY = 1.0
-#: Windows per pipeline: redis-py holds a pipeline's commands and then packs them all at once;
-#: a window's command carries its KPIs' JSON twice (~10 KB at the full catalog), and 5,000 of
-#: them were ~70 MB at once in a round of 1,000 reps (docs/benchmark.md, Memory).
-PIPELINE_CHUNK = 500
+#: Stale keys per DEL command (after a resync).
+PIPELINE_CHUNK = 5000
+#: Script calls per pipeline: a call writes all changed windows of a scope (or a rep's
+#: leaderboard entries), and Redis takes ~0.1-0.2 ms per window; a pipeline of a round of
+#: 1,000 reps kept it busy for seconds, longer than the socket timeout (a write to Redis that
+#: does not go through in it is an outage). redis-py also holds a pipeline's commands and packs
+#: them all at once: a window's command carries its KPIs' JSON (~10 KB at the full catalog), and
+#: 5,000 windows in one pipeline were ~70 MB at once (docs/benchmark.md, Memory).
+CALLS_CHUNK = 200
 
 #: {partition: {lead id: JSON of the lead}}: the overdue leads of the partitions this worker owns
 OverdueLeads = Callable[[], Mapping[int, Mapping[str, bytes]]]
 
-#: One window's write as one command: redis-py spends 10-20 us of the loop per command and
-#: ~2 us per argument (packing, reading the reply), and a window is a dozen commands or more
-#: (its hash, its expiry, its message, a rep's leaderboard entries): a full round of 1,000
-#: reps took ~4 s. As a script it is one command with a few arguments. KEYS: the hash.
-#: ARGV: expiry (Unix seconds), channel, message, rep id, the leaderboard changes as JSON
-#: ``[key, score or false (remove), ...]``, then the hash's fields and values (none: the scope
-#: has no values left in the window, e.g. its events moved to the rep's roster team: delete it).
-WRITE_WINDOW = """
-local at = ARGV[1]
-if #ARGV >= 6 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-  redis.call('EXPIREAT', KEYS[1], at)
-else
-  redis.call('DEL', KEYS[1])
-end
-local boards = cjson.decode(ARGV[5])
-for j = 1, #boards, 2 do
-  if boards[j + 1] == false then
-    redis.call('ZREM', boards[j], ARGV[4])
+#: One scope's writes of a round as one command: redis-py spends 10-20 us of the loop per
+#: command and ~2 us per argument (packing, reading the reply), and a window is a dozen commands
+#: or more (its hash, its expiry, its message, a rep's leaderboard entries): a full round of
+#: 1,000 reps took ~4 s. As one script call per scope (rep, team, org) carrying every window of
+#: it that changed (six for a rep with events now: minute to quarter) it is one command per
+#: scope. KEYS: the windows' hashes. ARGV: per window, expiry (Unix seconds), channel, message,
+#: the number of hash arguments, and the hash's fields and values (none: the scope has no
+#: values left in the window, e.g. its events moved to the rep's roster team: delete it).
+WRITE_WINDOWS = """
+local a = 1
+for i = 1, #KEYS do
+  local at, channel, message = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local n = tonumber(ARGV[a + 3])
+  a = a + 4
+  if n > 0 then
+    redis.call('HSET', KEYS[i], unpack(ARGV, a, a + n - 1))
+    redis.call('EXPIREAT', KEYS[i], at)
   else
-    redis.call('ZADD', boards[j], boards[j + 1], ARGV[4])
-    redis.call('EXPIREAT', boards[j], at)
+    redis.call('DEL', KEYS[i])
+  end
+  a = a + n
+  redis.call('PUBLISH', channel, message)
+end
+return 0
+"""
+
+#: A rep's leaderboard entries of a round (those whose value or team changed), one call per
+#: rep after every scope's values and messages of the round (a rep's ~20 entries per window
+#: are most of Redis's work in a round: the update messages do not wait for them). ARGV: the
+#: rep, then per window its expiry and its changes as JSON ``[key, score or false (remove),
+#: ...]``. A leaderboard's expiry is set when a member is added to it (its key may have been
+#: created then: also after another worker removed its last member), not at every score.
+WRITE_BOARDS = """
+local id = ARGV[1]
+for a = 2, #ARGV, 2 do
+  local at = ARGV[a]
+  local boards = cjson.decode(ARGV[a + 1])
+  for j = 1, #boards, 2 do
+    if boards[j + 1] == false then
+      redis.call('ZREM', boards[j], id)
+    elseif redis.call('ZADD', boards[j], boards[j + 1], id) == 1 then
+      redis.call('EXPIREAT', boards[j], at)
+    end
   end
 end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 0
 """
 
@@ -105,7 +133,7 @@ def redacted(url: str) -> str:
 class RedisSink:
     def __init__(self, reader: Reader, readout: Readout, redis: Redis, layout: Layout,
                  fmt: SnapshotFormat, catalog: Catalog, *, interval: float, grace_seconds: float,
-                 overdue: OverdueLeads, where: str = "",
+                 overdue: OverdueLeads, where: str = "", board_interval: float = 0.0,
                  clock: Callable[[], float] = time.time, pacing: Pacing = BACKLOG) -> None:
         self.reader = reader
         self.readout = readout
@@ -131,12 +159,20 @@ class RedisSink:
         self._pruned_at = clock()
         self._overdue_sent: dict[int, tuple[int, float]] = {}  # partition -> (digest, at)
         self._script_sha: str | None = None
+        self._boards_sha: str | None = None
         #: leaderboard key names (window, start, kpi[, team]): the same few every round
         self._boards = _BoardNames(layout)
         self._bound_text: dict[tuple[float, float], tuple[str, str]] = {}
         self._takeovers = 0
-        self._spent = 0.0
-        self.rounds = Rounds(0.0, pacing)
+        self._board_writes: asyncio.Future | None = None  # the last round's leaderboard writes
+        #: leaderboards are written at most every board_interval seconds: of each rep window
+        #: changed since, its latest values (rep, kind, start) -> update
+        self.board_interval = board_interval
+        self._board_pending: dict[tuple[str, int, float], WindowUpdate] = {}
+        self._board_due = float("-inf")
+        self._spent = 0.0  # this round's loop time building commands
+        self._executed = 0.0  # and its pipelines' time (packing, Redis, the replies)
+        self.rounds = Rounds(0.0, pacing, live=True)
         self._overdue_at = float("-inf")
         self._retry_at = float("-inf")
 
@@ -147,19 +183,23 @@ class RedisSink:
                 await asyncio.sleep(self.interval)
                 await self.tick()
         finally:
+            if self._board_writes is not None:
+                self._board_writes.cancel()
             await self.redis.aclose()
 
     async def tick(self) -> None:
         now = self.clock()
         if not self.rounds.due(now):
             return
-        self._spent = 0.0
+        self._spent = self._executed = 0.0
         if self.up:
             updates = self.reader.changed()
         else:  # advance anyway (closed windows go), without building values nobody writes:
             self.reader.skip()  # the full write when Redis is back covers them
             updates = []
         try:
+            if self._board_writes is not None and self._board_writes.done():
+                await self.boards_written()  # raises what they failed with
             if self.up and self.readout.takeovers() != self._takeovers:
                 await self.resync(now)  # started, or took over partitions: clean what is ours
             elif self.up:
@@ -173,9 +213,10 @@ class RedisSink:
                 await self.resync(now)
         except (RedisError, OSError) as exc:
             self._failed(exc, now)
-        # Paced by what the round took of the loop: building the commands, and about as much
-        # again for redis-py to pack them and read the replies (not the wait for Redis).
-        self.rounds.done(now, 2 * self._spent)
+        # Paced by what the round took of the loop: building the commands, and redis-py packing
+        # them and reading the replies (not the wait for Redis): at most as long as the
+        # building (measured: less with a call per scope), and at most the pipelines' time.
+        self.rounds.done(now, self._spent + min(self._spent, self._executed))
 
     def _failed(self, exc: BaseException, now: float) -> None:
         self.errors += 1
@@ -195,10 +236,14 @@ class RedisSink:
         the changes again."""
         takeovers = self.readout.takeovers()
         live = [u for u in self.reader.live() if not u.final]
-        self._script_sha = await self.redis.script_load(WRITE_WINDOW)  # a restart forgets it
+        # a restart forgets them
+        self._script_sha = await self.redis.script_load(WRITE_WINDOWS)
+        self._boards_sha = await self.redis.script_load(WRITE_BOARDS)
         self._ranked.clear()
+        self._board_pending.clear()
         self._overdue_sent.clear()
-        await self._write(live, now)
+        await self.boards_written()  # an earlier round's, before they are all written again
+        await self._write(live, now, wait=True)
         # While the roll-up stage still reads partitions it was given, what it lacks may only
         # be unread yet: the takeover's own full write deletes once it has read them.
         deleted = await self._delete_stale(live) if self.readout.settled() else 0
@@ -213,30 +258,87 @@ class RedisSink:
                  self.where, f" after {outage:.1f} s unavailable" if self.resyncs > 1 else " at start",
                  len(live), deleted)
 
-    async def _write(self, updates: list[WindowUpdate], now: float) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+    async def _write(self, updates: list[WindowUpdate], now: float, *, wait: bool = False) -> None:
+        """Write the changed windows' values and messages, then (in a task of its own, so
+        that the next round's values need not wait for them) their leaderboard entries;
+        ``wait``: wait for those too."""
         began = time.perf_counter()
+        #: (scope, id) -> its windows' hash keys and arguments: one script call per scope
+        calls: dict[tuple[str, str], tuple[list[str], list[Any]]] = {}
+        pending = self._board_pending
+        written = 0
         for u in updates:
             if u.final:  # its keys expire now by themselves
                 self._ranked.pop((u.id, u.kind, u.start), None)
+                pending.pop((u.id, u.kind, u.start), None)
                 continue
-            self._put(pipe, u, now)
-            if len(pipe) >= PIPELINE_CHUNK:
-                self._spent += time.perf_counter() - began
-                await pipe.execute()
-                pipe = self.redis.pipeline(transaction=False)
-                began = time.perf_counter()
+            call = calls.get((u.scope, u.id))
+            if call is None:
+                call = calls[(u.scope, u.id)] = ([], [])
+            self._put(call, u, now)
+            if u.scope == "rep":
+                pending[(u.id, u.kind, u.start)] = u
+            written += 1
+        commands = [(self._script_sha, len(keys), *keys, *args) for keys, args in calls.values()]
         self._spent += time.perf_counter() - began
+        await self._run(commands)
+        began = time.perf_counter()
         if now > self._pruned_at + 60:  # windows given away at a rebalance never come final
             self._pruned_at = now
             closed = now - 2 * self.grace
             for wkey in [k for k, v in self._ranked.items() if v[2] <= closed]:
                 del self._ranked[wkey]
-        if len(pipe):
-            await pipe.execute()
-        self.windows_written += sum(1 for u in updates if not u.final)
+        self._spent += time.perf_counter() - began
+        self.windows_written += written
+        idle = self._board_writes is None or self._board_writes.done()
+        if pending and (wait or (now >= self._board_due and idle)):
+            # The leaderboard entries (most of Redis's work in a round) go out while the next
+            # rounds' values do, after the last ones, at most every board_interval seconds.
+            await self.boards_written()
+            began = time.perf_counter()
+            board_commands = self._board_commands(pending)
+            pending.clear()
+            self._board_due = now + self.board_interval
+            self._spent += time.perf_counter() - began
+            if board_commands:
+                self._board_writes = asyncio.ensure_future(self._run(board_commands))
+            if wait:
+                await self.boards_written()
 
-    def _put(self, pipe: Any, u: WindowUpdate, now: float) -> None:
+    def _board_commands(self, pending: dict[tuple[str, int, float], WindowUpdate]) -> list[tuple]:
+        """A :data:`WRITE_BOARDS` call per rep: its leaderboard changes in the windows that
+        changed since the last leaderboard write."""
+        boards: dict[str, list[Any]] = {}  # rep -> expiry and changes, per window
+        for u in pending.values():
+            changes: list[Any] = []
+            self._rank(u, changes)
+            if changes:
+                boards.setdefault(u.id, []).extend(
+                    (math.ceil(u.end + 2 * self.grace), _JSON.encode(changes)))
+        return [(self._boards_sha, 0, rep, *args) for rep, args in boards.items()]
+
+    async def boards_written(self) -> None:
+        """Wait for the last round's leaderboard writes; their failure is the caller's (the
+        round that waits: an outage, written again in full once Redis answers)."""
+        task, self._board_writes = self._board_writes, None
+        if task is not None:
+            await task
+
+    async def _run(self, commands: list[tuple[Any, ...]]) -> None:
+        """Script calls in pipelines of :data:`CALLS_CHUNK`: their loop time (packing them,
+        reading the replies) is at most their time, counted in ``_executed``."""
+        for i in range(0, len(commands), CALLS_CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands[i:i + CALLS_CHUNK]:
+                pipe.evalsha(*command)
+            began = time.perf_counter()
+            try:
+                await pipe.execute()
+            finally:
+                self._executed += time.perf_counter() - began
+
+    def _put(self, call: tuple[list[str], list[Any]], u: WindowUpdate, now: float) -> None:
+        """Add one window's write to its scope's script call (:data:`WRITE_WINDOWS`)."""
         layout, fmt = self.layout, self.fmt
         window = u.window
         expires = math.ceil(u.end + 2 * self.grace)
@@ -251,15 +353,13 @@ class RedisSink:
             "window_end": end_text, "updated_at": rfc3339(now),
             "kpis": encoded,
         })
-        boards: list[Any] = []
-        if u.scope == "rep":
-            self._rank(u, boards)
-        args: list[Any] = [expires, layout.channel(u.scope, window, u.id), _JSON.encode(record),
-                           u.id, _JSON.encode(boards)]
+        keys, args = call
+        keys.append(layout.kpis(window, u.start, u.scope, u.id))
+        args += (expires, layout.channel(u.scope, window, u.id), _JSON.encode(record),
+                 2 * len(record) if kpis else 0)
         if kpis:
             for name, v in record.items():
                 args += (name, v if name != "kpis" else bytes(encoded))
-        pipe.evalsha(self._script_sha, 1, layout.kpis(window, u.start, u.scope, u.id), *args)
 
     def _bounds(self, start: float, end: float) -> tuple[str, str]:
         """A window's start and end as RFC 3339 text (the same few windows every round)."""

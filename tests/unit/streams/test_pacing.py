@@ -19,7 +19,7 @@ from metrics.events import Bundle, CallCompleted, Event
 from metrics.snapshots import SnapshotFormat
 from metrics.windows import KIND_INDEX, Calendar
 from streams.aggregate import AggregateStage
-from streams.pacing import FACTOR, WAITED, Pacing, Rounds, send_all
+from streams.pacing import BLIP, FACTOR, LIVE_FACTOR, SETTLED, WAITED, Pacing, Rounds, send_all
 from streams.publisher import Publisher
 from streams.readout import WindowUpdate
 from streams.sinks.metrics_topic import MetricsTopicSink
@@ -132,6 +132,53 @@ def test_a_rounds_waits_count_while_the_worker_is_behind_and_not_once_it_caught_
     assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.05)
     rounds.done(T0, cost=0.01)
     assert rounds.next_at() == pytest.approx(T0 + 0.25)  # cheap rounds: the interval
+
+
+def test_live_rounds_wait_less_once_the_worker_has_settled_and_more_as_soon_as_it_is_behind() -> None:
+    """Caught up for SETTLED seconds, a live round waits LIVE_FACTOR times its cost (the worker
+    has headroom: an event's way to Redis was ten times a round's cost); the end of a backlog
+    (the costliest rounds, the lag just gone) and any lag past the backlog keep FACTOR; a
+    short lag (a round held the loop) does not start the settling again."""
+    behind = [True]
+    clock = Clock(1000.0)
+    pacing = Pacing(lambda: behind[0], clock=clock)
+    rounds = Rounds(0.1, pacing, live=True)
+    other = Rounds(0.1, pacing)  # sales.metrics, snapshots: not on the way to users
+    rounds.done(T0, cost=0.2)
+    other.done(T0, cost=0.2)
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)  # a backlog
+    clock.t += BLIP  # a backlog that lasts
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    behind[0] = False
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)  # its end: not settled yet
+    clock.t += SETTLED - 0.1
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    clock.t += 0.2
+    assert rounds.next_at() == pytest.approx(T0 + LIVE_FACTOR * 0.2)  # live
+    assert other.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    rounds.done(T0, cost=0.01)
+    assert rounds.next_at() == pytest.approx(T0 + 0.1)  # cheap rounds: the interval
+    rounds.done(T0, cost=0.2)
+    behind[0] = True  # the lag grew past the backlog: at once
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    clock.t += BLIP / 2
+    behind[0] = False  # a blip: live again at once
+    assert rounds.next_at() == pytest.approx(T0 + LIVE_FACTOR * 0.2)
+    behind[0] = True
+    clock.t += 0.1
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    clock.t += BLIP  # behind that long: a backlog
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    behind[0] = False
+    clock.t += SETTLED / 2
+    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)  # settling again
+
+
+def test_the_rounds_on_the_way_to_users_are_live_the_others_not() -> None:
+    assert Publisher(partitions=1, rollup_topic="r", interval=1.0).rounds.live
+    sink = MetricsTopicSink(Reader([]), SnapshotFormat(CAT, CAL), topic="m", send=None,
+                            interval=1.0)
+    assert not sink.rounds.live
 
 
 def test_the_keyed_events_lag_counts_in_events_of_the_bundles_applied() -> None:

@@ -9,14 +9,14 @@ import pytest
 
 from metrics.catalog import Catalog
 from metrics.events import Bundle, CallCompleted, Event
-from metrics.partials import DECODER
-from metrics.rollup import rollup
+from metrics.partials import DECODER, make_partial
+from metrics.rollup import Parts, finish, merge, rollup
 from metrics.snapshots import SnapshotFormat
 from metrics.state import PartitionState
 from metrics.windows import KIND_INDEX, Calendar
 from streams.publisher import Publisher
 from streams.readout import Readout
-from streams.rollup import RollupStage
+from streams.rollup import RollupStage, ScopeWindow
 from streams.sinks.metrics_topic import MetricsTopicSink
 
 CAT = Catalog()
@@ -171,3 +171,23 @@ def test_the_expiry_tombstones_of_the_sources_do_not_empty_the_final_record() ->
     asyncio.run(sink.publish())
     finals = [json.loads(v) for v in sent if json.loads(v)["window"] == "minute"]
     assert finals and all(r["final"] and r["kpis"]["calls_made"] == 3.0 for r in finals), finals
+
+
+def test_a_window_of_one_source_finishes_its_parts_as_they_are_without_changing_them() -> None:
+    """One source (most rep windows: their own partition): its parts are finished without a
+    merge, to the values a merge would give, and stay as they were (a later partial of
+    another source is merged with them)."""
+    samples = [30.0, 10.0, 20.0]
+    parts = Parts(sums={("calls_made",): 3.0, ("calls_connected",): 1.0},
+                  samples={"lead_response_seconds": samples})
+    window = ScopeWindow(0, T0 + 86400)
+    window.put(make_partial("rep", "ann", DAY, T0, T0 + 86400, 0, 1, parts, "east"))
+    one = window.values(CAT)
+    assert one == finish(CAT, merge([parts]))
+    assert one[("calls_made",)] == 3.0 and one[("call_connect_ratio",)] == pytest.approx(1 / 3)
+    assert window.sources[0][1].samples == {"lead_response_seconds": [30.0, 10.0, 20.0]}
+    assert window.sources[0][1].sums == {("calls_made",): 3.0, ("calls_connected",): 1.0}
+    other = Parts(sums={("calls_made",): 2.0}, samples={"lead_response_seconds": [40.0]})
+    window.put(make_partial("rep", "ann", DAY, T0, T0 + 86400, 1, 1, other, "east"))
+    assert window.values(CAT)[("calls_made",)] == 5.0
+    assert window.values(CAT) == finish(CAT, merge([parts, other]))
