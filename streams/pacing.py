@@ -81,9 +81,9 @@ class Pacing:
     is a backlog) they do, once caught up they do not; and how many times its cost a round
     waits: ``backlog_factor`` in a backlog, caught up :data:`FACTOR`, or for a live round
     :data:`LIVE_FACTOR` once :data:`SETTLED` seconds (by ``clock``) have passed since the last
-    backlog. A lag past the backlog's
-    bound for less than :data:`BLIP` seconds (a costly round held the loop) is a backlog
-    while it lasts, but it does not start the settling again."""
+    backlog. A lag past the backlog's bound for less than :data:`BLIP` seconds (a costly round
+    held the loop) is paced by :data:`FACTOR`, not ``backlog_factor``, while it lasts, and does
+    not start the settling again. A worker is assumed to start in a backlog."""
 
     def __init__(self, behind: Callable[[], bool] = lambda: True,
                  backlog_factor: float = BACKLOG_FACTOR,
@@ -92,7 +92,8 @@ class Pacing:
         self.backlog_factor = backlog_factor
         self.clock = clock
         self._backlog_at = clock()  # the last time the worker was in a backlog (start: assumed)
-        self._behind_since: float | None = None  # since when it is behind, while it is
+        #: since when it is behind, while it is (start: assumed a backlog, not a blip)
+        self._behind_since: float | None = self._backlog_at - BLIP
 
     def next_round(self, now: float, interval: float, cost: float, waited: float = 0.0,
                    live: bool = False) -> float:
@@ -108,7 +109,11 @@ class Pacing:
                 self._behind_since = at
             if at - self._behind_since >= BLIP:
                 self._backlog_at = at
-            return next_round(now, interval, cost + waited, self.backlog_factor)
+                return next_round(now, interval, cost + waited, self.backlog_factor)
+            # a blip: FACTOR at once, but not the backlog's factor (thirty times a live round of
+            # 0.3 s held Redis and /metrics back for the whole blip, and a blip is what a costly
+            # round itself makes at half the maximum rate)
+            return next_round(now, interval, cost + waited)
         self._behind_since = None
         if not live or at - self._backlog_at < SETTLED:
             return next_round(now, interval, cost)

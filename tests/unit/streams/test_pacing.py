@@ -125,13 +125,13 @@ def test_a_rounds_waits_count_while_the_worker_is_behind_and_not_once_it_caught_
     behind = [True]  # the round's sends waited: the producer was full, the lag grew meanwhile
     rounds = Rounds(0.25, Pacing(lambda: behind[0]))
     rounds.done(T0, cost=0.05, waited=0.5)
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.55)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.55)
     assert not rounds.due(T0 + 2.0)
     behind[0] = False  # the events caught up: read when asked, not when the round ended
     assert rounds.due(T0 + 0.5)
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.05)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.05)
     rounds.done(T0, cost=0.01)
-    assert rounds.next_at() == pytest.approx(T0 + 0.25)  # cheap rounds: the interval
+    assert rounds.next_at() - T0 == pytest.approx(0.25)  # cheap rounds: the interval
 
 
 def test_live_rounds_wait_less_once_the_worker_has_settled_and_more_as_soon_as_it_is_behind() -> None:
@@ -146,32 +146,32 @@ def test_live_rounds_wait_less_once_the_worker_has_settled_and_more_as_soon_as_i
     other = Rounds(0.1, pacing)  # sales.metrics, snapshots: not on the way to users
     rounds.done(T0, cost=0.2)
     other.done(T0, cost=0.2)
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)  # a backlog
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)  # a backlog
     clock.t += BLIP  # a backlog that lasts
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)
     behind[0] = False
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)  # its end: not settled yet
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)  # its end: not settled yet
     clock.t += SETTLED - 0.1
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)
     clock.t += 0.2
-    assert rounds.next_at() == pytest.approx(T0 + LIVE_FACTOR * 0.2)  # live
-    assert other.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    assert rounds.next_at() - T0 == pytest.approx(LIVE_FACTOR * 0.2)  # live
+    assert other.next_at() - T0 == pytest.approx(FACTOR * 0.2)
     rounds.done(T0, cost=0.01)
-    assert rounds.next_at() == pytest.approx(T0 + 0.1)  # cheap rounds: the interval
+    assert rounds.next_at() - T0 == pytest.approx(0.1)  # cheap rounds: the interval
     rounds.done(T0, cost=0.2)
     behind[0] = True  # the lag grew past the backlog: at once
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)
     clock.t += BLIP / 2
     behind[0] = False  # a blip: live again at once
-    assert rounds.next_at() == pytest.approx(T0 + LIVE_FACTOR * 0.2)
+    assert rounds.next_at() - T0 == pytest.approx(LIVE_FACTOR * 0.2)
     behind[0] = True
     clock.t += 0.1
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)
     clock.t += BLIP  # behind that long: a backlog
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)
     behind[0] = False
     clock.t += SETTLED / 2
-    assert rounds.next_at() == pytest.approx(T0 + FACTOR * 0.2)  # settling again
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)  # settling again
 
 
 def test_the_rounds_on_the_way_to_users_are_live_the_others_not() -> None:
@@ -198,3 +198,25 @@ def test_the_keyed_events_lag_counts_in_events_of_the_bundles_applied() -> None:
             Bundle("sales.activities", 0, events))))
     stage.apply(0, records)
     assert stage.events_per_record() == 40.0
+
+
+def test_a_blip_is_paced_by_factor_and_only_a_lasting_backlog_by_the_backlog_factor() -> None:
+    """A lag past the backlog's bound for less than BLIP seconds (a costly round held the loop
+    at half the maximum rate) brings back FACTOR at once, not the backlog's factor: thirty times
+    a live round's cost held Redis and /metrics back for the whole blip. A worker that starts
+    behind is in a backlog at once."""
+    behind = [True]
+    clock = Clock(1000.0)
+    pacing = Pacing(lambda: behind[0], backlog_factor=30.0, clock=clock)
+    rounds = Rounds(0.1, pacing, live=True)
+    rounds.done(T0, cost=0.2)
+    assert rounds.next_at() - T0 == pytest.approx(30.0 * 0.2)  # started behind: a backlog
+    behind[0] = False
+    clock.t += SETTLED + 0.1
+    assert rounds.next_at() - T0 == pytest.approx(LIVE_FACTOR * 0.2)  # live
+    behind[0] = True  # a round held the loop
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)
+    clock.t += BLIP / 2
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)
+    clock.t += BLIP / 2
+    assert rounds.next_at() - T0 == pytest.approx(30.0 * 0.2)  # behind that long: a backlog
