@@ -38,6 +38,15 @@ def put(stage: RollupStage, rep: str, team: str, calls: float, version: int,
     stage._apply(0, partial_key("rep", rep, kind, start, 0), ENCODER.encode(partial))
 
 
+def assigned_stage() -> tuple[RollupStage, Readout]:
+    """A roll-up stage that owns roll-up partition 0 (fed by :func:`put`), and its read-out."""
+    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
+                        consumer_factory=None)  # type: ignore[arg-type]
+    stage.assign([0])
+    stage._assigned = {0}  # as its run loop does once assigned
+    return stage, Readout(stage, grace_seconds=GRACE)
+
+
 async def next_round(sink: RedisSink) -> None:
     """A round of the sink, once it is due (rounds are paced by their cost), with its
     leaderboard writes (they go out while the next round's values do)."""
@@ -48,11 +57,7 @@ async def next_round(sink: RedisSink) -> None:
 
 def test_a_rep_changing_team_moves_between_boards_and_an_empty_scope_is_deleted(bootstrap: str) -> None:
     app_id = unique("sink")
-    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
-                        consumer_factory=None)  # type: ignore[arg-type]
-    stage.assign([0])
-    stage._assigned = {0}  # as its run loop does once assigned
-    readout = Readout(stage, grace_seconds=GRACE)
+    stage, readout = assigned_stage()
     layout = Layout(app_id)
     sync = Redis.from_url(REDIS_URL)
     start = int(CAL.bounds("day", time.time())[0])
@@ -97,11 +102,7 @@ def test_every_changed_window_of_a_scope_is_written_and_announced_in_one_round(b
     """A rep's round writes all of its windows that changed (one script call per scope): each
     window's hash, its leaderboard entries with their expiry, and one message per window."""
     app_id = unique("sink")
-    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
-                        consumer_factory=None)  # type: ignore[arg-type]
-    stage.assign([0])
-    stage._assigned = {0}
-    readout = Readout(stage, grace_seconds=GRACE)
+    stage, readout = assigned_stage()
     layout = Layout(app_id)
     sync = Redis.from_url(REDIS_URL)
     windows = ("hour", "day", "week")
@@ -143,11 +144,7 @@ def test_leaderboards_are_coalesced_to_their_interval_while_values_go_out_every_
     """SALESPULSE_REDIS_BOARD_INTERVAL_SECONDS: a rep's value and message go out at once,
     its leaderboard entries at most once per interval, with the latest value."""
     app_id = unique("sink")
-    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
-                        consumer_factory=None)  # type: ignore[arg-type]
-    stage.assign([0])
-    stage._assigned = {0}
-    readout = Readout(stage, grace_seconds=GRACE)
+    stage, readout = assigned_stage()
     layout = Layout(app_id)
     sync = Redis.from_url(REDIS_URL)
     start = int(CAL.bounds("day", time.time())[0])
