@@ -6,10 +6,10 @@ the freed memory in its heaps, one heap ("arena") per thread that allocates (the
 thread, the render threads), and the next burst lands elsewhere. Two knobs, both measured in
 docs/benchmark.md ("Memory of a worker"):
 
-* :func:`tune`, once at start, before the threads: at most ``arenas`` heaps, and a fixed mmap
-  threshold, so that a large block (a fetch response, a body, a big dict's table) is mapped on
-  its own and unmapped when freed; glibc otherwise raises the threshold after the first such
-  free, up to 32 MB, and from then on serves those blocks from the heaps, where they stay;
+* :func:`tune`, once at start, before the threads: at most ``arenas`` heaps. (A fixed mmap
+  threshold of 256 KiB was tried as well, so that large blocks are unmapped when freed: it cost
+  a third of the backlog's throughput, 0.25 -> 0.17 of bare in back-to-back runs, every fetch
+  response then mapped and faulted in afresh, for no measurable RSS gain: docs/benchmark.md.)
 * :func:`trim`, now and then: ``malloc_trim(0)`` hands the free pages inside every heap back to
   the system (without moving anything: no live block is touched).
 
@@ -25,14 +25,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # mallopt(3) parameters (glibc malloc.h)
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
-#: Blocks from this size up are mapped on their own (glibc's default starts at 128 KiB and
-#: moves up with each free of such a block). A worker allocates a few such blocks per second
-#: (fetched record sets, bundles, encoded state parts): mapping each costs microseconds.
-MMAP_THRESHOLD = 256 * 1024
 #: Heaps: the main thread's and one for every other thread together.
 ARENAS = 2
 
@@ -52,16 +46,13 @@ def _glibc() -> Any:
 _LIBC = _glibc()
 
 
-def tune(arenas: int = ARENAS, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
-    """Set glibc's arena count and a fixed mmap (and trim) threshold; False where there is no
-    glibc or it refused. Call before the process starts threads: arenas already made stay."""
+def tune(arenas: int = ARENAS) -> bool:
+    """Set glibc's arena count; False where there is no glibc or it refused. Call before the
+    process starts threads: arenas already made stay."""
     if _LIBC is None:
         log.info("not glibc: the C allocator is left as it is")
         return False
-    ok = bool(_LIBC.mallopt(M_ARENA_MAX, arenas))
-    ok &= bool(_LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold))
-    ok &= bool(_LIBC.mallopt(M_TRIM_THRESHOLD, mmap_threshold))
-    return ok
+    return bool(_LIBC.mallopt(M_ARENA_MAX, arenas))
 
 
 def trim() -> bool:
