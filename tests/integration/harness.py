@@ -255,6 +255,16 @@ def topic_set(prefix: str) -> dict[str, str]:
     return names
 
 
+def topic_settings(bootstrap: str, topics: dict[str, str], **overrides: Any) -> Any:
+    """The worker's Settings for a :func:`topic_set`, with a fresh app id and alerts topic."""
+    from streams.settings import Settings
+
+    fields = {"kafka_bootstrap": bootstrap, "app_id": unique("app"), "dlq_topic": topics["dlq"],
+              "metrics_topic": topics["metrics"], "input_topics": topics["activities"],
+              "alerts_topic": unique("alerts")}
+    return Settings(**{**fields, **overrides})
+
+
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -22,7 +22,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.app import ensure_topics
-from streams.settings import Settings
 from tests.integration.harness import (
     Worker,
     cloudevent,
@@ -30,6 +29,7 @@ from tests.integration.harness import (
     produce,
     read_topic,
     topic_set,
+    topic_settings,
     unique,
     value,
 )
@@ -54,11 +54,7 @@ async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
 def test_alerts_topic_is_created_with_the_ledgers_retention_and_a_shorter_one_is_warned(
         bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
     topics = topic_set(unique("retention"))
-    settings = Settings(
-        kafka_bootstrap=bootstrap, app_id=unique("app"), dlq_topic=topics["dlq"],
-        metrics_topic=topics["metrics"], input_topics=topics["activities"],
-        alerts_topic=unique("alerts"), lead_wait_horizon_seconds=3600,
-    )
+    settings = topic_settings(bootstrap, topics, lead_wait_horizon_seconds=3600)
     created = asyncio.run(ensure_topics(settings))
     assert settings.alerts_topic in created
     assert asyncio.run(topic_configs(bootstrap, settings.alerts_topic))["retention.ms"] == str(DAY_MS + 3_600_000)
@@ -68,10 +64,8 @@ def test_alerts_topic_is_created_with_the_ledgers_retention_and_a_shorter_one_is
     existing = unique("alerts")
     asyncio.run(create_topics(bootstrap, [existing], partitions=1))
     caplog.set_level(logging.WARNING, logger="streams.app")
-    asyncio.run(ensure_topics(Settings(
-        kafka_bootstrap=bootstrap, app_id=settings.app_id, dlq_topic=topics["dlq"],
-        metrics_topic=topics["metrics"], input_topics=topics["activities"], alerts_topic=existing,
-    )))
+    asyncio.run(ensure_topics(topic_settings(bootstrap, topics, app_id=settings.app_id,
+                                             alerts_topic=existing)))
     warnings = [r.getMessage() for r in caplog.records if existing in r.getMessage()]
     assert len(warnings) == 1, caplog.text
     assert f"retention.ms={7 * DAY_MS} is shorter than {31 * DAY_MS}" in warnings[0]

@@ -17,8 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.app import MAX_RECORD_BYTES, changelog_topic, ensure_topics, keyed_topic, rollup_topic
-from streams.settings import Settings
-from tests.integration.harness import topic_set, unique
+from tests.integration.harness import topic_set, topic_settings, unique
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +38,7 @@ async def _described(bootstrap: str, names: list[str]) -> dict[str, tuple[int, d
 
 def test_the_internal_topics_are_created_and_listed_before_the_worker_starts(bootstrap: str) -> None:
     topics = topic_set(unique("internal"))
-    settings = Settings(
-        kafka_bootstrap=bootstrap, app_id=unique("app"), dlq_topic=topics["dlq"],
-        metrics_topic=topics["metrics"], input_topics=topics["activities"],
-        alerts_topic=unique("alerts"), partitions=4,
-    )
+    settings = topic_settings(bootstrap, topics, partitions=4)
     created = asyncio.run(ensure_topics(settings))
     internal = [keyed_topic(settings), changelog_topic(settings), rollup_topic(settings)]
     assert set(internal) <= set(created)
