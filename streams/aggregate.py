@@ -327,19 +327,24 @@ class AggregateStage:
                 state.expire(None if self.event_time else time.time())
                 self.leads_expired += state.leads.drain_expired()
                 futures = []
+                records = None
                 if state.dirty:
                     began = time.monotonic()
                     records = self.splitters[partition].split(state.snapshot())
                     cost += time.monotonic() - began
-                    futures, spent = await self._write_all(partition, records)
-                    cost += spent
-                    self.parts_written += len(futures)
-                # Captured now, from exactly the state the snapshot holds; sent once it is durable.
+                # Captured now, from exactly the state the snapshot holds (before the writes
+                # below yield to the loop, where the agent applies more records to the state:
+                # a watermark ahead of the snapshot let the roll-up close a window by event time
+                # before another source's partial for it came); sent once it is durable.
                 outputs: list[Record] = []
                 if publishing and (self.event_time or partition not in self.early):
                     began = time.monotonic()
                     outputs = self.publisher.capture(partition, state)  # type: ignore[union-attr]
                     published += time.monotonic() - began
+                if records is not None:
+                    futures, spent = await self._write_all(partition, records)
+                    cost += spent
+                    self.parts_written += len(futures)
                 pending.append((partition, futures, held, outputs))
             for partition, futures, held, outputs in pending:
                 if futures:

@@ -86,3 +86,46 @@ def test_a_part_sent_straight_is_the_record_the_table_would_have_sent() -> None:
             assert not got["headers"] and not fut.message.headers
 
     asyncio.run(scenario())
+
+
+def test_partials_of_a_flush_show_the_state_its_snapshot_holds_not_what_was_applied_meanwhile() -> None:
+    """The snapshot's writes yield to the loop, where the aggregate agent applies more records
+    to the state. The partials a flush publishes (event time: with its snapshot) are captured
+    before those writes: captured after them, they carried later versions and a watermark
+    ahead of the snapshot, and the roll-up could close a window by event time before another
+    source's partial for it came (a CRM replay failed so, once in a full run)."""
+    from metrics.partials import DECODER, WATERMARK_KEY
+    from streams.publisher import Publisher
+
+    sent: list[tuple[str, bytes, bytes | None]] = []
+    stage: AggregateStage
+
+    def bundle(offset: int) -> Bundle:
+        return Bundle("sales.activities", 0, [Event(offset * 100 + i, "src", f"e{offset}-{i}", T0 + offset * 10 + i,
+                                                    CallCompleted("rep-1", "outbound", "connected", team_id="east"))
+                                              for i in range(5)])
+
+    async def changelog(partition: int, key: str, value: bytes | None) -> asyncio.Future:
+        if key == f"{partition}/meta":  # the agent runs while the snapshot is being written
+            stage.state_for(partition).apply(bundle(1), 1)
+        await asyncio.sleep(0)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def send(topic: str, *, key: bytes, value: bytes | None, partition: int | None = None) -> None:
+        sent.append((topic, key, value))
+
+    async def scenario() -> None:
+        nonlocal stage
+        publisher = Publisher(partitions=1, rollup_topic="rollup", interval=0.0, event_time=True)
+        stage = AggregateStage(Table(), CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
+                               changelog=changelog, publisher=publisher, send=send, event_time=True)
+        stage.state_for(0).apply(bundle(0), 0)
+        await stage.flush(force=True)
+
+    asyncio.run(scenario())
+    partials = [DECODER.decode(value) for _, key, value in sent
+                if value is not None and WATERMARK_KEY.encode() not in key]
+    assert partials
+    assert {p.version for p in partials} == {0}, sorted({p.version for p in partials})
