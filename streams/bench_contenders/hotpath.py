@@ -1,0 +1,147 @@
+"""CPU cost of the two stages per event, in process, without Kafka: ``python -m
+streams.bench_contenders.hotpath``.
+
+The same events as `salespulse bench` (:func:`streams.bench.generate`: the demo floor, 1,000
+reps, 40 teams, seed 7) go through a worker's real stage objects (those of
+:class:`streams.app.Service`, built from the default :class:`streams.settings.Settings`):
+
+* ingest: ``IngestStage.process`` of each source partition's polls (validate, route, bundle);
+* apply: ``AggregateStage.apply`` of the bundles the ingest stage forwarded, one keyed
+  partition's bundles of a poll at a time, as the aggregate agent gets them;
+* snapshot: folding the pending hits and one full snapshot of every partition (``expire``,
+  ``snapshot``, split into changelog parts), as a flush does.
+
+Records are cut into polls of ``--poll`` records per source partition (a backlog's fetch holds
+about 3,000). Each figure is process CPU time (``time.process_time``), best of ``--repeat``:
+far steadier than wall time on a shared machine. Nothing is sent anywhere: the sends collect
+the bundles. A check sums what the states processed, so a faster path that dropped events
+would show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import time
+from collections import defaultdict
+from typing import Any, NamedTuple
+from zlib import crc32
+
+from streams.bench import generate
+from streams.settings import Settings
+
+PARTITIONS = 4
+
+
+class Rec(NamedTuple):
+    """The fields of an aiokafka ConsumerRecord the stages read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple = ()
+
+
+def polls(records: list[Any], poll: int) -> list[tuple[str, int, list[Rec]]]:
+    """(topic, partition, records) per poll: each source partition's records in offset order,
+    cut every ``poll`` records, interleaved across partitions like a consumer's fetches."""
+    by_tp: dict[tuple[str, int], list[Rec]] = defaultdict(list)
+    for rec in records:
+        partition = crc32(rec.key) % PARTITIONS
+        recs = by_tp[(rec.topic, partition)]
+        recs.append(Rec(rec.topic, partition, len(recs), rec.key, rec.value))
+    cut = {tp: [recs[i : i + poll] for i in range(0, len(recs), poll)] for tp, recs in by_tp.items()}
+    out = []
+    for i in range(max(len(c) for c in cut.values())):
+        for (topic, partition), chunks in cut.items():
+            if i < len(chunks):
+                out.append((topic, partition, chunks[i]))
+    return out
+
+
+def service() -> Any:
+    from streams.app import Service
+
+    return Service(Settings())
+
+
+async def run_once(batches: list[tuple[str, int, list[Rec]]]) -> dict[str, float]:
+    svc = service()
+    ingest, aggregate = svc.ingest, svc.aggregate
+    aggregate.publisher = None
+    forwarded: list[tuple[int, bytes]] = []
+
+    async def send(topic: str, *, key: Any, value: bytes, partition: int | None = None, **_: Any) -> None:
+        forwarded.append((partition, value))  # type: ignore[arg-type]
+
+    ingest.send = send
+    clock = time.process_time
+    gc.collect()
+    began = clock()
+    keyed: list[list[tuple[int, list[Rec]]]] = []
+    for topic, partition, recs in batches:
+        await ingest.process(topic, partition, recs)
+        # the bundles of one poll, per keyed partition: what the aggregate agent gets
+        keyed.append(_by_partition(forwarded))
+        forwarded.clear()
+    t_ingest = clock() - began
+    offsets = [0] * PARTITIONS
+    deliveries = []
+    for poll in keyed:
+        for partition, values in poll:
+            recs = []
+            for value in values:
+                recs.append(Rec("keyed", partition, offsets[partition], None, value))
+                offsets[partition] += 1
+            deliveries.append((partition, recs))
+    gc.collect()
+    began = clock()
+    for partition, recs in deliveries:
+        aggregate.apply(partition, recs)
+    t_apply = clock() - began
+    gc.collect()
+    began = clock()
+    parts = 0
+    for partition, state in aggregate.states.items():
+        state.expire(time.time())
+        parts += len(aggregate.splitters[partition].split(state.snapshot()))
+    t_snapshot = clock() - began
+    processed = sum(aggregate.processed.values())
+    return {"ingest": t_ingest, "apply": t_apply, "snapshot": t_snapshot, "processed": processed,
+            "parts": parts, "bundles": sum(offsets)}
+
+
+def _by_partition(forwarded: list[tuple[int, bytes]]) -> list[tuple[int, list[bytes]]]:
+    out: dict[int, list[bytes]] = {}
+    for partition, value in forwarded:
+        out.setdefault(partition, []).append(value)
+    return sorted(out.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--poll", type=int, default=3000, help="records per source poll")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--stage", choices=("all", "ingest", "apply"), default="all",
+                        help="repeat only this part (for a profiler)")
+    args = parser.parse_args()
+    batches = polls(generate(args.events, 1000, 40), args.poll)
+    best: dict[str, float] = {}
+    for _ in range(args.repeat):
+        out = asyncio.run(run_once(batches))
+        for key, value in out.items():
+            best[key] = min(best.get(key, value), value)
+    print(f"events {args.events}, polls {len(batches)}, bundles {best['bundles']:.0f}, "
+          f"processed {best['processed']:.0f}, parts {best['parts']:.0f}")
+    total = best["ingest"] + best["apply"] + best["snapshot"]
+    for key in ("ingest", "apply", "snapshot"):
+        print(f"{key:9s} {best[key]:6.3f} s CPU  {best[key] / args.events * 1e6:5.2f} us/event")
+    print(f"{'total':9s} {total:6.3f} s CPU  {total / args.events * 1e6:5.2f} us/event")
+
+
+if __name__ == "__main__":
+    main()
