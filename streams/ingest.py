@@ -35,11 +35,13 @@ from zlib import crc32
 
 from metrics.events import (
     BUNDLE_ENCODER,
+    DATA_TYPES,
     LANE_KPI,
     LANE_LEAD,
     Bundle,
     Event,
     RejectedEvent,
+    UserEvent,
     Validator,
 )
 from metrics.leads import LEAD_LANE_TYPES
@@ -57,15 +59,24 @@ _ROUTE_FIELDS = ("rep_id", "team_id", "lead_id", "opportunity_id", "customer_id"
 Send = Callable[..., Awaitable[Any]]
 
 
-def route_key(event: Event) -> str:
-    """The entity whose partition holds this event's state: its rep when it has one."""
-    data = event.data
-    for field in _ROUTE_FIELDS:
-        value = getattr(data, field, None)
-        if value:
-            return value
-    return f"{event.source}\x00{event.id}"
+def _plan(cls: type) -> tuple[tuple[str, ...], bool]:
+    """How an event of data type ``cls`` is routed: the fields of :data:`_ROUTE_FIELDS` it has
+    (the entity whose partition holds the event's state is the first one set: its rep when it
+    has one; none set, the event's identity), and whether it also travels the lead lane (a
+    lead lane type, when its ``lead_id`` is set)."""
+    fields = tuple(f for f in _ROUTE_FIELDS if f in cls.__struct_fields__)
+    tag = cls.__struct_config__.tag
+    return fields, tag in LEAD_LANE_TYPES and "lead_id" in cls.__struct_fields__
 
+
+#: data type -> its routing (:func:`_plan`), so that routing an event reads only the fields
+#: it has. User events travel as ``UserEvent`` (no route field: routed by identity, as before).
+_PLANS: dict[type, tuple[tuple[str, ...], bool]] = {
+    cls: _plan(cls) for cls in (*DATA_TYPES.values(), UserEvent)
+}
+#: route keys whose destination partition is remembered (:attr:`IngestStage._dest_of`) before
+#: the memory starts again: reps and teams repeat, the keys of leads and the like may not
+MAX_ROUTES = 100_000
 
 
 def dead_letter_headers(
@@ -85,7 +96,7 @@ def dead_letter_headers(
 def _unexpected(exc: Exception) -> RejectedEvent:
     """A record that broke the validator in a way it does not name: dead-letter it, log it,
     keep going. Bad input must never stop the service."""
-    log.exception("unexpected error validating a record; sent to the dead-letter topic")
+    log.error("unexpected error validating a record; sent to the dead-letter topic", exc_info=exc)
     return RejectedEvent("unprocessable", f"{type(exc).__name__}: {exc}")
 
 
@@ -112,34 +123,51 @@ class IngestStage:
         self.position: dict[tuple[str, int], int] = {}  # next offset to read, per source tp
         self._event_bytes = 0.0  # encoded bytes per event in the last bundle
         self._unsettled: dict[tuple[str, int], list[Any]] = {}  # last batch's sends, per source tp
+        self._dest_of: dict[str, int] = {}  # route key -> its partition (see MAX_ROUTES)
 
     async def process(self, topic: str, partition: int, records: Sequence[Any]) -> None:
         """Validate and forward ``records`` (aiokafka ConsumerRecords of one partition)."""
-        now = self.clock()
-        decode = self.validator.decode
+        events, errors = self.validator.decode_many(records, self.clock())
+        for index, exc in errors:
+            error = exc if isinstance(exc, RejectedEvent) else _unexpected(exc)
+            await self.dead_letter(records[index], error, topic, partition)
         by_dest: dict[tuple[int, int], list[Event]] = {}
+        dest_of = self._dest_of
+        if len(dest_of) > MAX_ROUTES:
+            dest_of.clear()
         parts = self.partitions
-        for rec in records:
-            try:
-                event = decode(rec.value, rec.offset, now)
-            except Exception as exc:
-                error = exc if isinstance(exc, RejectedEvent) else _unexpected(exc)
-                await self.dead_letter(rec, error, topic, partition)
-                continue
-            dest = (crc32(route_key(event).encode()) % parts, LANE_KPI)
-            bucket = by_dest.get(dest)
+        plans = _PLANS
+        for event in events:
+            data = event.data
+            fields, lead_lane = plans[type(data)]
+            for field in fields:
+                key = getattr(data, field)
+                if key:
+                    break
+            else:
+                key = None
+            if key is None:  # routed by its identity: not worth remembering
+                dest = crc32(f"{event.source}\x00{event.id}".encode()) % parts
+            else:
+                dest = dest_of.get(key)
+                if dest is None:
+                    dest = dest_of[key] = crc32(key.encode()) % parts
+            bucket = by_dest.get((dest, LANE_KPI))
             if bucket is None:
-                bucket = by_dest[dest] = []
+                bucket = by_dest[(dest, LANE_KPI)] = []
             bucket.append(event)
-            lead_id = getattr(event.data, "lead_id", None)
-            if lead_id and event.type in LEAD_LANE_TYPES:
-                # Speed to lead needs the lead's creation and its touches together: a second
-                # copy travels in the lead lane, routed by the lead.
-                dest = (crc32(lead_id.encode()) % parts, LANE_LEAD)
-                bucket = by_dest.get(dest)
-                if bucket is None:
-                    bucket = by_dest[dest] = []
-                bucket.append(event)
+            if lead_lane:
+                lead_id = data.lead_id  # type: ignore[attr-defined]
+                if lead_id:
+                    # Speed to lead needs the lead's creation and its touches together: a
+                    # second copy travels in the lead lane, routed by the lead.
+                    dest = dest_of.get(lead_id)
+                    if dest is None:
+                        dest = dest_of[lead_id] = crc32(lead_id.encode()) % parts
+                    bucket = by_dest.get((dest, LANE_LEAD))
+                    if bucket is None:
+                        bucket = by_dest[(dest, LANE_LEAD)] = []
+                    bucket.append(event)
         await self.delivered(topic, partition)
         sent: list[Any] = []
         for (dest, lane), events in by_dest.items():

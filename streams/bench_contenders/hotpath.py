@@ -13,7 +13,8 @@ reps, 40 teams, seed 7) go through a worker's real stage objects (those of
 
 Records are cut into polls of ``--poll`` records per source partition (a backlog's fetch holds
 about 3,000). Each figure is process CPU time (``time.process_time``), best of ``--repeat``:
-far steadier than wall time on a shared machine. Nothing is sent anywhere: the sends collect
+far steadier than wall time on a shared machine. The garbage collector is tuned as a worker's
+(``streams.cli``). Nothing is sent anywhere: the sends collect
 the bundles. A check sums what the states processed, so a faster path that dropped events
 would show.
 """
@@ -25,34 +26,32 @@ import asyncio
 import gc
 import time
 from collections import defaultdict
-from typing import Any, NamedTuple
+from typing import Any
 from zlib import crc32
 
+from aiokafka.structs import ConsumerRecord
+
 from streams.bench import generate
+from streams.cli import _tune_gc
 from streams.settings import Settings
 
 PARTITIONS = 4
 
 
-class Rec(NamedTuple):
-    """The fields of an aiokafka ConsumerRecord the stages read."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: tuple = ()
+def record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes) -> ConsumerRecord:
+    """A record as aiokafka's consumer hands it out."""
+    return ConsumerRecord(topic, partition, offset, 0, 0, key, value, None, len(key or b""),
+                          len(value), ())
 
 
-def polls(records: list[Any], poll: int) -> list[tuple[str, int, list[Rec]]]:
+def polls(records: list[Any], poll: int) -> list[tuple[str, int, list[ConsumerRecord]]]:
     """(topic, partition, records) per poll: each source partition's records in offset order,
     cut every ``poll`` records, interleaved across partitions like a consumer's fetches."""
-    by_tp: dict[tuple[str, int], list[Rec]] = defaultdict(list)
+    by_tp: dict[tuple[str, int], list[ConsumerRecord]] = defaultdict(list)
     for rec in records:
         partition = crc32(rec.key) % PARTITIONS
         recs = by_tp[(rec.topic, partition)]
-        recs.append(Rec(rec.topic, partition, len(recs), rec.key, rec.value))
+        recs.append(record(rec.topic, partition, len(recs), rec.key, rec.value))
     cut = {tp: [recs[i : i + poll] for i in range(0, len(recs), poll)] for tp, recs in by_tp.items()}
     out = []
     for i in range(max(len(c) for c in cut.values())):
@@ -68,7 +67,7 @@ def service() -> Any:
     return Service(Settings())
 
 
-async def run_once(batches: list[tuple[str, int, list[Rec]]]) -> dict[str, float]:
+async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]]) -> dict[str, float]:
     svc = service()
     ingest, aggregate = svc.ingest, svc.aggregate
     aggregate.publisher = None
@@ -81,7 +80,7 @@ async def run_once(batches: list[tuple[str, int, list[Rec]]]) -> dict[str, float
     clock = time.process_time
     gc.collect()
     began = clock()
-    keyed: list[list[tuple[int, list[Rec]]]] = []
+    keyed: list[list[tuple[int, list[ConsumerRecord]]]] = []
     for topic, partition, recs in batches:
         await ingest.process(topic, partition, recs)
         # the bundles of one poll, per keyed partition: what the aggregate agent gets
@@ -94,7 +93,7 @@ async def run_once(batches: list[tuple[str, int, list[Rec]]]) -> dict[str, float
         for partition, values in poll:
             recs = []
             for value in values:
-                recs.append(Rec("keyed", partition, offsets[partition], None, value))
+                recs.append(record("keyed", partition, offsets[partition], None, value))
                 offsets[partition] += 1
             deliveries.append((partition, recs))
     gc.collect()
@@ -129,6 +128,7 @@ def main() -> None:
     parser.add_argument("--stage", choices=("all", "ingest", "apply"), default="all",
                         help="repeat only this part (for a profiler)")
     args = parser.parse_args()
+    _tune_gc()  # as a worker does (streams.cli)
     batches = polls(generate(args.events, 1000, 40), args.poll)
     best: dict[str, float] = {}
     for _ in range(args.repeat):
