@@ -634,3 +634,45 @@ def test_times_before_the_epoch_are_out_of_range(text):
 
 def test_the_epoch_itself_is_accepted():
     assert decode(raw(envelope("email.sent", {"rep_id": "r"}, time="1970-01-01T00:00:00Z"))).time == 0.0
+
+
+# -- a batch at once ---------------------------------------------------------------------------
+
+
+class _Rec:
+    def __init__(self, value: bytes | None, offset: int) -> None:
+        self.value, self.offset = value, offset
+
+
+def test_decode_many_decides_as_decode_does_record_by_record():
+    """The batch path inlines the fast path and its checks: every record gets the same event or
+    the same rejection as from :meth:`Validator.decode`, in order."""
+    v = Validator(max_bytes=2048, max_future_seconds=300)
+    values = [raw(envelope(t, {**SPEC[t][0], **SPEC[t][1]}, id=f"full-{t}")) for t in sorted(SPEC)]
+    values += [raw(envelope(t, dict(SPEC[t][0]), id=f"min-{t}")) for t in sorted(SPEC)]
+    values += [
+        raw(envelope("email.sent", {"rep_id": "r"}, time=_at(301))),  # future
+        raw(envelope("email.sent", {"rep_id": "r"}, time=_at(300))),  # just inside
+        raw(envelope("email.sent", {"rep_id": "r"}, time="1969-12-31T23:59:59Z")),  # before 1970
+        raw(envelope("email.sent", {"rep_id": "r"}, time="1970-01-01T00:00:00Z")),  # the earliest
+        raw(envelope("opportunity.won", {**SPEC["opportunity.won"][0], "currency": "EUR"})),
+        raw(envelope("opportunity.won", {**SPEC["opportunity.won"][0], "currency": "USD"})),
+        raw(envelope("email.sent", {"rep_id": "r"}, specversion="0.3")),
+        raw(envelope("email.sent", {"rep_id": "ré"})),  # not ASCII: the checked path
+        raw(envelope("email.sent", {"rep_id": "r", "pad": "x" * 3000})),  # too large
+        raw(envelope("no.such", {"rep_id": "r"})),
+        b"not json",
+        None,
+        raw(envelope("email.sent", {})),  # missing rep_id
+    ]
+    records = [_Rec(value, 100 + i) for i, value in enumerate(values)]
+    events, errors = v.decode_many(records, NOW)
+    expected_events, expected_errors = [], []
+    for i, rec in enumerate(records):
+        try:
+            expected_events.append(v.decode(rec.value, rec.offset, NOW))
+        except RejectedEvent as exc:
+            expected_errors.append((i, exc.reason, exc.message))
+    assert events == expected_events
+    assert [(i, e.reason, e.message) for i, e in errors] == expected_errors
+    assert len(events) == 2 * len(SPEC) + 4 and len(expected_errors) == 9
