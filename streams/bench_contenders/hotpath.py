@@ -8,8 +8,10 @@ reps, 40 teams, seed 7) go through a worker's real stage objects (those of
 * ingest: ``IngestStage.process`` of each source partition's polls (validate, route, bundle);
 * apply: ``AggregateStage.apply`` of the bundles the ingest stage forwarded, one keyed
   partition's bundles of a poll at a time, as the aggregate agent gets them;
-* snapshot: folding the pending hits and one full snapshot of every partition (``expire``,
-  ``snapshot``, split into changelog parts), as a flush does.
+* fold: folding the pending hits into the windows, ``--folds`` times along the way and once
+  at the end (a backlog's flushes and publication rounds fold as they go);
+* snapshot: one full snapshot of every partition at the end (``expire``, ``snapshot``, split
+  into changelog parts), as a flush does.
 
 Records are cut into polls of ``--poll`` records per source partition (a backlog's fetch holds
 about 3,000). Each figure is process CPU time (``time.process_time``), best of ``--repeat``:
@@ -67,7 +69,7 @@ def service() -> Any:
     return Service(Settings())
 
 
-async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]]) -> dict[str, float]:
+async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]], folds: int) -> dict[str, float]:
     svc = service()
     ingest, aggregate = svc.ingest, svc.aggregate
     aggregate.publisher = None
@@ -97,10 +99,17 @@ async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]]) -> dict
                 offsets[partition] += 1
             deliveries.append((partition, recs))
     gc.collect()
-    began = clock()
-    for partition, recs in deliveries:
-        aggregate.apply(partition, recs)
-    t_apply = clock() - began
+    t_apply = t_fold = 0.0
+    every = max(1, len(deliveries) // (folds + 1))
+    for i in range(0, len(deliveries), every):
+        began = clock()
+        for partition, recs in deliveries[i : i + every]:
+            aggregate.apply(partition, recs)
+        t_apply += clock() - began
+        began = clock()
+        for state in aggregate.states.values():
+            _ = state.windows  # folds the pending hits, as a flush or a publication round does
+        t_fold += clock() - began
     gc.collect()
     began = clock()
     parts = 0
@@ -109,8 +118,8 @@ async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]]) -> dict
         parts += len(aggregate.splitters[partition].split(state.snapshot()))
     t_snapshot = clock() - began
     processed = sum(aggregate.processed.values())
-    return {"ingest": t_ingest, "apply": t_apply, "snapshot": t_snapshot, "processed": processed,
-            "parts": parts, "bundles": sum(offsets)}
+    return {"ingest": t_ingest, "apply": t_apply, "fold": t_fold, "snapshot": t_snapshot,
+            "processed": processed, "parts": parts, "bundles": sum(offsets)}
 
 
 def _by_partition(forwarded: list[tuple[int, bytes]]) -> list[tuple[int, list[bytes]]]:
@@ -125,20 +134,21 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--poll", type=int, default=3000, help="records per source poll")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--stage", choices=("all", "ingest", "apply"), default="all",
-                        help="repeat only this part (for a profiler)")
+    parser.add_argument("--folds", type=int, default=8,
+                        help="fold the pending hits this many times during the apply (8)")
     args = parser.parse_args()
     _tune_gc()  # as a worker does (streams.cli)
     batches = polls(generate(args.events, 1000, 40), args.poll)
     best: dict[str, float] = {}
     for _ in range(args.repeat):
-        out = asyncio.run(run_once(batches))
+        out = asyncio.run(run_once(batches, args.folds))
         for key, value in out.items():
             best[key] = min(best.get(key, value), value)
     print(f"events {args.events}, polls {len(batches)}, bundles {best['bundles']:.0f}, "
           f"processed {best['processed']:.0f}, parts {best['parts']:.0f}")
-    total = best["ingest"] + best["apply"] + best["snapshot"]
-    for key in ("ingest", "apply", "snapshot"):
+    stages = ("ingest", "apply", "fold", "snapshot")
+    total = sum(best[key] for key in stages)
+    for key in stages:
         print(f"{key:9s} {best[key]:6.3f} s CPU  {best[key] / args.events * 1e6:5.2f} us/event")
     print(f"{'total':9s} {total:6.3f} s CPU  {total / args.events * 1e6:5.2f} us/event")
 
