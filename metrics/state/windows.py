@@ -88,8 +88,7 @@ class Windows:
             for key, value in bucket.items():
                 acc[key] = get(key, 0.0) + value
         for (first_open, *_), (bounds, acc) in hourly.items():
-            for kind in range(first_open, len(WINDOW_KINDS)):
-                self._add_hits(kind, bounds[kind], acc)
+            self._add_hits_all(range(first_open, len(WINDOW_KINDS)), bounds, acc)
 
     def _add_hits(self, kind: int, bounds: tuple[float, float], hits: dict[tuple, float]) -> None:
         """Add summed hits to one window, skipping KPIs not kept in windows of that kind."""
@@ -103,6 +102,29 @@ class Windows:
             if kinds is every or kind in kinds:
                 values[key] = get(key, 0.0) + value
         self._mark(wpart)
+
+    def _add_hits_all(self, kinds: range, bounds: tuple, hits: dict[tuple, float]) -> None:
+        """:meth:`_add_hits` to the windows of several kinds in one pass over the hits: each
+        window gets the same additions in the same order, and a hit's KPI is looked up once."""
+        if len(kinds) == 1:
+            self._add_hits(kinds[0], bounds[kinds[0]], hits)
+            return
+        kinds_of = self.catalog.kinds_of
+        every = ALL_KIND_INDICES
+        wparts = [self._window(kind, *bounds[kind]) for kind in kinds]
+        targets = [(kind, wpart.values) for kind, wpart in zip(kinds, wparts, strict=True)]
+        dicts = [values for _, values in targets]
+        for key, value in hits.items():
+            kept = kinds_of[key[0]]
+            if kept is every:
+                for values in dicts:
+                    values[key] = values.get(key, 0.0) + value
+            else:
+                for kind, values in targets:
+                    if kind in kept:
+                        values[key] = values.get(key, 0.0) + value
+        for wpart in wparts:
+            self._mark(wpart)
 
     def _mark(self, part: WindowPart) -> None:
         key = part.key
