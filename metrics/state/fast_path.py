@@ -95,10 +95,18 @@ class FastPath:
                     self.late += 1
                     continue
             if gated:  # one dict lookup per label while the value is admitted
-                if rep is not None and rep not in reps_in:
+                # Admitted values are keyed by their first copy: the keys of this event's hits
+                # then hold the same string objects as the keys already in the windows, which
+                # makes every later dict lookup of them (pending, fold, windows) cheaper.
+                known = reps_in.get(rep) if rep is not None else None
+                if rep is not None and known is None:
                     rep, team = self._admit_rep(rep, team)
-                elif team is not None and team not in teams_in:
-                    team = admit(TEAM, team)
+                else:
+                    if known is not None:
+                        rep = known
+                    if team is not None:
+                        known = teams_in.get(team)
+                        team = admit(TEAM, team) if known is None else known
             if team is None and rep is not None:
                 entry = roster.get(rep)
                 if entry is not None:  # the team in effect at the event's time (a label already)
