@@ -95,7 +95,11 @@ class Lead(msgspec.Struct, array_like=True):
     @property
     def last_time(self) -> float:
         """The event time of the latest event that changed the lead."""
-        return max(x for x in (self.created, self.touch, self.closed, self.owner_time) if x is not None)
+        last = self.owner_time  # never None (-inf until owned)
+        for x in (self.created, self.touch, self.closed):
+            if x is not None and x > last:
+                last = x
+        return last
 
     @property
     def waiting(self) -> bool:
