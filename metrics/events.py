@@ -23,7 +23,7 @@ NonNegative = Annotated[float, Meta(ge=0)]
 Score = Annotated[int, Meta(ge=0, le=10)]
 
 
-class _Data(Struct, tag_field="_t", omit_defaults=True, forbid_unknown_fields=False):
+class _Data(Struct, tag_field="_t", omit_defaults=True, forbid_unknown_fields=False, gc=False):
     """Base of every event's ``data``. Unknown fields are ignored (producers may be newer)."""
 
 
@@ -245,7 +245,8 @@ def _typed_envelopes() -> msgspec.json.Decoder:
     it rejects is classified by the two-step path (:meth:`Validator._decode_checked`)."""
     fields = [(f.name, f.type) for f in msgspec.structs.fields(Envelope) if f.name not in ("type", "data")]
     typed = tuple(
-        msgspec.defstruct(f"{cls.__name__}Event", [*fields, ("data", cls)], tag_field="type", tag=name)
+        msgspec.defstruct(f"{cls.__name__}Event", [*fields, ("data", cls)], tag_field="type", tag=name,
+                         gc=False)
         for name, cls in DATA_TYPES.items()
     )
     return msgspec.json.Decoder(Union[typed])  # noqa: UP007 - a union built at run time
