@@ -94,19 +94,16 @@ class FastPath:
                 if first_open == len(WINDOW_KINDS):
                     self.late += 1
                     continue
-            if gated:  # one dict lookup per label while the value is admitted
-                # Admitted values are keyed by their first copy: the keys of this event's hits
-                # then hold the same string objects as the keys already in the windows, which
-                # makes every later dict lookup of them (pending, fold, windows) cheaper.
+            if gated:  # one dict lookup per label while the value is admitted, which also
+                # gives the admitted string itself: keys share one str per label value instead
+                # of holding each event's decoded copy (docs/benchmark.md, "Memory of a worker")
                 known = reps_in.get(rep) if rep is not None else None
                 if rep is not None and known is None:
                     rep, team = self._admit_rep(rep, team)
                 else:
-                    if known is not None:
-                        rep = known
+                    rep = known
                     if team is not None:
-                        known = teams_in.get(team)
-                        team = admit(TEAM, team) if known is None else known
+                        team = teams_in.get(team) or admit(TEAM, team)
             if team is None and rep is not None:
                 entry = roster.get(rep)
                 if entry is not None:  # the team in effect at the event's time (a label already)
