@@ -384,9 +384,6 @@ class Validator:
             if raw is not None and len(raw) <= max_bytes and raw.isascii():
                 try:
                     env = typed(raw)
-                except msgspec.MsgspecError:
-                    pass
-                else:
                     if env.specversion == "1.0":
                         time = env.time.timestamp()
                         data = env.data
@@ -396,6 +393,8 @@ class Validator:
                         ):
                             append(Event(rec.offset, env.source, env.id, time, data))
                             continue
+                except Exception:  # noqa: BLE001, S110 - decode() below says what it is
+                    pass
             try:
                 append(self.decode(raw, rec.offset, now))
             except Exception as exc:  # noqa: BLE001 - the caller dead-letters or logs it
