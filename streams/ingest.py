@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from zlib import crc32
@@ -131,7 +131,7 @@ class IngestStage:
         for index, exc in errors:
             error = exc if isinstance(exc, RejectedEvent) else _unexpected(exc)
             await self.dead_letter(records[index], error, topic, partition)
-        by_dest: dict[tuple[int, int], list[Event]] = {}
+        by_dest: defaultdict[tuple[int, int], list[Event]] = defaultdict(list)
         dest_of = self._dest_of
         if len(dest_of) > MAX_ROUTES:
             dest_of.clear()
@@ -143,31 +143,21 @@ class IngestStage:
             for field in fields:
                 key = getattr(data, field)
                 if key:
-                    break
-            else:
-                key = None
-            if key is None:  # routed by its identity: not worth remembering
-                dest = crc32(f"{event.source}\x00{event.id}".encode()) % parts
-            else:
-                dest = dest_of.get(key)
-                if dest is None:
-                    dest = dest_of[key] = crc32(key.encode()) % parts
-            bucket = by_dest.get((dest, LANE_KPI))
-            if bucket is None:
-                bucket = by_dest[(dest, LANE_KPI)] = []
-            bucket.append(event)
-            if lead_lane:
-                lead_id = data.lead_id  # type: ignore[attr-defined]
-                if lead_id:
-                    # Speed to lead needs the lead's creation and its touches together: a
-                    # second copy travels in the lead lane, routed by the lead.
-                    dest = dest_of.get(lead_id)
+                    dest = dest_of.get(key)
                     if dest is None:
-                        dest = dest_of[lead_id] = crc32(lead_id.encode()) % parts
-                    bucket = by_dest.get((dest, LANE_LEAD))
-                    if bucket is None:
-                        bucket = by_dest[(dest, LANE_LEAD)] = []
-                    bucket.append(event)
+                        dest = dest_of[key] = crc32(key.encode()) % parts
+                    break
+            else:  # routed by its identity: not worth remembering
+                dest = crc32(f"{event.source}\x00{event.id}".encode()) % parts
+            by_dest[(dest, LANE_KPI)].append(event)
+            if lead_lane and data.lead_id:  # type: ignore[attr-defined]
+                # Speed to lead needs the lead's creation and its touches together: a second
+                # copy travels in the lead lane, routed by the lead.
+                lead_id = data.lead_id  # type: ignore[attr-defined]
+                dest = dest_of.get(lead_id)
+                if dest is None:
+                    dest = dest_of[lead_id] = crc32(lead_id.encode()) % parts
+                by_dest[(dest, LANE_LEAD)].append(event)
         await self.delivered(topic, partition)
         sent: list[Any] = []
         for (dest, lane), events in by_dest.items():
