@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 ALERTS_RETENTION_MARGIN_SECONDS = 86400.0
 STATE_TABLE = "kpi-state"
 #: How often the publication timer asks whether a round of roll-up partials is due.
-PUBLISH_TICK_SECONDS = 0.1
+PUBLISH_TICK_SECONDS = 0.02
 #: How often the C allocator gives freed memory back to the system (streams.allocator), when
 #: the worker is not in a backlog: a round of output or a scrape frees tens of MB at once,
 #: which glibc would otherwise keep.
@@ -236,7 +236,7 @@ class Service:
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,
-                interval=s.metrics_interval_seconds, event_time=s.window_clock == "event",
+                interval=s.rollup_interval_seconds, event_time=s.window_clock == "event",
                 pacing=self.pacing,
             ),
             send=self._send,
@@ -476,7 +476,7 @@ class Service:
             if not self._behind():
                 await asyncio.get_running_loop().run_in_executor(None, allocator.trim)
 
-        @app.timer(min(PUBLISH_TICK_SECONDS, self.settings.metrics_interval_seconds), name="publish")
+        @app.timer(min(PUBLISH_TICK_SECONDS, self.settings.rollup_interval_seconds), name="publish")
         async def publish_partials() -> None:
             await aggregate.publish()  # paced by the publisher (streams.pacing)
 

@@ -136,6 +136,14 @@ class RollupStage:
         self.consumer_factory = consumer_factory
         self.clock = clock
         self.windows: dict[WindowKey, ScopeWindow] = {}
+        #: the keys of the windows in the order of their last change (seq): a reader takes
+        #: what changed since its last read from the end, without a pass over every window
+        self.recent: dict[WindowKey, None] = {}
+        #: the windows closed and not yet dropped (streams.readout drops them once read)
+        self.finals: dict[WindowKey, None] = {}
+        #: grows whenever windows are dropped: a reader that keeps copies compares it
+        self.drops = 0
+        self._next_close = float("-inf")  # by the wall clock: no window closes before this
         self.partials_read = 0
         self.seq = 0  # numbers the changes of windows, for the readers of streams.readout
         #: times the partitions assigned last were read to the ends they had when assigned:
@@ -149,6 +157,36 @@ class RollupStage:
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+    def touch(self, wkey: WindowKey, window: ScopeWindow) -> None:
+        """Number a change of ``window`` and move it to the end of :attr:`recent`."""
+        window.seq = self.next_seq()
+        recent = self.recent
+        recent.pop(wkey, None)
+        recent[wkey] = None
+
+    def drop(self, keys: Iterable[WindowKey]) -> None:
+        """Forget these windows (given away, or closed and read by every reader)."""
+        windows, recent, finals = self.windows, self.recent, self.finals
+        dropped = False
+        for key in keys:
+            if windows.pop(key, None) is not None:
+                dropped = True
+            recent.pop(key, None)
+            finals.pop(key, None)
+        if dropped:
+            self.drops += 1
+
+    def changed_since(self, seen: int) -> list[tuple[WindowKey, ScopeWindow]]:
+        """The windows changed after change number ``seen``, newest first."""
+        out = []
+        windows = self.windows
+        for key in reversed(self.recent):
+            window = windows[key]
+            if window.seq <= seen:
+                break
+            out.append((key, window))
+        return out
 
     # -- ownership -----------------------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
@@ -172,8 +210,7 @@ class RollupStage:
     def _reassign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         gone = self._assigned - self._wanted
         if gone:
-            for key in [k for k, w in self.windows.items() if w.partition in gone]:
-                del self.windows[key]
+            self.drop([k for k, w in self.windows.items() if w.partition in gone])
             for key in [k for k, (p, _) in self._closed.items() if p in gone]:
                 del self._closed[key]
             for p in gone:
@@ -232,18 +269,25 @@ class RollupStage:
         (``now``) or, closing by event time, by their roll-up partition's sources' watermarks:
         final, nothing changes them any more (``streams.readout`` hands them out once more)."""
         event_time = self.event_time
-        closing = {p: self._closing(p) for p in self._marks} if event_time else {}
         limit = 2 * self.grace
+        if not event_time and now < self._next_close:
+            return  # by the wall clock, nothing closes before the earliest open end
+        closing = {p: self._closing(p) for p in self._marks} if event_time else {}
+        next_close = float("inf")
         for wkey, window in self.windows.items():
             if window.closed:
                 continue
             clock = closing.get(window.partition, float("-inf")) if event_time else now
-            if window.end + limit <= clock:
+            if window.end + limit > clock:
+                next_close = min(next_close, window.end + limit)
+            else:
                 window.closed = True
-                window.seq = self.next_seq()
+                self.finals[wkey] = None
+                self.touch(wkey, window)
                 if event_time:
                     self._closed[wkey] = (window.partition, window.end)
                     self._tombstones.append((wkey, window.partition, list(window.sources)))
+        self._next_close = float("-inf") if event_time else next_close
         if event_time:
             for key in [k for k, (p, end) in self._closed.items()
                         if end + 4 * self.grace <= closing.get(p, float("-inf"))]:
@@ -270,14 +314,15 @@ class RollupStage:
         if value is None:
             head, kind, start, source = key.decode().rsplit("/", 3)
             scope, scope_id = head.split("/", 1)  # ids may contain "/"
-            window = self.windows.get((scope, scope_id, int(kind), float(start)))
+            wkey = (scope, scope_id, int(kind), float(start))
+            window = self.windows.get(wkey)
             # A window closed past its grace can no longer change: a tombstone for it is the
             # source dropping it at expiry, and its parts stay for this stage's final record.
             # (Closing by event time, sources send no expiry tombstones: each is a retraction.)
             if window is not None and not window.closed \
                     and (self.event_time or self.clock() < window.end + self.grace) \
                     and window.remove(int(source)):
-                window.seq = self.next_seq()
+                self.touch(wkey, window)
             return
         partial = DECODER.decode(value)
         wkey = (partial.scope, partial.id, partial.kind, partial.start)
@@ -296,8 +341,9 @@ class RollupStage:
         window = self.windows.get(wkey)
         if window is None:
             window = self.windows[wkey] = ScopeWindow(partition, partial.end)
+            self._next_close = min(self._next_close, partial.end + 2 * self.grace)
         if not window.closed and window.put(partial):
-            window.seq = self.next_seq()
+            self.touch(wkey, window)
 
     # -- outputs (read through streams.readout) ---------------------------------------
     def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:

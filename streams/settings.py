@@ -113,7 +113,13 @@ class Settings(BaseSettings):
         "throughput (0.27 -> 0.20 of bare, back to back): docs/benchmark.md, Memory.",
     )
     metrics_interval_seconds: float = Field(
-        1.0, description="At most one sales.metrics record (and roll-up partial) per key per interval."
+        1.0, gt=0, description="At most one sales.metrics record per key per interval."
+    )
+    rollup_interval_seconds: float = Field(
+        0.1, gt=0,
+        description="At most one roll-up partial per scope and window per interval (the step "
+        "from an applied event to the values on /metrics, Redis and SSE; longer while a round "
+        "is costly, see streams/pacing.py).",
     )
     business_hours: str | None = Field(
         None,

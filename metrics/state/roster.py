@@ -59,7 +59,7 @@ class Roster:
             if current is None or current.team != team or current.targets != data.targets:
                 # keys stored without a team are attributed by the roster when read, and
                 # targets are published with the windows (metrics.targets)
-                self.changed_windows.update(self._windows)
+                self._mark_all(self._windows)
         elif (t, team) not in current.earlier:
             # an earlier change read late: it only tells who was in which team when
             current.earlier = sorted([*current.earlier, (t, team)])[-ROSTER_HISTORY:]

@@ -8,7 +8,20 @@ minutes a horizon after the watermark, leads after their horizons (``metrics.lea
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
+
+#: Groups of changed keys kept per window between two reads of the publisher; past this the
+#: window is read whole (a backlog: every key changes anyway).
+TOUCHED_GROUPS_MAX = 16
+
+
+class _OpenChanged(tuple):
+    """A group of no keys that says: the window's computed open-pipeline values changed."""
+
+
+OPEN_CHANGED = _OpenChanged()
 
 
 class WindowPart:
@@ -102,14 +115,49 @@ class Windows:
             kinds = kinds_of[key[0]]
             if kinds is every or kind in kinds:
                 values[key] = get(key, 0.0) + value
-        self._mark(wpart)
+        self._mark(wpart, hits)
 
-    def _mark(self, part: WindowPart) -> None:
+    def _mark(self, part: WindowPart, keys: Iterable[tuple] | None = None) -> None:
+        """``part`` changed: for its snapshot, and for the roll-up partials, which are captured
+        apart from snapshots. ``keys``: the keys (or sample keys) that changed, each a tuple
+        whose [1] and [2] are rep and team (the hits themselves, kept by reference until the
+        publisher reads them, not copied); None: anything may have changed."""
         key = part.key
         if key not in self._dirty_parts:
             self._dirty_parts[key] = part
-        # also when already dirty: roll-up partials are captured apart from snapshots
-        self.changed_windows.add((part.kind, part.start))
+        wkey = (part.kind, part.start)
+        self.changed_windows.add(wkey)
+        touched = self.touched
+        if keys is None:
+            touched[wkey] = None
+            return
+        if wkey not in touched:
+            touched[wkey] = [keys]
+            return
+        groups = touched[wkey]
+        if groups is not None:
+            if len(groups) >= TOUCHED_GROUPS_MAX:
+                touched[wkey] = None  # a long backlog between two reads: read the window whole
+            else:
+                groups.append(keys)
+
+    def _mark_all(self, wkeys: Iterable[tuple[int, float]]) -> None:
+        """These windows changed in ways no key says (a restore, a rep's team or targets): the
+        publisher reads them whole."""
+        for wkey in wkeys:
+            self.changed_windows.add(wkey)
+            self.touched[wkey] = None
+
+    def _mark_open(self, wkeys: Iterable[tuple[int, float]]) -> None:
+        """The open pipeline at these windows' ends changed (``metrics.opportunities``): their
+        computed values are read again, their sums not."""
+        touched = self.touched
+        for wkey in wkeys:
+            self.changed_windows.add(wkey)
+            if wkey not in touched:
+                touched[wkey] = [OPEN_CHANGED]
+            elif touched[wkey] is not None:
+                touched[wkey].append(OPEN_CHANGED)  # type: ignore[union-attr]
     # -- expiry --------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> int:
         """Drop windows and dedup minutes that can no longer matter.
@@ -145,6 +193,7 @@ class Windows:
                 del self._windows[wkey]
                 self._forget(wpart.key)
                 self.changed_windows.discard(wkey)
+                self.touched.pop(wkey, None)
                 self.expired_windows.append(wpart)
                 dropped += 1
         self._next_window_expiry = min(
