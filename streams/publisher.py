@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from zlib import crc32
 
-from metrics.opportunities import open_values
 from metrics.leads import UNASSIGNED
+from metrics.opportunities import open_values
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
 from metrics.rollup import Parts, merge
 from metrics.split_index import SplitIndex
