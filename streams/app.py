@@ -257,6 +257,7 @@ class Service:
                 **kafka_client_kwargs(s),
             ),
         )
+        self.aggregate.local = self.rollup.local
         # The output seam: every sink reads the roll-up stage's values through it.
         self.readout = Readout(self.rollup, grace_seconds=s.grace_seconds)
         self.ledger = AlertLedger(s.kafka_bootstrap, s.alerts_topic, kafka_client_kwargs(s))

@@ -49,6 +49,9 @@ from streams.publisher import scope_partition
 log = logging.getLogger(__name__)
 
 _MARK = WATERMARK_KEY.encode()
+_NONE = object()
+#: At most this many of a worker's own records wait for their copy from the topic (local).
+ECHO_MAX = 500_000
 MARK_DECODER = msgspec.msgpack.Decoder(float)
 
 WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
@@ -150,6 +153,9 @@ class RollupStage:
         #: from then on the stage holds every window of what it owns (streams.readout.takeovers)
         self.takeovers = 0
         self._replaying: dict[TopicPartition, int] = {}
+        #: records applied by :meth:`local` whose copy from the topic is still to come: key ->
+        #: value (that copy is then skipped without decoding it)
+        self._echo: dict[bytes, bytes | None] = {}
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
@@ -207,7 +213,27 @@ class RollupStage:
         return {"partitions": sorted(self._assigned), "windows": len(self.windows),
                 "partials_read": self.partials_read, "late_partials": self.late_partials}
 
+    def local(self, records: Iterable[tuple[str, bytes, bytes | None, int | None]]) -> None:
+        """A round of this worker's own partials and tombstones, as it sends them to the topic:
+        those of the roll-up partitions this stage owns (and is not reading from their
+        beginning) are applied now, without waiting for their trip through Kafka. Their copies
+        from the topic are then skipped; should one of them come back changed (it cannot: the
+        same source, epoch and version), it is applied as any record. Not closing by event
+        time, where the partials must be read in order with the watermarks."""
+        if self.event_time:
+            return
+        assigned, echo = self._assigned, self._echo
+        replaying = {tp.partition for tp in self._replaying}
+        if len(echo) > ECHO_MAX:
+            echo.clear()  # copies that never came back (a rebalance): only the skips are lost
+        for topic, key, value, partition in records:
+            if topic != self.topic or partition not in assigned or partition in replaying:
+                continue
+            self._apply(partition, key, value)
+            echo[key] = value
+
     def _reassign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        self._echo.clear()
         gone = self._assigned - self._wanted
         if gone:
             self.drop([k for k, w in self.windows.items() if w.partition in gone])
@@ -305,6 +331,10 @@ class RollupStage:
                                 value=None, partition=partition)
 
     def _apply(self, partition: int, key: bytes, value: bytes | None) -> None:
+        echo = self._echo.get(key, _NONE)
+        if echo is not _NONE and echo == value:
+            del self._echo[key]
+            return  # applied when this worker published it (local)
         if key.startswith(_MARK):
             if value is not None:
                 marks = self._marks.setdefault(partition, {})
