@@ -29,7 +29,7 @@ replay decides alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -211,9 +211,9 @@ def _keys(state: PartitionState, rules: Iterable[tuple[Any, Any]], data: Any, re
 
 
 def _file(state: PartitionState, t: float, offset: int, replaying: bool, src_wm: float,
-          change: Callable[[WindowPart], None], keys: Iterable[tuple]) -> None:
+          change: Callable[[WindowPart], None], who: Collection[tuple]) -> None:
     """Apply ``change`` to every window of ``t`` that is still open and lacks this record;
-    ``keys`` are what it changes (tuples whose [1] and [2] are rep and team)."""
+    ``who``: the (rep, team) pairs of the keys it changes."""
     for kind, (start, end) in enumerate(state.calendar.bounds_all(t)):
         if not state._open(end, src_wm):
             continue
@@ -221,7 +221,7 @@ def _file(state: PartitionState, t: float, offset: int, replaying: bool, src_wm:
         if replaying and wpart.stamp >= offset:
             continue
         change(wpart)
-        state._mark(wpart, keys)
+        state._mark(wpart, who)
 
 
 def _file_cycle(state: PartitionState, cycle: Cycle, offset: int, replaying: bool, src_wm: float,
@@ -247,7 +247,8 @@ def _file_cycle(state: PartitionState, cycle: Cycle, offset: int, replaying: boo
             if obs and cycle.seconds in obs:
                 obs.remove(cycle.seconds)
 
-    _file(state, cycle.won_time, offset, replaying, src_wm, change, [*cycle.keys, sample_key])
+    _file(state, cycle.won_time, offset, replaying, src_wm, change,
+          {(k[1], k[2]) for k in (*cycle.keys, sample_key)})
 
 
 def apply_opportunity(state: PartitionState, data: Any, t: float, rep: str | None,
@@ -297,8 +298,7 @@ def file_samples(state: PartitionState, t: float, rep: str | None, team: str | N
     """``update(samples, (rep, team), kind)`` of every window of ``t`` that takes the record.
     Sample keys carry an explicit team (a snapshot's do): None is the rep's roster team."""
     who = (rep, team if team is not None else state.team_of(rep))
-    _file(state, t, offset, replaying, src_wm, lambda w: update(w.samples, who, w.kind),
-          ((None, *who),))
+    _file(state, t, offset, replaying, src_wm, lambda w: update(w.samples, who, w.kind), (who,))
 
 
 def open_values(state: PartitionState, wpart: WindowPart) -> dict[tuple, float]:

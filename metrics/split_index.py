@@ -68,12 +68,12 @@ class SplitIndex:
     def update(self, values: Mapping[tuple, float], samples: Mapping[tuple, list[float]],
                extras: Mapping[tuple, float] | None, team_of: Callable[[str | None], str],
                touched: Iterable[Iterable[tuple]]) -> Split | None:
-        """The parts of the reps and teams that the ``touched`` keys name (and the
-        organisation's); ``extras`` None: the computed values did not change since the last
-        read. None when the window must be read whole (:meth:`full`)."""
+        """The parts of the reps and teams that the ``touched`` (rep, team) pairs name (and
+        the organisation's); ``extras`` None: the computed values did not change since the
+        last read. None when the window must be read whole (:meth:`full`)."""
         if len(values) < self.n_values or len(samples) < self.n_samples:
             return None  # keys went: not a window this index knows
-        pairs = {(k[1], k[2]) for group in touched for k in group}
+        pairs: set[tuple] = set().union(*touched)
         self._index_values(islice(values, self.n_values, None), team_of)
         self.n_values = len(values)
         if len(samples) > self.n_samples:

@@ -530,8 +530,12 @@ class Service:
                 captured = kpis.capture()
                 parts = await asyncio.get_running_loop().run_in_executor(
                     None, kpis.parts, captured, names)
-                own = registry if names is None else registry.restricted_registry(names)
-                parts.append(generate_latest(own))
+                if names is None:
+                    parts.append(generate_latest(registry))
+                elif names - kpis.metric_names:
+                    # the service's own families, when asked for (its collectors, e.g. the
+                    # health counters, are not asked for their samples by a KPI poll)
+                    parts.append(generate_latest(registry.restricted_registry(names)))
                 # Written in pieces of the cache, never joined into one body: with 1,000 reps
                 # the text is ~16 MB, and every copy of it was as much again in the peak RSS.
                 response = aiohttp_web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})

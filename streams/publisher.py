@@ -90,6 +90,7 @@ class Publisher:
         windows = state.windows  # folds what was applied: its windows are in the changed set
         changed, state.changed_windows = state.changed_windows, set()
         touched, state.touched = state.touched, {}
+        state.touched_keys = 0
         out: list[Record] = []
         for wkey in sorted(changed):
             wpart = windows.get(wkey)

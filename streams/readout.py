@@ -92,8 +92,12 @@ class Readout:
         return self.stage.seq
 
     def drops(self) -> int:
-        """Grows whenever the stage drops windows."""
+        """How many windows the stage dropped so far."""
         return self.stage.drops
+
+    def dropped_since(self, drops: int) -> list[tuple[str, str, int, float]] | None:
+        """The keys of the windows dropped after the first ``drops`` (None: no longer known)."""
+        return self.stage.dropped_since(drops)
 
     def takeovers(self) -> int:
         """Grows each time the stage has read the partitions it was last given: a sink that

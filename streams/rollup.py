@@ -52,6 +52,8 @@ _MARK = WATERMARK_KEY.encode()
 _NONE = object()
 #: At most this many of a worker's own records wait for their copy from the topic (local).
 ECHO_MAX = 500_000
+#: Dropped windows remembered for the readers that keep copies (the /metrics renderer).
+DROP_LOG_MAX = 100_000
 MARK_DECODER = msgspec.msgpack.Decoder(float)
 
 WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
@@ -144,8 +146,10 @@ class RollupStage:
         self.recent: dict[WindowKey, None] = {}
         #: the windows closed and not yet dropped (streams.readout drops them once read)
         self.finals: dict[WindowKey, None] = {}
-        #: grows whenever windows are dropped: a reader that keeps copies compares it
-        self.drops = 0
+        #: the keys of the windows dropped, in order: a reader that keeps copies (the /metrics
+        #: renderer) forgets them; ``drop_base`` entries were trimmed from its front
+        self.drop_log: list[WindowKey] = []
+        self.drop_base = 0
         self._next_close = float("-inf")  # by the wall clock: no window closes before this
         self.partials_read = 0
         self.seq = 0  # numbers the changes of windows, for the readers of streams.readout
@@ -173,15 +177,26 @@ class RollupStage:
 
     def drop(self, keys: Iterable[WindowKey]) -> None:
         """Forget these windows (given away, or closed and read by every reader)."""
-        windows, recent, finals = self.windows, self.recent, self.finals
-        dropped = False
+        windows, recent, finals, log = self.windows, self.recent, self.finals, self.drop_log
         for key in keys:
             if windows.pop(key, None) is not None:
-                dropped = True
+                log.append(key)
             recent.pop(key, None)
             finals.pop(key, None)
-        if dropped:
-            self.drops += 1
+        if len(log) > DROP_LOG_MAX:
+            self.drop_base += len(log)
+            log.clear()
+
+    @property
+    def drops(self) -> int:
+        """How many windows were dropped so far."""
+        return self.drop_base + len(self.drop_log)
+
+    def dropped_since(self, drops: int) -> list[WindowKey] | None:
+        """The keys of the windows dropped after the first ``drops``; None if no longer known."""
+        if drops < self.drop_base:
+            return None
+        return self.drop_log[drops - self.drop_base:]
 
     def changed_since(self, seen: int) -> list[tuple[WindowKey, ScopeWindow]]:
         """The windows changed after change number ``seen``, newest first."""

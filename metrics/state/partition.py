@@ -93,9 +93,10 @@ class PartitionState(FastPath, Replay, Sightings, LeadLane, Windows, Roster, Lab
         #: took them, and windows dropped by expiry (their final values)
         self.changed_windows: set[tuple[int, float]] = set()
         #: what changed in each of those windows, for an incremental read (metrics.split_index):
-        #: (kind, start) -> the changes' keys (tuples whose [1] and [2] are rep and team), in
-        #: groups as they were applied; None, or a changed window missing here: anything
+        #: (kind, start) -> the (rep, team) pairs of the changed keys, as their keys name them,
+        #: in groups as they were applied; None, or a changed window missing here: anything
         self.touched: dict[tuple[int, float], list[Iterable[tuple]] | None] = {}
+        self.touched_keys = 0  # how many keys those groups hold (metrics.state.windows)
         self.expired_windows: list[WindowPart] = []
         # Health counters since the last drain (the caller sums them across partitions).
         self.processed: Counter[str] = Counter()

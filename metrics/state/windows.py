@@ -8,17 +8,18 @@ minutes a horizon after the watermark, leads after their horizons (``metrics.lea
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
 
-#: Groups of changed keys kept per window between two reads of the publisher; past this the
-#: window is read whole (a backlog: every key changes anyway).
-TOUCHED_GROUPS_MAX = 16
+#: Changed (rep, team) pairs kept (in their groups) between two reads of the publisher, over
+#: all windows of a partition; past this every changed window is read whole (a long backlog,
+#: where every rep changes anyway), and nothing more is kept until the next read.
+TOUCHED_KEYS_MAX = 262_144
 
 
 class _OpenChanged(tuple):
-    """A group of no keys that says: the window's computed open-pipeline values changed."""
+    """A group of no pairs that says: the window's computed open-pipeline values changed."""
 
 
 OPEN_CHANGED = _OpenChanged()
@@ -89,7 +90,7 @@ class Windows:
         for (minute, first_open), bucket in pending.items():
             bounds = bounds_all(minute * 60.0)
             if first_open == 0:
-                self._add_hits(0, bounds[0], bucket)
+                self._add_hits(0, bounds[0], bucket, {(k[1], k[2]) for k in bucket})
                 first_open = 1
             hkey = (first_open, *(b[0] for b in bounds[1:]))
             entry = hourly.get(hkey)
@@ -101,11 +102,14 @@ class Windows:
             for key, value in bucket.items():
                 acc[key] = get(key, 0.0) + value
         for (first_open, *_), (bounds, acc) in hourly.items():
+            who = {(k[1], k[2]) for k in acc}  # once for the five kinds it feeds
             for kind in range(first_open, len(WINDOW_KINDS)):
-                self._add_hits(kind, bounds[kind], acc)
+                self._add_hits(kind, bounds[kind], acc, who)
 
-    def _add_hits(self, kind: int, bounds: tuple[float, float], hits: dict[tuple, float]) -> None:
-        """Add summed hits to one window, skipping KPIs not kept in windows of that kind."""
+    def _add_hits(self, kind: int, bounds: tuple[float, float], hits: dict[tuple, float],
+                  who: set[tuple[str | None, str | None]]) -> None:
+        """Add summed hits to one window, skipping KPIs not kept in windows of that kind;
+        ``who``: their (rep, team) pairs."""
         kinds_of = self.catalog.kinds_of
         every = ALL_KIND_INDICES
         wpart = self._window(kind, *bounds)
@@ -115,31 +119,35 @@ class Windows:
             kinds = kinds_of[key[0]]
             if kinds is every or kind in kinds:
                 values[key] = get(key, 0.0) + value
-        self._mark(wpart, hits)
+        self._mark(wpart, who)
 
-    def _mark(self, part: WindowPart, keys: Iterable[tuple] | None = None) -> None:
+    def _mark(self, part: WindowPart, who: Collection[tuple] | None = None) -> None:
         """``part`` changed: for its snapshot, and for the roll-up partials, which are captured
-        apart from snapshots. ``keys``: the keys (or sample keys) that changed, each a tuple
-        whose [1] and [2] are rep and team (the hits themselves, kept by reference until the
-        publisher reads them, not copied); None: anything may have changed."""
+        apart from snapshots. ``who``: the (rep, team) pairs of the keys (or sample keys) that
+        changed, as their keys name them (kept by reference until the publisher reads them);
+        None: anything may have changed."""
         key = part.key
         if key not in self._dirty_parts:
             self._dirty_parts[key] = part
         wkey = (part.kind, part.start)
         self.changed_windows.add(wkey)
         touched = self.touched
-        if keys is None:
+        if who is None or self.touched_keys > TOUCHED_KEYS_MAX:
             touched[wkey] = None
             return
-        if wkey not in touched:
-            touched[wkey] = [keys]
+        groups = touched.get(wkey, ())
+        if groups is None:
             return
-        groups = touched[wkey]
-        if groups is not None:
-            if len(groups) >= TOUCHED_GROUPS_MAX:
-                touched[wkey] = None  # a long backlog between two reads: read the window whole
-            else:
-                groups.append(keys)
+        self.touched_keys += len(who)
+        if self.touched_keys > TOUCHED_KEYS_MAX:
+            # a long backlog between two reads: read the changed windows whole
+            for k in touched:
+                touched[k] = None
+            touched[wkey] = None
+        elif groups:
+            groups.append(who)  # type: ignore[union-attr]
+        else:
+            touched[wkey] = [who]
 
     def _mark_all(self, wkeys: Iterable[tuple[int, float]]) -> None:
         """These windows changed in ways no key says (a restore, a rep's team or targets): the

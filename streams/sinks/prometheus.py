@@ -36,6 +36,7 @@ class Captured(NamedTuple):
     changed: dict[tuple, tuple[int, tuple, dict]]  # key -> (seq, label values, values)
     upto: int = 0  # the stage's change number when captured
     drops: int = 0  # the stage's drop count when captured
+    gone: tuple = ()  # with ``present`` None: the windows dropped since the last render
 
 
 def requested_names(query: Mapping[str, str]) -> frozenset[str] | None:
@@ -96,11 +97,13 @@ class KpiRenderer:
         self._labels: dict[tuple, str] = {}
         self.families: dict[tuple[str, str], str] = {}  # (scope, kpi) -> metric name
         self.windows_of: dict[str, frozenset[str]] = {}
+        self.metric_names: frozenset[str] = frozenset()  # of the KPI families, set below
         for kpi in catalog.kpis:
             self.windows_of[kpi.name] = frozenset(catalog.windows_of(kpi.name))
             if kpi.exported:
                 for scope in kpi.scopes:
                     self.families[(scope, kpi.name)] = f"salespulse_{scope}_{kpi.name}"
+        self.metric_names = frozenset(self.families.values())
         self._dims = {k.name: catalog.dimensions_of(k.name) for k in catalog.kpis}
         #: (scope, kind index) -> kpi -> ((scope, kpi), metric name): what a slot exports
         self._exported: dict[tuple[str, int], dict[str, tuple[tuple[str, str], str]]] = {
@@ -160,15 +163,16 @@ class KpiRenderer:
         scopes = self.scopes
         upto, drops = scopes.seq(), scopes.drops()
         changed = {}
-        if (self._applied_upto >= 0 and drops == self._applied_drops
-                and tuple(starts) == self._starts):
-            # nothing went and no window moved on since the last render: what changed since
+        gone = scopes.dropped_since(self._applied_drops) if self._applied_upto >= 0 else None
+        if gone is not None and tuple(starts) == self._starts:
+            # no window moved on since the last render: what changed and what went since
             for key, window in scopes.changed_since(self._applied_upto):
                 if (key[2], key[3]) in wanted and key not in changed \
                         and rendered.get(key) != window.seq:
                     changed[key] = (window.seq, window.labels(key[0], key[1]),
                                     window.values(catalog))
-            return Captured(self._captures, tuple(starts), None, changed, upto, drops)
+            return Captured(self._captures, tuple(starts), None, changed, upto, drops,
+                            tuple(k for k in gone if (k[2], k[3]) in wanted))
         present = []
         for key, window in scopes.windows():
             if (key[2], key[3]) not in wanted:
@@ -218,11 +222,12 @@ class KpiRenderer:
         windows, rendered = self._windows, self._rendered
         dirty: set[tuple[str, str, int]] = set()
         present = set(captured.present) if captured.present is not None else None
-        if present is not None:
-            for key in [k for k in windows if k not in present]:
-                del windows[key]
-                rendered.pop(key, None)
-                dirty.add(key[:3])
+        gone = [k for k in windows if k not in present] if present is not None else \
+            [k for k in captured.gone if k in windows and k not in captured.changed]
+        for key in gone:
+            del windows[key]
+            rendered.pop(key, None)
+            dirty.add(key[:3])
         for key, (seq, ids, values) in captured.changed.items():
             windows[key] = (ids, values)
             rendered[key] = seq
