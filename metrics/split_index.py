@@ -3,12 +3,15 @@
 :func:`metrics.rollup.split` walks every key of a window: with 1,000 reps that is ~10,000 keys
 per window and partition, and a round of roll-up partials every 0.1 s would walk them all for
 the few reps that had an event. A :class:`SplitIndex` keeps, for one window, which keys belong
-to which rep and which team, and the team parts it gave last; given the keys that changed (the
-state's ``touched`` groups, :mod:`metrics.state.windows`) it builds the parts of only the reps
-and teams they name, and the organisation's from the teams' parts. The parts it gives are
-those :func:`split` gives for the same scopes, key for key and in the same order (so equal sums
-to the last bit), except the organisation's sums, added up team by team instead of key by key
-(the roll-up stage adds them across partitions the same way).
+to which *group* (a rep and the team its keys name, or the keys of a team without a rep), the
+parts each group gave last, and the team and organisation parts. Given the (rep, team) pairs
+whose keys changed (the state's ``touched`` groups, :mod:`metrics.state.windows`) it builds the
+parts of those groups again, and moves the teams' and the organisation's parts by the
+difference: a round costs what its changed reps hold, not what the window holds.
+
+The parts it gives equal those :func:`split` gives for the same scopes: a rep's exactly (key
+for key, in the same order); a team's and the organisation's sums up to rounding (they are
+moved by differences; integer counts stay exact), their sketches and extremes exactly.
 
 Keys are only ever added to a window (never removed; a sample series' list changes in place),
 so the keys added since the last read are the dict's last ones. The window's computed values
@@ -22,34 +25,36 @@ from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
 
 from metrics.extremes import combine, is_extreme
-from metrics.rollup import Parts, merge, split
+from metrics.rollup import Parts, split
 from metrics.sketch import Sketch
 
 Split = tuple[dict[tuple[str, str], Parts], dict[str, Parts], Parts]
+Group = tuple[str | None, str]  # (rep or None, team as split labels it)
 
 _MISSING = object()
 
 
 class SplitIndex:
-    __slots__ = ("n_values", "n_samples", "extras", "rep_keys", "team_keys", "rep_samples",
-                 "team_samples", "team_parts", "targets", "absent", "org")
+    __slots__ = ("n_values", "n_samples", "extras", "targets", "absent", "group_keys",
+                 "group_samples", "groups", "rep_teams", "team_groups", "team_parts", "org")
 
     def __init__(self) -> None:
         self.n_values = 0  # keys of the window's sums indexed so far
         self.n_samples = 0  # keys of its sample series indexed so far
         self.extras: dict[tuple, float] = {}  # the computed values last read
-        self.rep_keys: dict[str, list[tuple]] = {}  # rep -> its keys, in the window's order
-        self.team_keys: dict[str, list[tuple]] = {}  # team (as split labels it) -> keys
-        self.rep_samples: dict[str, list[tuple]] = {}
-        self.team_samples: dict[str, list[tuple]] = {}
-        self.team_parts: dict[str, Parts] = {}  # team -> its parts as last given
         #: the window's targets as last read whole (they change with the roster, which has
         #: the window read whole: ``metrics.state.roster``)
         self.targets: dict[tuple, float] = {}
         #: the scopes the last :meth:`update` read and found without any key: ("rep", id) or
         #: ("team", id)
         self.absent: set[tuple[str, str]] = set()
-        self.org = Parts()  # the organisation's parts as last given
+        self.group_keys: dict[Group, list[tuple]] = {}  # in the window's order
+        self.group_samples: dict[Group, list[tuple]] = {}
+        self.groups: dict[Group, Parts] = {}  # the parts each group gave last
+        self.rep_teams: dict[str, dict[str, None]] = {}  # rep -> the teams of its groups
+        self.team_groups: dict[str, set[Group]] = {}
+        self.team_parts: dict[str, Parts] = {}
+        self.org = Parts()
 
     def full(self, values: Mapping[tuple, float], samples: Mapping[tuple, list[float]],
              extras: Mapping[tuple, float], team_of: Callable[[str | None], str]) -> Split:
@@ -58,11 +63,18 @@ class SplitIndex:
         reps, teams, org = split(merged, samples, team_of)
         self.__init__()  # type: ignore[misc]
         self.extras = dict(extras)
-        self._index_values(merged, team_of)
-        self.n_values = len(values)
-        self._index_samples(samples, team_of)
-        self.team_parts = dict(teams)
-        self.org = org
+        self._index(merged, samples, team_of)
+        self.n_values, self.n_samples = len(values), len(samples)
+        for group in self.group_keys.keys() | self.group_samples.keys():
+            parts = reps.get(group) if group[0] is not None else None  # type: ignore[call-overload]
+            if parts is None:
+                parts = self._group(group, values, samples, self.extras)
+            if parts is not None:
+                self.groups[group] = parts
+        self.team_parts = {team: Parts(dict(p.sums), dict(p.samples), {
+            s: Sketch().merge_from(k) for s, k in p.sketches.items()}) for team, p in teams.items()}
+        self.org = Parts(dict(org.sums), dict(org.samples), {
+            s: Sketch().merge_from(k) for s, k in org.sketches.items()})
         return reps, teams, org
 
     def update(self, values: Mapping[tuple, float], samples: Mapping[tuple, list[float]],
@@ -74,166 +86,159 @@ class SplitIndex:
         if len(values) < self.n_values or len(samples) < self.n_samples:
             return None  # keys went: not a window this index knows
         pairs: set[tuple] = set().union(*touched)
-        self._index_values(islice(values, self.n_values, None), team_of)
-        self.n_values = len(values)
-        if len(samples) > self.n_samples:
-            self._index_samples(islice(samples, self.n_samples, None), team_of)
-            self.n_samples = len(samples)
+        new_samples = islice(samples, self.n_samples, None) if len(samples) > self.n_samples else ()
+        self._index(islice(values, self.n_values, None), new_samples, team_of)
+        self.n_values, self.n_samples = len(values), len(samples)
         if extras is not None and extras != self.extras:
             old = self.extras
             for key in old.keys() | extras.keys():
                 if old.get(key, _MISSING) != extras.get(key, _MISSING):
                     pairs.add((key[1], key[2]))
-            self._index_values((k for k in extras if k not in old and k not in values), team_of)
+            self._index((k for k in extras if k not in old and k not in values), (), team_of)
             self.extras = dict(extras)
         extras = self.extras
-        reps: dict[tuple[str, str], Parts] = {}
-        teams: dict[str, Parts] = {}
         absent = self.absent = set()
-        for rep in {r for r, _ in pairs if r is not None}:
-            if not self._rep(rep, values, samples, extras, team_of, reps):
+        teams_moved: set[str] = set()
+        extreme: dict[str, set[str]] = {}  # team -> extreme series of its groups that changed
+        reps: set[str] = set()
+        for rep, team in pairs:
+            group = (rep, team if team is not None else team_of(rep))
+            new = self._group(group, values, samples, extras)
+            old = self.groups.get(group)
+            if new is None:
+                if old is None:
+                    continue
+                del self.groups[group]
+            else:
+                self.groups[group] = new
+            self._move(group[1], old, new, extreme)
+            teams_moved.add(group[1])
+            if rep is not None:
+                reps.add(rep)
+        out_reps: dict[tuple[str, str], Parts] = {}
+        for rep in reps:
+            found = False
+            for team in self.rep_teams.get(rep, ()):
+                parts = self.groups.get((rep, team))
+                if parts is not None:
+                    out_reps[(rep, team)] = parts
+                    found = True
+            if not found:
                 absent.add(("rep", rep))
         org = self.org
-        for team in {t if t is not None else team_of(r) for r, t in pairs}:
-            parts = self._team(team, values, samples, extras)
-            if parts is None:
-                if self.team_parts.pop(team, None) is not None:
-                    absent.add(("team", team))
-                continue
-            _add(org, parts, self.team_parts.get(team))
-            teams[team] = self.team_parts[team] = parts
-        if absent:
-            org = self.org = merge(self.team_parts.values())
-        elif any(is_extreme(s) for p in teams.values() for s in p.samples):
-            for series in {s for p in teams.values() for s in p.samples if is_extreme(s)}:
+        for team, series in extreme.items():
+            tp = self.team_parts[team]
+            for s in series:
                 combined = None
-                for p in self.team_parts.values():
-                    obs = p.samples.get(series)
+                for group in self.team_groups.get(team, ()):
+                    parts = self.groups.get(group)
+                    obs = parts.samples.get(s) if parts is not None else None
                     if obs:
-                        combined = combine(series, combined, obs)
-                org.samples[series] = combined  # type: ignore[assignment]
-        return reps, teams, org
+                        combined = combine(s, combined, obs)
+                if combined is None:
+                    tp.samples.pop(s, None)
+                else:
+                    tp.samples[s] = combined
+        out_teams: dict[str, Parts] = {}
+        for team in teams_moved:
+            if any(g in self.groups for g in self.team_groups.get(team, ())):
+                out_teams[team] = self.team_parts[team]
+            else:
+                self.team_parts.pop(team, None)
+                absent.add(("team", team))
+        if extreme:
+            for s in {s for series in extreme.values() for s in series}:
+                combined = None
+                for tp in self.team_parts.values():
+                    obs = tp.samples.get(s)
+                    if obs:
+                        combined = combine(s, combined, obs)
+                if combined is None:
+                    org.samples.pop(s, None)
+                else:
+                    org.samples[s] = combined
+        return out_reps, out_teams, org
 
     # -- the index -------------------------------------------------------------------------
-    def _index_values(self, keys: Iterable[tuple], team_of: Callable[[str | None], str]) -> None:
-        rep_keys, team_keys = self.rep_keys, self.team_keys
-        for key in keys:
-            rep, team = key[1], key[2]
-            if team is None:
-                team = team_of(rep)
-            if rep is not None:
-                rep_keys.setdefault(rep, []).append(key)
-            team_keys.setdefault(team, []).append(key)
+    def _index(self, keys: Iterable[tuple], sample_keys: Iterable[tuple],
+               team_of: Callable[[str | None], str]) -> None:
+        for table, source in ((self.group_keys, keys), (self.group_samples, sample_keys)):
+            for key in source:
+                rep, team = key[1], key[2]
+                group = (rep, team if team is not None else team_of(rep))
+                entry = table.get(group)
+                if entry is None:
+                    table[group] = [key]
+                    self.team_groups.setdefault(group[1], set()).add(group)
+                    if rep is not None:
+                        self.rep_teams.setdefault(rep, {})[group[1]] = None
+                else:
+                    entry.append(key)
 
-    def _index_samples(self, keys: Iterable[tuple], team_of: Callable[[str | None], str]) -> None:
-        rep_samples, team_samples = self.rep_samples, self.team_samples
-        for key in keys:
-            rep, team = key[1], key[2]
-            if team is None:
-                team = team_of(rep)
-            if rep is not None:
-                rep_samples.setdefault(rep, []).append(key)
-            team_samples.setdefault(team, []).append(key)
-
-    # -- parts, as split builds them -----------------------------------------------------
-    @staticmethod
-    def _value(key: tuple, values: Mapping[tuple, float], extras: Mapping[tuple, float]) -> object:
-        v = extras.get(key, _MISSING)
-        return values.get(key, _MISSING) if v is _MISSING else v
-
-    def _rep(self, rep: str, values: Mapping[tuple, float], samples: Mapping[tuple, list[float]],
-             extras: Mapping[tuple, float], team_of: Callable[[str | None], str],
-             out: dict[tuple[str, str], Parts]) -> bool:
-        mine: dict[tuple[str, str], Parts] = {}
-        value = self._value
-        for key in self.rep_keys.get(rep, ()):
-            v = value(key, values, extras)
-            if v is _MISSING:
-                continue
-            kpi, _, team, *dims = key
-            if team is None:
-                team = team_of(rep)
-            rp = mine.get((rep, team))
-            if rp is None:
-                rp = mine[(rep, team)] = Parts()
-            rest = (kpi, *dims)
-            rp.sums[rest] = rp.sums.get(rest, 0.0) + v  # type: ignore[operator]
-        for key in self.rep_samples.get(rep, ()):
-            obs = samples[key]
-            if not obs:
-                continue
-            series, _, team = key
-            if team is None:
-                team = team_of(rep)
-            rp = mine.get((rep, team))
-            if rp is None:
-                rp = mine[(rep, team)] = Parts()
-            if is_extreme(series):
-                rp.samples[series] = combine(series, rp.samples.get(series), obs)
-            else:
-                rp.samples.setdefault(series, []).extend(obs)
-        out.update(mine)
-        return bool(mine)
-
-    def _team(self, team: str, values: Mapping[tuple, float],
-              samples: Mapping[tuple, list[float]], extras: Mapping[tuple, float]) -> Parts | None:
-        tp = Parts()
-        sums = tp.sums
-        value = self._value
+    def _group(self, group: Group, values: Mapping[tuple, float],
+               samples: Mapping[tuple, list[float]], extras: Mapping[tuple, float]) -> Parts | None:
+        """A group's parts as :func:`split` builds a rep's (sums, raw samples, extremes), or
+        None when none of its keys holds a value."""
+        parts = Parts()
+        sums = parts.sums
         found = False
-        for key in self.team_keys.get(team, ()):
-            v = value(key, values, extras)
+        for key in self.group_keys.get(group, ()):
+            v = extras.get(key, _MISSING) if extras else _MISSING
             if v is _MISSING:
-                continue
+                v = values.get(key, _MISSING)
+                if v is _MISSING:
+                    continue
             found = True
             rest = (key[0], *key[3:])
             sums[rest] = sums.get(rest, 0.0) + v  # type: ignore[operator]
-        for key in self.team_samples.get(team, ()):
+        for key in self.group_samples.get(group, ()):
             obs = samples[key]
             if not obs:
                 continue
             found = True
             series = key[0]
             if is_extreme(series):
-                tp.samples[series] = combine(series, tp.samples.get(series), obs)
+                parts.samples[series] = combine(series, parts.samples.get(series), obs)
+            else:
+                parts.samples.setdefault(series, []).extend(obs)
+        return parts if found else None
+
+    def _move(self, team: str, old: Parts | None, new: Parts | None,
+              extreme: dict[str, set[str]]) -> None:
+        """Move the team's and the organisation's parts from a group's ``old`` parts to its
+        ``new`` ones; the extreme series that changed are noted, to be combined again."""
+        tp = self.team_parts.get(team)
+        if tp is None:
+            tp = self.team_parts[team] = Parts()
+        org = self.org
+        new_sums = new.sums if new is not None else {}
+        old_sums = old.sums if old is not None else {}
+        t_sums, o_sums = tp.sums, org.sums
+        for rest, v in new_sums.items():
+            d = v - old_sums.get(rest, 0.0)
+            t_sums[rest] = t_sums.get(rest, 0.0) + d
+            o_sums[rest] = o_sums.get(rest, 0.0) + d
+        for rest, v in old_sums.items():
+            if rest not in new_sums:
+                t_sums[rest] = t_sums.get(rest, 0.0) - v
+                o_sums[rest] = o_sums.get(rest, 0.0) - v
+        new_samples = new.samples if new is not None else {}
+        old_samples = old.samples if old is not None else {}
+        for series in new_samples.keys() | old_samples.keys():
+            if is_extreme(series):
+                extreme.setdefault(team, set()).add(series)
                 continue
-            sketch = tp.sketches.get(series)
-            if sketch is None:
-                sketch = tp.sketches[series] = Sketch()
-            sketch.extend(obs)
-        return tp if found else None
-
-
-def _add(org: Parts, new: Parts, old: Parts | None) -> None:
-    """The organisation's sums and sketches with a team's ``old`` parts replaced by ``new``
-    (its extremes are combined again by the caller: they do not subtract)."""
-    sums = org.sums
-    old_sums = old.sums if old is not None else {}
-    for rest, v in new.sums.items():
-        sums[rest] = sums.get(rest, 0.0) + (v - old_sums.get(rest, 0.0))
-    for rest, v in old_sums.items():
-        if rest not in new.sums:
-            sums[rest] = sums.get(rest, 0.0) - v
-    old_sketches = old.sketches if old is not None else {}
-    for series in new.sketches.keys() | old_sketches.keys():
-        mine = org.sketches.get(series)
-        if mine is None:
-            mine = org.sketches[series] = Sketch()
-        bins = mine.bins
-        gained, lost = new.sketches.get(series), old_sketches.get(series)
-        if gained is not None:
-            for key, n in gained.bins.items():
-                bins[key] = bins.get(key, 0) + n
-            mine.zeros += gained.zeros
-            mine.count += gained.count
-            mine.sum += gained.sum
-        if lost is not None:
-            for key, n in lost.bins.items():
-                left = bins.get(key, 0) - n
-                if left:
-                    bins[key] = left
-                else:
-                    bins.pop(key, None)
-            mine.zeros -= lost.zeros
-            mine.count -= lost.count
-            mine.sum -= lost.sum
+            now, before = new_samples.get(series, ()), old_samples.get(series, ())
+            if len(now) >= len(before) and now[:len(before)] == before:
+                gained, lost = now[len(before):], ()
+            else:
+                gained, lost = now, before
+            if not (gained or lost):
+                continue
+            for scope in (tp, org):
+                sketch = scope.sketches.get(series)
+                if sketch is None:
+                    sketch = scope.sketches[series] = Sketch()
+                if lost:
+                    sketch.discard(lost)
+                sketch.extend(gained)
