@@ -36,6 +36,7 @@ import msgspec
 from xxhash import xxh3_64_intdigest
 
 from metrics.events import OpportunityCreated, OpportunityLost, OpportunityWon
+from metrics.touched import OPEN_CHANGED
 
 if TYPE_CHECKING:  # pragma: no cover
     from metrics.state import PartitionState, WindowPart
@@ -274,7 +275,8 @@ def apply_opportunity(state: PartitionState, data: Any, t: float, rep: str | Non
         _file_cycle(state, new, offset, replaying, src_wm, 1.0)
     if since is not None and "open" in computed:
         # the open count of every window ending after ``since`` changed: publish them again
-        state._mark_open(wkey for wkey, w in state._windows.items() if w.end > since)
+        state._mark_computed((wkey for wkey, w in state._windows.items() if w.end > since),
+                             OPEN_CHANGED)
     if state.watermark >= book._swept_at + 3600.0:
         book._swept_at = state.watermark
         book.expire(settled_before, open_before)

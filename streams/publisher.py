@@ -27,6 +27,7 @@ from metrics.rollup import Parts, merge
 from metrics.split_index import SplitIndex
 from metrics.state import PartitionState, WindowPart
 from metrics.targets import target_values
+from metrics.touched import TARGETS_CHANGED
 from streams.pacing import BACKLOG, Pacing, Rounds
 
 #: (topic, key, value or None for a tombstone, partition or None)
@@ -137,6 +138,8 @@ class Publisher:
         index = self._index.get(pkey)
         opened = open_values(state, w)
         if not whole and touched is not None and index is not None:
+            if any(group is TARGETS_CHANGED for group in touched):
+                index.targets = target_values(state, w)
             extras = {**opened, **index.targets} if index.targets else opened
             got = index.update(w.values, w.samples, extras, state.team_of, touched)
             if got is not None:

@@ -18,12 +18,6 @@ from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
 TOUCHED_KEYS_MAX = 262_144
 
 
-class _OpenChanged(tuple):
-    """A group of no pairs that says: the window's computed open-pipeline values changed."""
-
-
-OPEN_CHANGED = _OpenChanged()
-
 
 class WindowPart:
     """Sums of every stored KPI in one window: key (kpi, rep, team, *dims) -> value."""
@@ -156,16 +150,19 @@ class Windows:
             self.changed_windows.add(wkey)
             self.touched[wkey] = None
 
-    def _mark_open(self, wkeys: Iterable[tuple[int, float]]) -> None:
-        """The open pipeline at these windows' ends changed (``metrics.opportunities``): their
-        computed values are read again, their sums not."""
+    def _mark_computed(self, wkeys: Iterable[tuple[int, float]], what: tuple) -> None:
+        """Computed values of these windows changed (``what``: a marker of
+        :mod:`metrics.touched`): they are read again, the sums not."""
         touched = self.touched
         for wkey in wkeys:
             self.changed_windows.add(wkey)
-            if wkey not in touched:
-                touched[wkey] = [OPEN_CHANGED]
-            elif touched[wkey] is not None:
-                touched[wkey].append(OPEN_CHANGED)  # type: ignore[union-attr]
+            groups = touched.get(wkey, ())
+            if groups is None:
+                continue
+            if not groups:
+                touched[wkey] = [what]
+            elif not any(g is what for g in groups):
+                groups.append(what)  # type: ignore[union-attr]
     # -- expiry --------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> int:
         """Drop windows and dedup minutes that can no longer matter.

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from metrics.events import LANE_LEAD, Bundle, Event, Validator
+from metrics.events import LANE_LEAD, Bundle, Event, RepUpdated, Validator
 from metrics.leads import LEAD_LANE_TYPES
 from metrics.partials import DECODER
 from metrics.state import PartitionState
@@ -86,6 +86,22 @@ def test_rounds_of_changed_scopes_publish_what_a_whole_split_publishes(seed):
             latest(publisher.capture(0, state), published)
     latest(publisher.capture(0, state), published)
     assert publisher.partial_reads > 2 * publisher.whole_reads  # most reads were partial
+
+    # new targets for some reps (their windows' targets are read again, not the windows
+    # whole), then one rep moves team (read whole)
+    last = max(e.time for b in bundles for e in b.events)
+    reps = sorted({k[1] for w in state.windows.values() for k in w.values if k[1]})[:5]
+    whole_reads = publisher.whole_reads
+    moves = [RepUpdated(rep, state.roster[rep].team, targets={"calls_made": {"day": 7.0 + i}})
+             for i, rep in enumerate(reps)]
+    state.apply(Bundle("sales.reps", 0, [Event(i, "hr", f"t-{i}", last + 1, d)
+                                          for i, d in enumerate(moves)]), len(bundles))
+    latest(publisher.capture(0, state), published)
+    assert publisher.whole_reads == whole_reads
+    move = RepUpdated(reps[0], "team-moved", targets={"calls_made": {"day": 99.0}})
+    state.apply(Bundle("sales.reps", 0, [Event(9, "hr", "t-9", last + 2, move)]), len(bundles) + 1)
+    latest(publisher.capture(0, state), published)
+    assert publisher.whole_reads > whole_reads
 
     whole = Publisher(partitions=4, rollup_topic="r", interval=0.0)
     state._mark_all(state.windows)
