@@ -49,11 +49,18 @@ class Publisher:
         clock: Callable[[], float] = time.time,
         event_time: bool = False,
         pacing: Pacing = BACKLOG,
+        team_interval: float = 0.0,
     ) -> None:
         self.partitions = partitions
         self.rollup_topic = rollup_topic
         self.interval = interval
         self.clock = clock
+        #: a window's team and organisation partials go out at most this often (a team has an
+        #: event in almost every round, and its partial is the largest): the teams changed in
+        #: between are held and go out together, with the organisation's
+        self.team_interval = team_interval
+        self._held: dict[tuple[int, int, float], set[str]] = {}  # window -> teams held back
+        self._teams_sent: dict[tuple[int, int, float], float] = {}  # window -> when they went
         #: windows close by event time (``SALESPULSE_WINDOW_CLOCK=event``): an expired window's
         #: parts are published, not tombstoned, and the roll-up stage closes it by its own
         #: event-time clock (then it tombstones them itself, see ``streams.rollup``)
@@ -97,7 +104,16 @@ class Publisher:
             wpart = windows.get(wkey)
             if wpart is not None:
                 self._window(out, partition, state, wpart, final=False, touched=touched.get(wkey))
+        if self._held:
+            now = self.clock()
+            for pkey in [k for k, teams in self._held.items() if k[0] == partition and teams]:
+                wpart = windows.get(pkey[1:])
+                if wpart is not None and now - self._teams_sent.get(pkey, 0.0) >= self.team_interval:
+                    self._epoch = state.epoch
+                    self._release(out, pkey, wpart, state.applied, now)
         for wpart in expired:
+            self._held.pop((partition, wpart.kind, wpart.start), None)
+            self._teams_sent.pop((partition, wpart.kind, wpart.start), None)
             if not self.event_time:
                 self._window(out, partition, state, wpart, final=True)
                 self._index.pop((partition, wpart.kind, wpart.start), None)
@@ -128,6 +144,9 @@ class Publisher:
             del self._digests[key]
         for key in [k for k in self._index if k[0] == partition]:
             del self._index[key]
+        for table in (self._held, self._teams_sent):
+            for key in [k for k in table if k[0] == partition]:
+                del table[key]
         self._marked.pop(partition, None)
 
     def _split(self, pkey: tuple[int, int, float], state: PartitionState, w: WindowPart,
@@ -184,9 +203,18 @@ class Publisher:
                 if scope == "rep":
                     self._rep_sent.pop((partition, scope_id, kind, start), None)
             return
-        for team, parts in teams.items():
-            out.append(self._partial("team", team, w, partition, version, parts))
-        out.append(self._partial("org", ORG_ID, w, partition, version, org))
+        if whole or not self.team_interval:
+            for team, parts in teams.items():
+                out.append(self._partial("team", team, w, partition, version, parts))
+            out.append(self._partial("org", ORG_ID, w, partition, version, org))
+            self._held.pop(pkey, None)
+            self._teams_sent[pkey] = self.clock()
+        else:
+            held = self._held.setdefault(pkey, set())
+            held.update(teams)
+            now = self.clock()
+            if now - self._teams_sent.get(pkey, 0.0) >= self.team_interval:
+                self._release(out, pkey, w, version, now)
         for rep, entries in by_rep.items():
             team = _label(state, rep, entries)
             parts = merge(p for _, p in entries) if len(entries) > 1 else entries[0][1]
@@ -202,6 +230,21 @@ class Publisher:
             out.append(self._tombstone(scope, scope_id, kind, start, partition))
             self._rep_sent.pop((partition, scope_id, kind, start), None)
         self._published[pkey] = present
+
+    def _release(self, out: list[Record], pkey: tuple[int, int, float], w: WindowPart,
+                 version: int, now: float) -> None:
+        """The held team partials of a window, with the organisation's, from their parts now."""
+        index = self._index.get(pkey)
+        held = self._held.pop(pkey, set())
+        self._teams_sent[pkey] = now
+        if index is None:
+            return
+        partition = pkey[0]
+        for team in held:
+            parts = index.team_parts.get(team)
+            if parts is not None:
+                out.append(self._partial("team", team, w, partition, version, parts))
+        out.append(self._partial("org", ORG_ID, w, partition, version, index.org))
 
     def _tombstone(self, scope: str, scope_id: str, kind: int, start: float, source: int) -> Record:
         return (self.rollup_topic, partial_key(scope, scope_id, kind, start, source), None,

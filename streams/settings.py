@@ -117,9 +117,14 @@ class Settings(BaseSettings):
     )
     rollup_interval_seconds: float = Field(
         0.1, gt=0,
-        description="At most one roll-up partial per scope and window per interval (the step "
+        description="At most one roll-up partial per rep and window per interval (the step "
         "from an applied event to the values on /metrics, Redis and SSE; longer while a round "
         "is costly, see streams/pacing.py).",
+    )
+    rollup_team_interval_seconds: float = Field(
+        0.5, ge=0,
+        description="At most one roll-up partial per team (and organisation) and window per "
+        "interval: a team has an event in almost every round and its partial is the largest.",
     )
     business_hours: str | None = Field(
         None,

@@ -70,10 +70,22 @@ def decoded(value: bytes) -> tuple:
     return p.scope, p.team, parts.sums, parts.samples, sketches
 
 
-@pytest.mark.parametrize("seed", [3, 8])
-def test_rounds_of_changed_scopes_publish_what_a_whole_split_publishes(seed):
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize(("seed", "team_interval"), [(3, 0.0), (8, 0.0), (5, 0.5)])
+def test_rounds_of_changed_scopes_publish_what_a_whole_split_publishes(seed, team_interval):
+    """With ``team_interval``, team and organisation partials are held back between rounds and
+    go out together: once their interval has passed, the latest parts are out all the same."""
     state = PartitionState(CAT, CAL, grace_seconds=86400.0 * 400)
-    publisher = Publisher(partitions=4, rollup_topic="r", interval=0.0)
+    clock = Clock()
+    publisher = Publisher(partitions=4, rollup_topic="r", interval=0.0, clock=clock,
+                          team_interval=team_interval)
     published: dict[bytes, bytes | None] = {}
     rng = random.Random(seed)
     bundles = demo_bundles(6000, seed)
@@ -81,9 +93,11 @@ def test_rounds_of_changed_scopes_publish_what_a_whole_split_publishes(seed):
     for offset, b in enumerate(bundles):
         state.apply(b, offset)
         i += 1
-        if i >= rng.randint(1, 12):  # a round every few bundles
+        if i >= rng.randint(1, 12):  # a round every few bundles, 0.1 s apart
             i = 0
+            clock.t += 0.1
             latest(publisher.capture(0, state), published)
+    clock.t += team_interval
     latest(publisher.capture(0, state), published)
     assert publisher.partial_reads > 2 * publisher.whole_reads  # most reads were partial
 
@@ -96,10 +110,12 @@ def test_rounds_of_changed_scopes_publish_what_a_whole_split_publishes(seed):
              for i, rep in enumerate(reps)]
     state.apply(Bundle("sales.reps", 0, [Event(i, "hr", f"t-{i}", last + 1, d)
                                           for i, d in enumerate(moves)]), len(bundles))
+    clock.t += team_interval
     latest(publisher.capture(0, state), published)
     assert publisher.whole_reads == whole_reads
     move = RepUpdated(reps[0], "team-moved", targets={"calls_made": {"day": 99.0}})
     state.apply(Bundle("sales.reps", 0, [Event(9, "hr", "t-9", last + 2, move)]), len(bundles) + 1)
+    clock.t += team_interval
     latest(publisher.capture(0, state), published)
     assert publisher.whole_reads > whole_reads
 
