@@ -29,13 +29,14 @@ replay decides alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from xxhash import xxh3_64_intdigest
 
 from metrics.events import OpportunityCreated, OpportunityLost, OpportunityWon
+from metrics.touched import OPEN_CHANGED
 
 if TYPE_CHECKING:  # pragma: no cover
     from metrics.state import PartitionState, WindowPart
@@ -211,8 +212,9 @@ def _keys(state: PartitionState, rules: Iterable[tuple[Any, Any]], data: Any, re
 
 
 def _file(state: PartitionState, t: float, offset: int, replaying: bool, src_wm: float,
-          change: Callable[[WindowPart], None]) -> None:
-    """Apply ``change`` to every window of ``t`` that is still open and lacks this record."""
+          change: Callable[[WindowPart], None], who: Collection[tuple]) -> None:
+    """Apply ``change`` to every window of ``t`` that is still open and lacks this record;
+    ``who``: the (rep, team) pairs of the keys it changes."""
     for kind, (start, end) in enumerate(state.calendar.bounds_all(t)):
         if not state._open(end, src_wm):
             continue
@@ -220,7 +222,7 @@ def _file(state: PartitionState, t: float, offset: int, replaying: bool, src_wm:
         if replaying and wpart.stamp >= offset:
             continue
         change(wpart)
-        state._mark(wpart)
+        state._mark(wpart, who)
 
 
 def _file_cycle(state: PartitionState, cycle: Cycle, offset: int, replaying: bool, src_wm: float,
@@ -246,7 +248,8 @@ def _file_cycle(state: PartitionState, cycle: Cycle, offset: int, replaying: boo
             if obs and cycle.seconds in obs:
                 obs.remove(cycle.seconds)
 
-    _file(state, cycle.won_time, offset, replaying, src_wm, change)
+    _file(state, cycle.won_time, offset, replaying, src_wm, change,
+          {(k[1], k[2]) for k in (*cycle.keys, sample_key)})
 
 
 def apply_opportunity(state: PartitionState, data: Any, t: float, rep: str | None,
@@ -272,9 +275,8 @@ def apply_opportunity(state: PartitionState, data: Any, t: float, rep: str | Non
         _file_cycle(state, new, offset, replaying, src_wm, 1.0)
     if since is not None and "open" in computed:
         # the open count of every window ending after ``since`` changed: publish them again
-        state.changed_windows.update(
-            wkey for wkey, w in state._windows.items() if w.end > since
-        )
+        state._mark_computed((wkey for wkey, w in state._windows.items() if w.end > since),
+                             OPEN_CHANGED)
     if state.watermark >= book._swept_at + 3600.0:
         book._swept_at = state.watermark
         book.expire(settled_before, open_before)
@@ -298,7 +300,7 @@ def file_samples(state: PartitionState, t: float, rep: str | None, team: str | N
     """``update(samples, (rep, team), kind)`` of every window of ``t`` that takes the record.
     Sample keys carry an explicit team (a snapshot's do): None is the rep's roster team."""
     who = (rep, team if team is not None else state.team_of(rep))
-    _file(state, t, offset, replaying, src_wm, lambda w: update(w.samples, who, w.kind))
+    _file(state, t, offset, replaying, src_wm, lambda w: update(w.samples, who, w.kind), (who,))
 
 
 def open_values(state: PartitionState, wpart: WindowPart) -> dict[tuple, float]:

@@ -46,6 +46,28 @@ class Sketch:
             self.add(v)
         return self
 
+    def merge_from(self, other: Sketch) -> Sketch:
+        """:meth:`merge`, returning the sketch (a copy: ``Sketch().merge_from(s)``)."""
+        self.merge(other)
+        return self
+
+    def discard(self, values: Iterable[float]) -> Sketch:
+        """Take back observations added before (the inverse of :meth:`extend`)."""
+        bins = self.bins
+        for v in values:
+            if v > _MIN:
+                key = _MAPPING.key(v)
+                left = bins.get(key, 0) - 1
+                if left > 0:
+                    bins[key] = left
+                else:
+                    bins.pop(key, None)
+            else:
+                self.zeros -= 1
+            self.count -= 1
+            self.sum -= v
+        return self
+
     def merge(self, other: Sketch) -> None:
         bins = self.bins
         for key, n in other.bins.items():

@@ -107,6 +107,9 @@ class AggregateStage:
         self.generation = generation
         self.publisher = publisher
         self.send = send
+        #: hands a round's roll-up records to this worker's own roll-up stage as they are sent
+        #: (``RollupStage.local``): the scopes it owns show them without the trip through Kafka
+        self.local: Callable[[list[Record]], None] | None = None
         #: windows close by event time (each partition's watermark), not the wall clock
         self.event_time = event_time
         self.offset_resets = 0
@@ -353,6 +356,8 @@ class AggregateStage:
                     continue
                 for event in held:
                     event.ack()
+                if outputs and self.local is not None:
+                    self.local(outputs)
                 cost_sent, waited_sent = await send_all(self.send, outputs)  # type: ignore[arg-type]
                 published += cost_sent
                 waited += waited_sent
@@ -395,6 +400,8 @@ class AggregateStage:
             if state is None or partition in self.suspended:
                 continue
             outputs += publisher.capture(partition, state)
+        if outputs and self.local is not None:
+            self.local(outputs)
         cost = time.monotonic() - began
         cost_sent, waited = await send_all(self.send, outputs)  # type: ignore[arg-type]
         publisher.spent(cost + cost_sent, waited)

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 ALERTS_RETENTION_MARGIN_SECONDS = 86400.0
 STATE_TABLE = "kpi-state"
 #: How often the publication timer asks whether a round of roll-up partials is due.
-PUBLISH_TICK_SECONDS = 0.1
+PUBLISH_TICK_SECONDS = 0.02
 #: How often the C allocator gives freed memory back to the system (streams.allocator), when
 #: the worker is not in a backlog: a round of output or a scrape frees tens of MB at once,
 #: which glibc would otherwise keep.
@@ -236,7 +236,8 @@ class Service:
             generation=lambda: app.consumer_generation_id,
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,
-                interval=s.metrics_interval_seconds, event_time=s.window_clock == "event",
+                interval=s.rollup_interval_seconds, event_time=s.window_clock == "event",
+                team_interval=s.rollup_team_interval_seconds,
                 pacing=self.pacing,
             ),
             send=self._send,
@@ -257,6 +258,7 @@ class Service:
                 **kafka_client_kwargs(s),
             ),
         )
+        self.aggregate.local = self.rollup.local
         # The output seam: every sink reads the roll-up stage's values through it.
         self.readout = Readout(self.rollup, grace_seconds=s.grace_seconds)
         self.ledger = AlertLedger(s.kafka_bootstrap, s.alerts_topic, kafka_client_kwargs(s))
@@ -476,7 +478,7 @@ class Service:
             if not self._behind():
                 await asyncio.get_running_loop().run_in_executor(None, allocator.trim)
 
-        @app.timer(min(PUBLISH_TICK_SECONDS, self.settings.metrics_interval_seconds), name="publish")
+        @app.timer(min(PUBLISH_TICK_SECONDS, self.settings.rollup_interval_seconds), name="publish")
         async def publish_partials() -> None:
             await aggregate.publish()  # paced by the publisher (streams.pacing)
 
@@ -529,8 +531,12 @@ class Service:
                 captured = kpis.capture()
                 parts = await asyncio.get_running_loop().run_in_executor(
                     None, kpis.parts, captured, names)
-                own = registry if names is None else registry.restricted_registry(names)
-                parts.append(generate_latest(own))
+                if names is None:
+                    parts.append(generate_latest(registry))
+                elif names - kpis.metric_names:
+                    # the service's own families, when asked for (its collectors, e.g. the
+                    # health counters, are not asked for their samples by a KPI poll)
+                    parts.append(generate_latest(registry.restricted_registry(names)))
                 # Written in pieces of the cache, never joined into one body: with 1,000 reps
                 # the text is ~16 MB, and every copy of it was as much again in the peak RSS.
                 response = aiohttp_web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1140,6 +1140,11 @@ async def run_latency(
         out[f"{kind}_p50_ms"] = _ms(quantile(lat, 0.50))
         out[f"{kind}_p99_ms"] = _ms(quantile(lat, 0.99))
         out[f"{kind}_max_ms"] = _ms(max(lat, default=None))
+        # probe by probe (one per PROBE_EVERY), to see whether the latency settles during the
+        # phase: the (b') worker comes to it straight from its backlog
+        out[f"{kind}_series_ms"] = [_ms(x) for x in lat]
+        late = lat[len(lat) // 2:]
+        out[f"{kind}_p99_second_half_ms"] = _ms(quantile(late, 0.99))
     for kind, durations in renders.items():
         out[f"{kind}_requests"] = len(durations)
         out[f"{kind}_render_ms_median"] = _ms(statistics.median(durations) if durations else None)

@@ -59,8 +59,9 @@ def populate(stage: RollupStage, calendar: Calendar, reps: int, teams: int,
                 window = ScopeWindow(0, e)
                 window.sources[0] = ((0, 1), Parts(), team)
                 window._values = _values(catalog, scope, rng)
-                window.seq = stage.next_seq()
-                stage.windows[(scope, scope_id, kind_index, s)] = window
+                key = (scope, scope_id, kind_index, s)
+                stage.windows[key] = window
+                stage.touch(key, window)
                 if scope == "rep" and s == start:
                     rep_keys.append((scope, scope_id, kind_index, s))
     return rep_keys
@@ -71,7 +72,7 @@ def change(stage: RollupStage, keys: list[tuple], rng: random.Random) -> None:
     for key in keys:
         window = stage.windows[key]
         window._values = {k: v + rng.randint(1, 3) for k, v in window._values.items()}
-        window.seq = stage.next_seq()
+        stage.touch(key, window)
 
 
 def _scrape(renderer: KpiRenderer) -> tuple[float, float, int]:

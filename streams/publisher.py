@@ -20,11 +20,14 @@ import time
 from collections.abc import Callable
 from zlib import crc32
 
-from metrics.extras import window_values
 from metrics.leads import UNASSIGNED
+from metrics.opportunities import open_values
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
-from metrics.rollup import Parts, merge, split
+from metrics.rollup import Parts, merge
+from metrics.split_index import SplitIndex
 from metrics.state import PartitionState, WindowPart
+from metrics.targets import target_values
+from metrics.touched import TARGETS_CHANGED
 from streams.pacing import BACKLOG, Pacing, Rounds
 
 #: (topic, key, value or None for a tombstone, partition or None)
@@ -46,11 +49,18 @@ class Publisher:
         clock: Callable[[], float] = time.time,
         event_time: bool = False,
         pacing: Pacing = BACKLOG,
+        team_interval: float = 0.0,
     ) -> None:
         self.partitions = partitions
         self.rollup_topic = rollup_topic
         self.interval = interval
         self.clock = clock
+        #: a window's team and organisation partials go out at most this often (a team has an
+        #: event in almost every round, and its partial is the largest): the teams changed in
+        #: between are held and go out together, with the organisation's
+        self.team_interval = team_interval
+        self._held: dict[tuple[int, int, float], set[str]] = {}  # window -> teams held back
+        self._teams_sent: dict[tuple[int, int, float], float] = {}  # window -> when they went
         #: windows close by event time (``SALESPULSE_WINDOW_CLOCK=event``): an expired window's
         #: parts are published, not tombstoned, and the roll-up stage closes it by its own
         #: event-time clock (then it tombstones them itself, see ``streams.rollup``)
@@ -64,6 +74,11 @@ class Publisher:
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
         #: (source partition, rep, kind, start) -> hash of the rep's last published parts
         self._rep_sent: dict[tuple[int, str, int, float], int] = {}
+        #: (source partition, kind, start) -> which keys of the window are whose: a round
+        #: splits only what changed (metrics.split_index)
+        self._index: dict[tuple[int, int, float], SplitIndex] = {}
+        self.whole_reads = 0  # windows split whole (a restore, a roster change, a backlog)
+        self.partial_reads = 0  # windows split only where they changed
 
     def due(self) -> bool:
         """Whether a publication round is due: the interval has passed, stretched to
@@ -82,19 +97,32 @@ class Publisher:
         expired, state.expired_windows = state.expired_windows, []
         windows = state.windows  # folds what was applied: its windows are in the changed set
         changed, state.changed_windows = state.changed_windows, set()
+        touched, state.touched = state.touched, {}
+        state.touched_keys = 0
         out: list[Record] = []
         for wkey in sorted(changed):
             wpart = windows.get(wkey)
             if wpart is not None:
-                self._window(out, partition, state, wpart, final=False)
+                self._window(out, partition, state, wpart, final=False, touched=touched.get(wkey))
+        if self._held:
+            now = self.clock()
+            for pkey in [k for k, teams in self._held.items() if k[0] == partition and teams]:
+                wpart = windows.get(pkey[1:])
+                if wpart is not None and now - self._teams_sent.get(pkey, 0.0) >= self.team_interval:
+                    self._epoch = state.epoch
+                    self._release(out, pkey, wpart, state.applied, now)
         for wpart in expired:
+            self._held.pop((partition, wpart.kind, wpart.start), None)
+            self._teams_sent.pop((partition, wpart.kind, wpart.start), None)
             if not self.event_time:
                 self._window(out, partition, state, wpart, final=True)
+                self._index.pop((partition, wpart.kind, wpart.start), None)
                 continue
             # event time: what was not published yet goes out (the roll-up stage closes the
             # window itself); the publication memory of the window goes
             self._window(out, partition, state, wpart, final=False, expiring=True)
             self._published.pop((partition, wpart.kind, wpart.start), None)
+            self._index.pop((partition, wpart.kind, wpart.start), None)
             for key in [k for k in self._rep_sent
                         if k[0] == partition and k[2:] == (wpart.kind, wpart.start)]:
                 del self._rep_sent[key]
@@ -114,15 +142,45 @@ class Publisher:
             del self._rep_sent[key]
         for key in [k for k in self._digests if k[0] == partition]:
             del self._digests[key]
+        for key in [k for k in self._index if k[0] == partition]:
+            del self._index[key]
+        for table in (self._held, self._teams_sent):
+            for key in [k for k in table if k[0] == partition]:
+                del table[key]
         self._marked.pop(partition, None)
 
+    def _split(self, pkey: tuple[int, int, float], state: PartitionState, w: WindowPart,
+               touched: list | None, whole: bool) -> tuple[dict, dict, Parts, bool]:
+        """The window's parts: of the reps and teams its ``touched`` keys name (and the
+        organisation's), or, ``whole``, without an index yet or when anything may have
+        changed, of every scope. The last item says which."""
+        index = self._index.get(pkey)
+        opened = open_values(state, w)
+        if not whole and touched is not None and index is not None:
+            if any(group is TARGETS_CHANGED for group in touched):
+                index.targets = target_values(state, w)
+            extras = {**opened, **index.targets} if index.targets else opened
+            got = index.update(w.values, w.samples, extras, state.team_of, touched)
+            if got is not None:
+                self.partial_reads += 1
+                return (*got, False)
+        index = self._index[pkey] = SplitIndex()
+        targets = target_values(state, w)
+        extras = {**opened, **targets} if targets else opened
+        self.whole_reads += 1
+        got = index.full(w.values, w.samples, extras, state.team_of)
+        index.targets = targets
+        return (*got, True)
+
     def _window(self, out: list[Record], partition: int, state: PartitionState, w: WindowPart,
-                *, final: bool, expiring: bool = False) -> None:
-        reps, teams, org = split(window_values(state, w), w.samples, state.team_of)
+                *, final: bool, expiring: bool = False, touched: list | None = None) -> None:
         self._epoch = state.epoch
         kind, start = w.kind, w.start
         version = state.applied
         pkey = (partition, kind, start)
+        # closing by event time, the digest of the whole window says whether it changed
+        reps, teams, org, whole = self._split(pkey, state, w, touched,
+                                              whole=final or self.event_time)
         if self.event_time:
             digest = _digest(reps, teams, org)
             if expiring:
@@ -135,15 +193,28 @@ class Publisher:
         for (rep, team), parts in reps.items():
             by_rep.setdefault(rep, []).append((team, parts))
         present = {("team", t) for t in teams} | {("rep", r) for r in by_rep} | {("org", ORG_ID)}
+        if not whole:
+            # a partial read names only the scopes it read: the others stay as they were,
+            # but for those it read and found without any key (their computed values went)
+            present = (present | before) - self._index[pkey].absent
         if final:
             for scope, scope_id in before | present:
                 out.append(self._tombstone(scope, scope_id, kind, start, partition))
                 if scope == "rep":
                     self._rep_sent.pop((partition, scope_id, kind, start), None)
             return
-        for team, parts in teams.items():
-            out.append(self._partial("team", team, w, partition, version, parts))
-        out.append(self._partial("org", ORG_ID, w, partition, version, org))
+        if whole or not self.team_interval:
+            for team, parts in teams.items():
+                out.append(self._partial("team", team, w, partition, version, parts))
+            out.append(self._partial("org", ORG_ID, w, partition, version, org))
+            self._held.pop(pkey, None)
+            self._teams_sent[pkey] = self.clock()
+        else:
+            held = self._held.setdefault(pkey, set())
+            held.update(teams)
+            now = self.clock()
+            if now - self._teams_sent.get(pkey, 0.0) >= self.team_interval:
+                self._release(out, pkey, w, version, now)
         for rep, entries in by_rep.items():
             team = _label(state, rep, entries)
             parts = merge(p for _, p in entries) if len(entries) > 1 else entries[0][1]
@@ -159,6 +230,21 @@ class Publisher:
             out.append(self._tombstone(scope, scope_id, kind, start, partition))
             self._rep_sent.pop((partition, scope_id, kind, start), None)
         self._published[pkey] = present
+
+    def _release(self, out: list[Record], pkey: tuple[int, int, float], w: WindowPart,
+                 version: int, now: float) -> None:
+        """The held team partials of a window, with the organisation's, from their parts now."""
+        index = self._index.get(pkey)
+        held = self._held.pop(pkey, set())
+        self._teams_sent[pkey] = now
+        if index is None:
+            return
+        partition = pkey[0]
+        for team in held:
+            parts = index.team_parts.get(team)
+            if parts is not None:
+                out.append(self._partial("team", team, w, partition, version, parts))
+        out.append(self._partial("org", ORG_ID, w, partition, version, index.org))
 
     def _tombstone(self, scope: str, scope_id: str, kind: int, start: float, source: int) -> Record:
         return (self.rollup_topic, partial_key(scope, scope_id, kind, start, source), None,

@@ -83,6 +83,22 @@ class Readout:
         ``seq``, ``values(catalog)`` and ``team()`` are read on the event loop only."""
         return list(self.stage.windows.items())
 
+    def changed_since(self, seen: int) -> list[tuple[tuple[str, str, int, float], Any]]:
+        """The windows changed after change number ``seen``, newest first (see :meth:`windows`)."""
+        return self.stage.changed_since(seen)
+
+    def seq(self) -> int:
+        """The number of the stage's last change."""
+        return self.stage.seq
+
+    def drops(self) -> int:
+        """How many windows the stage dropped so far."""
+        return self.stage.drops
+
+    def dropped_since(self, drops: int) -> list[tuple[str, str, int, float]] | None:
+        """The keys of the windows dropped after the first ``drops`` (None: no longer known)."""
+        return self.stage.dropped_since(drops)
+
     def takeovers(self) -> int:
         """Grows each time the stage has read the partitions it was last given: a sink that
         must drop what this worker no longer holds (Redis) compares its state then."""
@@ -110,13 +126,19 @@ class Readout:
         self._close(self.clock())
         upto = stage.seq
         catalog = stage.catalog
+        if everything:
+            chosen = [(k, w) for k, w in stage.windows.items() if w.seq > reader.seen or not w.closed]
+        else:
+            # only what changed since the reader's last read, newest first: in the order of
+            # their changes again
+            chosen = stage.changed_since(reader.seen)
+            chosen.reverse()
         out = []
-        for (scope, scope_id, kind, start), w in stage.windows.items():
-            if w.seq > reader.seen or (everything and not w.closed):
-                # a rep whose every source dropped it (tombstones) has no team label left
-                team = (w.team() or UNASSIGNED) if scope == "rep" else None
-                out.append(WindowUpdate(scope, scope_id, team, kind, start, w.end,
-                                        w.values(catalog), w.closed))
+        for (scope, scope_id, kind, start), w in chosen:
+            # a rep whose every source dropped it (tombstones) has no team label left
+            team = (w.team() or UNASSIGNED) if scope == "rep" else None
+            out.append(WindowUpdate(scope, scope_id, team, kind, start, w.end,
+                                    w.values(catalog), w.closed))
         reader.seen = upto
         self._drop_read()
         return out
@@ -124,7 +146,8 @@ class Readout:
     def _drop_read(self) -> None:
         """Forget the closed windows every reader has read (final)."""
         stage = self.stage
+        if not stage.finals:
+            return
         upto = min((r.seen for r in self.readers), default=stage.seq)
-        gone = [k for k, w in stage.windows.items() if w.closed and w.seq <= upto]
-        for key in gone:
-            del stage.windows[key]
+        windows = stage.windows
+        stage.drop([k for k in stage.finals if windows[k].seq <= upto])

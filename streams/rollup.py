@@ -49,6 +49,11 @@ from streams.publisher import scope_partition
 log = logging.getLogger(__name__)
 
 _MARK = WATERMARK_KEY.encode()
+_NONE = object()
+#: At most this many of a worker's own records wait for their copy from the topic (local).
+ECHO_MAX = 500_000
+#: Dropped windows remembered for the readers that keep copies (the /metrics renderer).
+DROP_LOG_MAX = 100_000
 MARK_DECODER = msgspec.msgpack.Decoder(float)
 
 WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
@@ -136,12 +141,25 @@ class RollupStage:
         self.consumer_factory = consumer_factory
         self.clock = clock
         self.windows: dict[WindowKey, ScopeWindow] = {}
+        #: the keys of the windows in the order of their last change (seq): a reader takes
+        #: what changed since its last read from the end, without a pass over every window
+        self.recent: dict[WindowKey, None] = {}
+        #: the windows closed and not yet dropped (streams.readout drops them once read)
+        self.finals: dict[WindowKey, None] = {}
+        #: the keys of the windows dropped, in order: a reader that keeps copies (the /metrics
+        #: renderer) forgets them; ``drop_base`` entries were trimmed from its front
+        self.drop_log: list[WindowKey] = []
+        self.drop_base = 0
+        self._next_close = float("-inf")  # by the wall clock: no window closes before this
         self.partials_read = 0
         self.seq = 0  # numbers the changes of windows, for the readers of streams.readout
         #: times the partitions assigned last were read to the ends they had when assigned:
         #: from then on the stage holds every window of what it owns (streams.readout.takeovers)
         self.takeovers = 0
         self._replaying: dict[TopicPartition, int] = {}
+        #: records applied by :meth:`local` whose copy from the topic is still to come: key ->
+        #: value (that copy is then skipped without decoding it)
+        self._echo: dict[bytes, bytes | None] = {}
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
@@ -149,6 +167,47 @@ class RollupStage:
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+    def touch(self, wkey: WindowKey, window: ScopeWindow) -> None:
+        """Number a change of ``window`` and move it to the end of :attr:`recent`."""
+        window.seq = self.next_seq()
+        recent = self.recent
+        recent.pop(wkey, None)
+        recent[wkey] = None
+
+    def drop(self, keys: Iterable[WindowKey]) -> None:
+        """Forget these windows (given away, or closed and read by every reader)."""
+        windows, recent, finals, log = self.windows, self.recent, self.finals, self.drop_log
+        for key in keys:
+            if windows.pop(key, None) is not None:
+                log.append(key)
+            recent.pop(key, None)
+            finals.pop(key, None)
+        if len(log) > DROP_LOG_MAX:
+            self.drop_base += len(log)
+            log.clear()
+
+    @property
+    def drops(self) -> int:
+        """How many windows were dropped so far."""
+        return self.drop_base + len(self.drop_log)
+
+    def dropped_since(self, drops: int) -> list[WindowKey] | None:
+        """The keys of the windows dropped after the first ``drops``; None if no longer known."""
+        if drops < self.drop_base:
+            return None
+        return self.drop_log[drops - self.drop_base:]
+
+    def changed_since(self, seen: int) -> list[tuple[WindowKey, ScopeWindow]]:
+        """The windows changed after change number ``seen``, newest first."""
+        out = []
+        windows = self.windows
+        for key in reversed(self.recent):
+            window = windows[key]
+            if window.seq <= seen:
+                break
+            out.append((key, window))
+        return out
 
     # -- ownership -----------------------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
@@ -169,11 +228,30 @@ class RollupStage:
         return {"partitions": sorted(self._assigned), "windows": len(self.windows),
                 "partials_read": self.partials_read, "late_partials": self.late_partials}
 
+    def local(self, records: Iterable[tuple[str, bytes, bytes | None, int | None]]) -> None:
+        """A round of this worker's own partials and tombstones, as it sends them to the topic:
+        those of the roll-up partitions this stage owns (and is not reading from their
+        beginning) are applied now, without waiting for their trip through Kafka. Their copies
+        from the topic are then skipped; should one of them come back changed (it cannot: the
+        same source, epoch and version), it is applied as any record. Not closing by event
+        time, where the partials must be read in order with the watermarks."""
+        if self.event_time:
+            return
+        assigned, echo = self._assigned, self._echo
+        replaying = {tp.partition for tp in self._replaying}
+        if len(echo) > ECHO_MAX:
+            echo.clear()  # copies that never came back (a rebalance): only the skips are lost
+        for topic, key, value, partition in records:
+            if topic != self.topic or partition not in assigned or partition in replaying:
+                continue
+            self._apply(partition, key, value)
+            echo[key] = value
+
     def _reassign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        self._echo.clear()
         gone = self._assigned - self._wanted
         if gone:
-            for key in [k for k, w in self.windows.items() if w.partition in gone]:
-                del self.windows[key]
+            self.drop([k for k, w in self.windows.items() if w.partition in gone])
             for key in [k for k, (p, _) in self._closed.items() if p in gone]:
                 del self._closed[key]
             for p in gone:
@@ -232,18 +310,25 @@ class RollupStage:
         (``now``) or, closing by event time, by their roll-up partition's sources' watermarks:
         final, nothing changes them any more (``streams.readout`` hands them out once more)."""
         event_time = self.event_time
-        closing = {p: self._closing(p) for p in self._marks} if event_time else {}
         limit = 2 * self.grace
+        if not event_time and now < self._next_close:
+            return  # by the wall clock, nothing closes before the earliest open end
+        closing = {p: self._closing(p) for p in self._marks} if event_time else {}
+        next_close = float("inf")
         for wkey, window in self.windows.items():
             if window.closed:
                 continue
             clock = closing.get(window.partition, float("-inf")) if event_time else now
-            if window.end + limit <= clock:
+            if window.end + limit > clock:
+                next_close = min(next_close, window.end + limit)
+            else:
                 window.closed = True
-                window.seq = self.next_seq()
+                self.finals[wkey] = None
+                self.touch(wkey, window)
                 if event_time:
                     self._closed[wkey] = (window.partition, window.end)
                     self._tombstones.append((wkey, window.partition, list(window.sources)))
+        self._next_close = float("-inf") if event_time else next_close
         if event_time:
             for key in [k for k, (p, end) in self._closed.items()
                         if end + 4 * self.grace <= closing.get(p, float("-inf"))]:
@@ -261,6 +346,10 @@ class RollupStage:
                                 value=None, partition=partition)
 
     def _apply(self, partition: int, key: bytes, value: bytes | None) -> None:
+        echo = self._echo.get(key, _NONE)
+        if echo is not _NONE and echo == value:
+            del self._echo[key]
+            return  # applied when this worker published it (local)
         if key.startswith(_MARK):
             if value is not None:
                 marks = self._marks.setdefault(partition, {})
@@ -270,14 +359,15 @@ class RollupStage:
         if value is None:
             head, kind, start, source = key.decode().rsplit("/", 3)
             scope, scope_id = head.split("/", 1)  # ids may contain "/"
-            window = self.windows.get((scope, scope_id, int(kind), float(start)))
+            wkey = (scope, scope_id, int(kind), float(start))
+            window = self.windows.get(wkey)
             # A window closed past its grace can no longer change: a tombstone for it is the
             # source dropping it at expiry, and its parts stay for this stage's final record.
             # (Closing by event time, sources send no expiry tombstones: each is a retraction.)
             if window is not None and not window.closed \
                     and (self.event_time or self.clock() < window.end + self.grace) \
                     and window.remove(int(source)):
-                window.seq = self.next_seq()
+                self.touch(wkey, window)
             return
         partial = DECODER.decode(value)
         wkey = (partial.scope, partial.id, partial.kind, partial.start)
@@ -296,8 +386,9 @@ class RollupStage:
         window = self.windows.get(wkey)
         if window is None:
             window = self.windows[wkey] = ScopeWindow(partition, partial.end)
+            self._next_close = min(self._next_close, partial.end + 2 * self.grace)
         if not window.closed and window.put(partial):
-            window.seq = self.next_seq()
+            self.touch(wkey, window)
 
     # -- outputs (read through streams.readout) ---------------------------------------
     def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:

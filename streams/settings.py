@@ -113,7 +113,18 @@ class Settings(BaseSettings):
         "throughput (0.27 -> 0.20 of bare, back to back): docs/benchmark.md, Memory.",
     )
     metrics_interval_seconds: float = Field(
-        1.0, description="At most one sales.metrics record (and roll-up partial) per key per interval."
+        1.0, gt=0, description="At most one sales.metrics record per key per interval."
+    )
+    rollup_interval_seconds: float = Field(
+        0.1, gt=0,
+        description="At most one roll-up partial per rep and window per interval (the step "
+        "from an applied event to the values on /metrics, Redis and SSE; longer while a round "
+        "is costly, see streams/pacing.py).",
+    )
+    rollup_team_interval_seconds: float = Field(
+        0.5, ge=0,
+        description="At most one roll-up partial per team (and organisation) and window per "
+        "interval: a team has an event in almost every round and its partial is the largest.",
     )
     business_hours: str | None = Field(
         None,

@@ -181,5 +181,5 @@ class Codec:
         state.dedup.loaded((state.meta_stamp + 1) << SEQ_BITS)
         state.applied = state.meta_stamp
         state.max_stamp = max(state.max_stamp, state.meta_stamp)
-        state.changed_windows.update(state._windows)  # publish all once: the last owner may not have
+        state._mark_all(state._windows)  # publish all once: the last owner may not have
         return state

@@ -82,7 +82,7 @@ class LeadLane:
                     values.remove(r.seconds)
             else:
                 wpart.samples.setdefault(key, []).append(r.seconds)
-            self._mark(wpart)
+            self._mark(wpart, (key[1:],))
 
     def drain_response_changes(self) -> set[str]:
         """Leads whose response was filed, changed or withdrawn since the last call (for the

@@ -7,6 +7,7 @@ holds the state they share. Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from metrics.catalog import Catalog
@@ -91,6 +92,11 @@ class PartitionState(FastPath, Replay, Sightings, LeadLane, Windows, Roster, Lab
         #: for the publisher of roll-up partials and snapshots: windows changed since it last
         #: took them, and windows dropped by expiry (their final values)
         self.changed_windows: set[tuple[int, float]] = set()
+        #: what changed in each of those windows, for an incremental read (metrics.split_index):
+        #: (kind, start) -> the (rep, team) pairs of the changed keys, as their keys name them,
+        #: in groups as they were applied; None, or a changed window missing here: anything
+        self.touched: dict[tuple[int, float], list[Iterable[tuple]] | None] = {}
+        self.touched_keys = 0  # how many keys those groups hold (metrics.state.windows)
         self.expired_windows: list[WindowPart] = []
         # Health counters since the last drain (the caller sums them across partitions).
         self.processed: Counter[str] = Counter()

@@ -40,6 +40,6 @@ class Replay:
                     values[key] = values.get(key, 0.0) + value
                     touched = True
             if touched:
-                self._mark(wpart)
+                self._mark(wpart, {(k[1], k[2]) for k in hits})
         if was_late:
             self.late += 1

@@ -12,6 +12,7 @@ import msgspec
 
 from metrics.events import RepUpdated
 from metrics.labels import REP, TEAM
+from metrics.touched import TARGETS_CHANGED
 
 UNASSIGNED = "unassigned"
 ROSTER_HISTORY = 16  # earlier (time, team) entries kept per rep
@@ -56,10 +57,13 @@ class Roster:
             earlier = [] if current is None else [*current.earlier, (current.time, current.team)]
             self.roster[data.rep_id] = RosterEntry(
                 t, team, data.region, data.targets, earlier[-ROSTER_HISTORY:])
-            if current is None or current.team != team or current.targets != data.targets:
-                # keys stored without a team are attributed by the roster when read, and
-                # targets are published with the windows (metrics.targets)
-                self.changed_windows.update(self._windows)
+            if current is None or current.team != team:
+                # keys stored without a team are attributed by the roster when read: the
+                # windows are read whole again
+                self._mark_all(self._windows)
+            elif current.targets != data.targets:
+                # targets are published with the windows (metrics.targets): read them again
+                self._mark_computed(self._windows, TARGETS_CHANGED)
         elif (t, team) not in current.earlier:
             # an earlier change read late: it only tells who was in which team when
             current.earlier = sorted([*current.earlier, (t, team)])[-ROSTER_HISTORY:]

@@ -8,7 +8,15 @@ minutes a horizon after the watermark, leads after their horizons (``metrics.lea
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
+
+#: Changed (rep, team) pairs kept (in their groups) between two reads of the publisher, over
+#: all windows of a partition; past this every changed window is read whole (a long backlog,
+#: where every rep changes anyway), and nothing more is kept until the next read.
+TOUCHED_KEYS_MAX = 262_144
+
 
 
 class WindowPart:
@@ -76,7 +84,7 @@ class Windows:
         for (minute, first_open), bucket in pending.items():
             bounds = bounds_all(minute * 60.0)
             if first_open == 0:
-                self._add_hits(0, bounds[0], bucket)
+                self._add_hits(0, bounds[0], bucket, {(k[1], k[2]) for k in bucket})
                 first_open = 1
             hkey = (first_open, *(b[0] for b in bounds[1:]))
             entry = hourly.get(hkey)
@@ -88,10 +96,13 @@ class Windows:
             for key, value in bucket.items():
                 acc[key] = get(key, 0.0) + value
         for (first_open, *_), (bounds, acc) in hourly.items():
-            self._add_hits_all(range(first_open, len(WINDOW_KINDS)), bounds, acc)
+            who = {(k[1], k[2]) for k in acc}  # once for the five kinds it feeds
+            self._add_hits_all(range(first_open, len(WINDOW_KINDS)), bounds, acc, who)
 
-    def _add_hits(self, kind: int, bounds: tuple[float, float], hits: dict[tuple, float]) -> None:
-        """Add summed hits to one window, skipping KPIs not kept in windows of that kind."""
+    def _add_hits(self, kind: int, bounds: tuple[float, float], hits: dict[tuple, float],
+                  who: set[tuple[str | None, str | None]]) -> None:
+        """Add summed hits to one window, skipping KPIs not kept in windows of that kind;
+        ``who``: their (rep, team) pairs."""
         kinds_of = self.catalog.kinds_of
         every = ALL_KIND_INDICES
         wpart = self._window(kind, *bounds)
@@ -101,13 +112,14 @@ class Windows:
             kinds = kinds_of[key[0]]
             if kinds is every or kind in kinds:
                 values[key] = get(key, 0.0) + value
-        self._mark(wpart)
+        self._mark(wpart, who)
 
-    def _add_hits_all(self, kinds: range, bounds: tuple, hits: dict[tuple, float]) -> None:
+    def _add_hits_all(self, kinds: range, bounds: tuple, hits: dict[tuple, float],
+                      who: set[tuple[str | None, str | None]]) -> None:
         """:meth:`_add_hits` to the windows of several kinds in one pass over the hits: each
         window gets the same additions in the same order, and a hit's KPI is looked up once."""
         if len(kinds) == 1:
-            self._add_hits(kinds[0], bounds[kinds[0]], hits)
+            self._add_hits(kinds[0], bounds[kinds[0]], hits, who)
             return
         kinds_of = self.catalog.kinds_of
         every = ALL_KIND_INDICES
@@ -124,14 +136,56 @@ class Windows:
                     if kind in kept:
                         values[key] = values.get(key, 0.0) + value
         for wpart in wparts:
-            self._mark(wpart)
+            self._mark(wpart, who)
 
-    def _mark(self, part: WindowPart) -> None:
+    def _mark(self, part: WindowPart, who: Collection[tuple] | None = None) -> None:
+        """``part`` changed: for its snapshot, and for the roll-up partials, which are captured
+        apart from snapshots. ``who``: the (rep, team) pairs of the keys (or sample keys) that
+        changed, as their keys name them (kept by reference until the publisher reads them);
+        None: anything may have changed."""
         key = part.key
         if key not in self._dirty_parts:
             self._dirty_parts[key] = part
-        # also when already dirty: roll-up partials are captured apart from snapshots
-        self.changed_windows.add((part.kind, part.start))
+        wkey = (part.kind, part.start)
+        self.changed_windows.add(wkey)
+        touched = self.touched
+        if who is None or self.touched_keys > TOUCHED_KEYS_MAX:
+            touched[wkey] = None
+            return
+        groups = touched.get(wkey, ())
+        if groups is None:
+            return
+        self.touched_keys += len(who)
+        if self.touched_keys > TOUCHED_KEYS_MAX:
+            # a long backlog between two reads: read the changed windows whole
+            for k in touched:
+                touched[k] = None
+            touched[wkey] = None
+        elif groups:
+            groups.append(who)  # type: ignore[union-attr]
+        else:
+            touched[wkey] = [who]
+
+    def _mark_all(self, wkeys: Iterable[tuple[int, float]]) -> None:
+        """These windows changed in ways no key says (a restore, a rep's team or targets): the
+        publisher reads them whole."""
+        for wkey in wkeys:
+            self.changed_windows.add(wkey)
+            self.touched[wkey] = None
+
+    def _mark_computed(self, wkeys: Iterable[tuple[int, float]], what: tuple) -> None:
+        """Computed values of these windows changed (``what``: a marker of
+        :mod:`metrics.touched`): they are read again, the sums not."""
+        touched = self.touched
+        for wkey in wkeys:
+            self.changed_windows.add(wkey)
+            groups = touched.get(wkey, ())
+            if groups is None:
+                continue
+            if not groups:
+                touched[wkey] = [what]
+            elif not any(g is what for g in groups):
+                groups.append(what)  # type: ignore[union-attr]
     # -- expiry --------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> int:
         """Drop windows and dedup minutes that can no longer matter.
@@ -167,6 +221,7 @@ class Windows:
                 del self._windows[wkey]
                 self._forget(wpart.key)
                 self.changed_windows.discard(wkey)
+                self.touched.pop(wkey, None)
                 self.expired_windows.append(wpart)
                 dropped += 1
         self._next_window_expiry = min(

@@ -30,8 +30,13 @@ class Captured(NamedTuple):
 
     number: int  # captures are numbered: a render never applies an older one over a newer
     starts: tuple[tuple[float, float], ...]  # per window kind: (current start, previous start)
-    present: list[tuple]  # the keys (scope, id, kind, start) of every current or previous window
+    #: the keys (scope, id, kind, start) of every current or previous window; None: the
+    #: capture read only what changed since the last render (nothing went, no window moved on)
+    present: list[tuple] | None
     changed: dict[tuple, tuple[int, tuple, dict]]  # key -> (seq, label values, values)
+    upto: int = 0  # the stage's change number when captured
+    drops: int = 0  # the stage's drop count when captured
+    gone: tuple = ()  # with ``present`` None: the windows dropped since the last render
 
 
 def requested_names(query: Mapping[str, str]) -> frozenset[str] | None:
@@ -92,11 +97,13 @@ class KpiRenderer:
         self._labels: dict[tuple, str] = {}
         self.families: dict[tuple[str, str], str] = {}  # (scope, kpi) -> metric name
         self.windows_of: dict[str, frozenset[str]] = {}
+        self.metric_names: frozenset[str] = frozenset()  # of the KPI families, set below
         for kpi in catalog.kpis:
             self.windows_of[kpi.name] = frozenset(catalog.windows_of(kpi.name))
             if kpi.exported:
                 for scope in kpi.scopes:
                     self.families[(scope, kpi.name)] = f"salespulse_{scope}_{kpi.name}"
+        self.metric_names = frozenset(self.families.values())
         self._dims = {k.name: catalog.dimensions_of(k.name) for k in catalog.kpis}
         #: (scope, kind index) -> kpi -> ((scope, kpi), metric name): what a slot exports
         self._exported: dict[tuple[str, int], dict[str, tuple[tuple[str, str], str]]] = {
@@ -113,6 +120,8 @@ class KpiRenderer:
         self._lock = threading.Lock()
         self._captures = 0
         self._applied = 0  # the number of the newest capture rendered
+        self._applied_upto = -1  # the stage's change number of that capture (-1: none yet)
+        self._applied_drops = -1
         self._rendered: dict[tuple, int] = {}  # window key -> the seq it was rendered at
         self._windows: dict[tuple, tuple[tuple, dict]] = {}  # window key -> (label values, values)
         self._starts: tuple[tuple[float, float], ...] = ()
@@ -151,15 +160,27 @@ class KpiRenderer:
         self._captures += 1
         rendered = self._rendered  # read here, written by render (a dict lookup is atomic)
         catalog = self.catalog
-        present = []
+        scopes = self.scopes
+        upto, drops = scopes.seq(), scopes.drops()
         changed = {}
-        for key, window in self.scopes.windows():
+        gone = scopes.dropped_since(self._applied_drops) if self._applied_upto >= 0 else None
+        if gone is not None and tuple(starts) == self._starts:
+            # no window moved on since the last render: what changed and what went since
+            for key, window in scopes.changed_since(self._applied_upto):
+                if (key[2], key[3]) in wanted and key not in changed \
+                        and rendered.get(key) != window.seq:
+                    changed[key] = (window.seq, window.labels(key[0], key[1]),
+                                    window.values(catalog))
+            return Captured(self._captures, tuple(starts), None, changed, upto, drops,
+                            tuple(k for k in gone if (k[2], k[3]) in wanted))
+        present = []
+        for key, window in scopes.windows():
             if (key[2], key[3]) not in wanted:
                 continue
             present.append(key)
             if rendered.get(key) != window.seq:
                 changed[key] = (window.seq, window.labels(key[0], key[1]), window.values(catalog))
-        return Captured(self._captures, tuple(starts), present, changed)
+        return Captured(self._captures, tuple(starts), present, changed, upto, drops)
 
     def render(self, captured: Captured | None = None,
                names: Collection[str] | None = None) -> bytes:
@@ -184,6 +205,7 @@ class KpiRenderer:
             if captured.number > self._applied:
                 self._apply(captured)
                 self._applied = captured.number
+                self._applied_upto, self._applied_drops = captured.upto, captured.drops
             parts: list[bytes] = []
             metric_names = self.families
             for family, chunks in self._chunks.items():
@@ -199,8 +221,10 @@ class KpiRenderer:
         (scope, id, kind) of those windows, and every slot of a kind whose window moved on."""
         windows, rendered = self._windows, self._rendered
         dirty: set[tuple[str, str, int]] = set()
-        present = set(captured.present)
-        for key in [k for k in windows if k not in present]:
+        present = set(captured.present) if captured.present is not None else None
+        gone = [k for k in windows if k not in present] if present is not None else \
+            [k for k in captured.gone if k in windows and k not in captured.changed]
+        for key in gone:
             del windows[key]
             rendered.pop(key, None)
             dirty.add(key[:3])
@@ -208,8 +232,9 @@ class KpiRenderer:
             windows[key] = (ids, values)
             rendered[key] = seq
             dirty.add(key[:3])
-        for key in [k for k in present if k not in windows]:
-            rendered.pop(key, None)  # dropped by a render of an older read: the next capture takes it
+        if present is not None:
+            for key in [k for k in present if k not in windows]:
+                rendered.pop(key, None)  # dropped by a render of an older read: the next capture takes it
         old = self._starts
         if captured.starts != old:
             # a kind's window moved on: its current window is now the previous one

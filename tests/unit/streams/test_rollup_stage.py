@@ -191,3 +191,48 @@ def test_a_window_of_one_source_finishes_its_parts_as_they_are_without_changing_
     window.put(make_partial("rep", "ann", DAY, T0, T0 + 86400, 1, 1, other, "east"))
     assert window.values(CAT)[("calls_made",)] == 5.0
     assert window.values(CAT) == finish(CAT, merge([parts, other]))
+
+
+def test_own_partials_are_applied_as_published_and_their_copies_from_the_topic_skipped() -> None:
+    """``RollupStage.local``: a worker's own partials show at once in the scopes it owns; when
+    their copies come back from the topic they change nothing (no new change number), while an
+    older copy still loses to the newer partial and a partial of a partition owned elsewhere
+    waits for the topic."""
+    clock = Clock(T0 + 100)
+    pub = Publisher(partitions=4, rollup_topic="r", interval=1.0, clock=clock)
+    stage = RollupStage(CAT, topic="r", partitions=4, grace_seconds=GRACE,
+                        consumer_factory=None, clock=clock)  # type: ignore[arg-type]
+    stage._assigned = {0, 1, 2, 3}
+    state = state_with([("ann", "east", "connected"), ("bob", "west", "no_answer")])
+    first = pub.capture(0, state)
+    stage.local(first)
+    assert stage.partials_read == len(first)
+    readout = Readout(stage, grace_seconds=GRACE, clock=clock)
+    org = {u.id: u.values for u in readout.reader("r").live() if u.kind == DAY and u.scope == "org"}
+    assert org["org"][("calls_made",)] == 2.0
+    seq = stage.seq
+    state.apply(Bundle("sales.activities", 0, [
+        Event(9, "src", "e-late", T0 + 9, CallCompleted("ann", "outbound", "connected", team_id="east"))]), 1)
+    second = pub.capture(0, state)
+    stage.local(second)
+    assert stage.seq > seq
+    seq, read = stage.seq, stage.partials_read
+    for _, key, value, partition in first + second:  # the topic's copies, in order
+        stage._apply(partition, key, value)
+    assert stage.seq == seq  # the older copies lose, the newer ones are the same: no change
+    # decoded again: only the older copies of what the second round replaced
+    newer = {k: v for _, k, v, _ in second}
+    replaced = sum(1 for _, k, v, _ in first if k in newer and newer[k] != v)
+    assert replaced >= 12  # ann's and east's windows
+    assert stage.partials_read == read + replaced
+    assert not stage._echo
+    org = {u.id: u.values for u in readout.reader("s").live() if u.kind == DAY and u.scope == "org"}
+    assert org["org"][("calls_made",)] == 3.0
+
+    stage._assigned = {1}  # the other roll-up partitions are another worker's: the topic brings them
+    before = stage.partials_read
+    third = pub.capture(0, state_with([("cyd", "east", "connected")], 50))
+    mine = sum(1 for *_, p in third if p == 1)
+    assert len(third) - mine > 0
+    stage.local(third)
+    assert stage.partials_read == before + mine

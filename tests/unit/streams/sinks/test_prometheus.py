@@ -91,7 +91,7 @@ def test_a_render_after_changes_equals_a_render_from_scratch() -> None:
         # two minutes on: the first minute is neither current nor previous any more
         lambda: setattr(clock, "t", clock.t + 120),
         # the stage gives a window away (a rebalance)
-        lambda: stage.windows.pop(("rep", "bob", DAY, CAL.bounds("day", clock())[0])),
+        lambda: stage.drop([("rep", "bob", DAY, CAL.bounds("day", clock())[0])]),
     ]
     for step in steps:
         step()
