@@ -5,7 +5,7 @@
 #
 # Installs what it needs: a virtualenv with the project and its test extras (.venv), Debian's
 # prometheus (promtool) for the rule tests, kcat and chromium for integration tests; the integration tests start their own Kafka broker
-# and Redis with deploy/local.sh on ports 49092/49094/46379 and stop them at the end.
+# and Redis with deploy/local.sh on ports 29092/29094/26379 (below the ephemeral port range, 32768-60999 on Linux: a broker restarted mid-test must get its port back) and stop them at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,5 +28,5 @@ command -v kcat >/dev/null 2>&1 || apt_install kcat
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 
 log "pytest (unit + integration on a real broker)"
-export SALESPULSE_TEST_KAFKA_CONTROLLER_PORT=${SALESPULSE_TEST_KAFKA_CONTROLLER_PORT:-49094}
+export SALESPULSE_TEST_KAFKA_CONTROLLER_PORT=${SALESPULSE_TEST_KAFKA_CONTROLLER_PORT:-29094}
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

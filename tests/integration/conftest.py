@@ -16,12 +16,12 @@ import pytest
 
 from tests.integration.harness import REPO
 
-KAFKA_PORT = os.environ.get("SALESPULSE_TEST_KAFKA_PORT", "49092")
+KAFKA_PORT = os.environ.get("SALESPULSE_TEST_KAFKA_PORT", "29092")
 INFRA_ENV = {
     **os.environ,
     "KAFKA_PORT": KAFKA_PORT,
-    "KAFKA_CONTROLLER_PORT": os.environ.get("SALESPULSE_TEST_KAFKA_CONTROLLER_PORT", "49094"),
-    "REDIS_PORT": os.environ.get("SALESPULSE_TEST_REDIS_PORT", "46379"),
+    "KAFKA_CONTROLLER_PORT": os.environ.get("SALESPULSE_TEST_KAFKA_CONTROLLER_PORT", "29094"),
+    "REDIS_PORT": os.environ.get("SALESPULSE_TEST_REDIS_PORT", "26379"),
     "SALESPULSE_LOCAL_DIR": os.environ.get("SALESPULSE_TEST_LOCAL_DIR", str(REPO / ".local" / "test")),
 }
 

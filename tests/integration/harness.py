@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 TOPIC_KINDS = ("activities", "leads", "deals", "feedback", "reps")
-REDIS_PORT = int(os.environ.get("SALESPULSE_TEST_REDIS_PORT", "46379"))
+REDIS_PORT = int(os.environ.get("SALESPULSE_TEST_REDIS_PORT", "26379"))
 #: The session's Redis (conftest.py); every worker's keys start with its own app id.
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 
