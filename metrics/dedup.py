@@ -1,11 +1,18 @@
-"""Remembered event identities (``source`` + ``id``, SPEC section 2), packed: 16 bytes per id.
+"""Remembered event identities (``source`` + ``id``, SPEC section 2), packed: 18 bytes per id.
 
 An identity is the 128-bit XXH3 hash of ``<length of source>:<source><id>`` (a separator
 alone would be ambiguous: CloudEvents allow any character, NUL included, in both). 112 of its
-bits are kept: the first 16 pick one of 65,536 buckets, the next 96 are stored, followed by the
-event-time minute of the first sighting (a signed 32-bit number). A bucket is one
-``bytes`` of such 16-byte records, searched with ``bytes.find`` (C speed): no Python object
-per id.
+bits are kept, followed by the event-time minute of the first sighting (a signed 32-bit
+number). The records live in buckets picked by the hash's first 16 bits (see below); a bucket
+is one ``bytes`` of such 18-byte records, searched with ``bytes.find`` (C speed): no Python
+object per id.
+
+The number of buckets grows with the number of ids (linear hashing): it starts at
+:data:`MIN_BUCKETS`, and whenever there are more than :data:`FILL` records per bucket on
+average the next bucket in turn is split in two, up to 65,536 buckets. So a bucket holds about
+``FILL`` records whatever the number of ids (one object header per ~20 ids, not per id: a
+fixed 65,536 buckets held one or two ids each at 50,000 ids per partition, ~60 bytes per id),
+and a split moves one bucket's records, never all of them at once.
 
 Exact, not probabilistic: two different identities are taken for one only if 112 bits of
 their hashes agree. For the largest deployment one can think of (10,000 events/s for 10 years,
@@ -31,9 +38,12 @@ from collections.abc import Iterable, Iterator
 import msgspec
 from xxhash import xxh3_128_digest
 
-RECORD = 16  # bytes per remembered id: 12 of hash, 4 of minute
-BUCKETS = 1 << 16  # picked by the first 16 bits of the hash
-_HASH = slice(2, 14)  # the stored hash bits (the first two pick the bucket)
+IDENT = 16  # bytes of an identity (the whole hash), as the changelog holds it
+KEPT = 14  # bytes of the hash kept per id in memory (112 bits)
+RECORD = KEPT + 4  # bytes per remembered id: the kept hash, then the minute
+MIN_BUCKETS = 4096  # buckets of an empty set (a power of two): no split below ~100,000 ids
+MAX_BUCKETS = 1 << 16  # picked by the first 16 bits of the hash at most
+FILL = 24  # records per bucket, on average, before the next bucket is split (~430 bytes)
 
 
 def identity(source: str, event_id: str, salt: int = 0) -> bytes:
@@ -50,31 +60,75 @@ class RememberedIds:
 
     A bucket is an immutable ``bytes``: its records lie inline with the object header (one
     memory access fewer than a ``bytearray``, no growth slack), and an insert copies the bucket
-    (about a kilobyte at 4 million ids), which costs less than the search before it.
+    (a few hundred bytes, ~1 KB beyond 1.5 million ids), which costs about as much as the search
+    before it.
+
+    Linear hashing on the hash's first 16 bits ``h``: with ``n`` buckets, ``2 ** level <= n``,
+    an identity is in bucket ``h & (2 ** level - 1)``, or ``h & (2 ** (level + 1) - 1)`` when
+    that first one was already split (it lies below ``split = n - 2 ** level``).
     """
 
-    __slots__ = ("buckets",)
+    __slots__ = ("buckets", "size", "mask", "wide", "split", "limit")
 
     def __init__(self) -> None:
-        #: indexed by the first 16 bits of the hash; None until its first record
-        self.buckets: list[bytes | None] = [None] * BUCKETS
+        #: one per bucket; None until its first record
+        self.buckets: list[bytes | None] = [None] * MIN_BUCKETS
+        self.size = 0  #: records held, live or not yet reclaimed
+        self.mask = MIN_BUCKETS - 1  # 2 ** level - 1
+        self.wide = self.mask << 1 | 1  # 2 ** (level + 1) - 1
+        self.split = 0  # buckets of this level split so far
+        self.limit = FILL * MIN_BUCKETS  # records beyond which the next bucket splits
 
     @property
     def count(self) -> int:
         """Records held, live or not yet reclaimed."""
-        return sum(len(buf) for buf in self.buckets if buf) // RECORD
+        return self.size
+
+    def bucket_of(self, ident: bytes) -> int:
+        """The index of the bucket that holds ``ident`` (16 bytes, or the kept 14)."""
+        h = ident[0] << 8 | ident[1]
+        key = h & self.mask
+        return h & self.wide if key < self.split else key
+
+    def grow(self) -> None:
+        """Split the next bucket, as long as there are more than :data:`FILL` records per
+        bucket (one split per insert in steady growth)."""
+        buckets = self.buckets
+        while self.size > self.limit and len(buckets) < MAX_BUCKETS:
+            old = self.split
+            bit = self.mask + 1  # the hash bit that tells the two halves apart
+            buf = buckets[old]
+            keep: list[bytes] = []
+            move: list[bytes] = []
+            if buf is not None:
+                # that bit of each record's hash, from its first or second byte (one C slice)
+                flags = buf[1::RECORD] if bit < 256 else buf[0::RECORD]
+                flag = bit if bit < 256 else bit >> 8
+                pos = 0
+                for byte in flags:
+                    (move if byte & flag else keep).append(buf[pos : pos + RECORD])
+                    pos += RECORD
+            buckets[old] = b"".join(keep) or None
+            buckets.append(b"".join(move) or None)
+            wide = self.wide
+            self.split = old + 1
+            if self.split > self.mask:  # every bucket of the level split: the next level
+                self.mask = wide
+                self.wide = wide << 1 | 1
+                self.split = 0
+            self.limit = FILL * len(buckets)
 
     def _find(self, ident: bytes, live_from: float) -> tuple[bool, int]:
         """(live record found, position of an expired record of ``ident`` or -1)."""
-        buf = self.buckets[ident[0] << 8 | ident[1]]
+        buf = self.buckets[self.bucket_of(ident)]
         if buf is None:
             return False, -1
-        needle = ident[_HASH]
+        needle = ident[:KEPT]
         expired = -1
         pos = buf.find(needle)
         while pos >= 0:
             if pos % RECORD == 0:
-                if int.from_bytes(buf[pos + 12 : pos + 16], "big", signed=True) >= live_from:
+                if int.from_bytes(buf[pos + KEPT : pos + RECORD], "big", signed=True) >= live_from:
                     return True, -1
                 expired = pos
             pos = buf.find(needle, pos + 1)
@@ -82,33 +136,37 @@ class RememberedIds:
 
     def seen(self, ident: bytes, live_from: float) -> bool:
         """Whether ``ident`` was sighted in a minute from ``live_from`` on."""
-        buf = self.buckets[ident[0] << 8 | ident[1]]
-        if buf is None or buf.find(ident[_HASH]) < 0:
+        buf = self.buckets[self.bucket_of(ident)]
+        if buf is None or buf.find(ident[:KEPT]) < 0:
             return False  # the usual answer for a new event: one C-level search
         return self._find(ident, live_from)[0]
 
     def add(self, ident: bytes, minute: int, live_from: float) -> bool:
         """Remember ``ident`` as sighted in ``minute``, unless it already is (live): whether it
         is new."""
-        key = ident[0] << 8 | ident[1]
+        key = self.bucket_of(ident)
         buf = self.buckets[key]
-        record = ident[_HASH] + minute_bytes(minute)
+        record = ident[:KEPT] + minute_bytes(minute)
         if buf is None:
             self.buckets[key] = record
-            return True
-        if buf.find(ident[_HASH]) >= 0:
-            live, expired = self._find(ident, live_from)
-            if live:
-                return False
-            if expired >= 0:  # a sighting beyond the horizon: reuse its record
-                self.buckets[key] = buf[:expired] + record + buf[expired + RECORD :]
-                return True
-        self.buckets[key] = buf + record
+        else:
+            if buf.find(ident[:KEPT]) >= 0:
+                live, expired = self._find(ident, live_from)
+                if live:
+                    return False
+                if expired >= 0:  # a sighting beyond the horizon: reuse its record
+                    self.buckets[key] = buf[:expired] + record + buf[expired + RECORD :]
+                    return True
+            self.buckets[key] = buf + record
+        self.size += 1
+        if self.size > self.limit:
+            self.grow()
         return True
 
     def purge(self, live_from: float) -> int:
         """Reclaim expired records at the front of every bucket; how many. One pass over the
-        buckets, and a few operations per reclaimed record."""
+        buckets, and a few operations per reclaimed record. (Buckets are not merged again: at
+        most one empty ``None`` slot per bucket of the largest size reached.)"""
         dropped = 0
         buckets = self.buckets
         for key, buf in enumerate(buckets):
@@ -116,30 +174,33 @@ class RememberedIds:
                 continue
             end = 0
             size = len(buf)
-            while end < size and int.from_bytes(buf[end + 12 : end + 16], "big", signed=True) < live_from:
+            while end < size and int.from_bytes(buf[end + KEPT : end + RECORD], "big", signed=True) < live_from:
                 end += RECORD
             if end:
                 buckets[key] = buf[end:] or None
                 dropped += end // RECORD
+        self.size -= dropped
         return dropped
 
     def live(self, live_from: float) -> Iterator[tuple[bytes, int]]:
         """(stored identity bits, minute) of every live record: for tests and inspection."""
-        for key, buf in enumerate(self.buckets):
+        for buf in self.buckets:
             for pos in range(0, len(buf) if buf else 0, RECORD):
-                minute = int.from_bytes(buf[pos + 12 : pos + 16], "big", signed=True)  # type: ignore[index]
+                minute = int.from_bytes(buf[pos + KEPT : pos + RECORD], "big", signed=True)  # type: ignore[index]
                 if minute >= live_from:
-                    yield key.to_bytes(2, "big") + buf[pos : pos + 12], minute  # type: ignore[index]
+                    yield buf[pos : pos + KEPT], minute  # type: ignore[index]
 
     def load(self, chunks: Iterable[tuple[bytes, int]]) -> None:
         """Append the records of restored chunks, unchecked: ``(idents, minute)``, 16 bytes of
         identity each, as written."""
+        records = [(idents[pos : pos + KEPT] + mbytes)
+                   for idents, minute in chunks for mbytes in (minute_bytes(minute),)
+                   for pos in range(0, len(idents), IDENT)]
+        self.size += len(records)
+        self.grow()  # first the number of buckets for them all, then each in its bucket
         pending: dict[int, list[bytes]] = {}
-        for idents, minute in chunks:
-            mbytes = minute_bytes(minute)
-            for pos in range(0, len(idents), RECORD):
-                pending.setdefault(idents[pos] << 8 | idents[pos + 1], []).extend(
-                    (idents[pos + 2 : pos + 14], mbytes))
+        for record in records:
+            pending.setdefault(self.bucket_of(record), []).append(record)
         buckets = self.buckets
         for key, parts in pending.items():
             buckets[key] = (buckets[key] or b"") + b"".join(parts)
@@ -152,7 +213,7 @@ ID_PART = "d/"
 class _IdsRecord(msgspec.Struct, array_like=True):
     stamp: int
     minute: int
-    idents: bytes  # 16 bytes per id
+    idents: bytes  # IDENT bytes per id
     seqs: bytes  # int64 per id: the sequence (offset, index) of its first sighting
 
 
@@ -217,16 +278,24 @@ class DedupLedger:
         mbytes = self._minute_bytes.get(minute)
         if mbytes is None:
             mbytes = self._minute_bytes[minute] = minute_bytes(minute)
+        ids = self.ids
+        h = ident[0] << 8 | ident[1]
+        key = h & ids.mask
+        if key < ids.split:
+            key = h & ids.wide
+        stored = ident[:KEPT]
         buckets = self._buckets
-        key = ident[0] << 8 | ident[1]
-        stored = ident[2:14]
         buf = buckets[key]
         if buf is None:
             buckets[key] = stored + mbytes
+            ids.size += 1
         elif buf.find(stored) < 0:
             buckets[key] = buf + (stored + mbytes)
-        elif not self.ids.add(ident, minute, self.live_from(watermark)):
+            ids.size += 1
+        elif not ids.add(ident, minute, self.live_from(watermark)):
             return False
+        if ids.size > ids.limit:
+            ids.grow()
         chunk = self.open.get(minute)
         if chunk is None:
             chunk = self._open_chunk(minute)
@@ -298,6 +367,6 @@ class DedupLedger:
         for _, _, idents, seqs in self._loaded:
             for pos, seq in enumerate(array("q", seqs)):
                 if seq >= next_seq:
-                    self.recent[idents[pos * RECORD : (pos + 1) * RECORD]] = seq
+                    self.recent[idents[pos * IDENT : (pos + 1) * IDENT]] = seq
         self._loaded.clear()
         self.next_expiry = min(((m + 1) * 60.0 + self.horizon for m in self.chunks), default=float("inf"))
