@@ -33,10 +33,12 @@ class Labels:
 
     def admit(self, label: str, value: str) -> str:
         """The label value of ``value``: itself if admitted (first come, up to the label's
-        cap), else ``other``. Decided in event order and persisted, so a replay decides alike."""
+        cap; the str first admitted, equal to it), else ``other``. Decided in event order and persisted, so a replay decides alike."""
         admitted = self.labels.get(label)
-        if admitted is not None and value in admitted:
-            return value  # the usual case: one dict lookup
+        if admitted is not None:
+            known = admitted.get(value)
+            if known is not None:
+                return known  # the usual case: one dict lookup; the admitted str, shared
         return value if self._admitted(label, value) else OTHER
 
     def _admit_rep(self, rep: str, team: str | None) -> tuple[str, str | None]:

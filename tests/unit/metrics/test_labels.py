@@ -217,3 +217,32 @@ def test_caps_are_configured_in_settings(monkeypatch):
     monkeypatch.setenv("SALESPULSE_MAX_DIMENSION_VALUES", "3")
     s = Settings(_env_file=None)
     assert (s.max_reps, s.max_teams, s.max_dimension_values) == (7, 2_000, 3)
+
+
+def test_keys_share_one_string_per_admitted_label_value():
+    """Every event decodes its own copies of its rep, team and dimension strings; the state's
+    keys hold the admitted one instead, in every window (memory: one str per label value, not
+    one per event that made a key)."""
+    def fresh(text: str) -> str:  # an equal but distinct str object, as a decoder makes them
+        return "".join(list(text))
+
+    datas = [CallCompleted(fresh(f"rep-{i % 7}"), fresh("outbound"), fresh(("busy", "connected")[i % 2]),
+                           team_id=fresh(f"team-{i % 3}")) for i in range(600)]
+    datas += [CallCompleted(fresh(f"rep-{i % 7}"), fresh("outbound"), fresh("busy")) for i in range(50)]
+    datas += [ToolUsed(fresh(f"rep-{i % 7}"), fresh(("dialer", "crm")[i % 2]), team_id=fresh("team-0"))
+              for i in range(100)]
+    assert len({id(d.rep_id) for d in datas}) == len(datas)
+    state = state_with(caps())
+    for minute in range(5):  # events of several minutes: keys made again in each minute
+        apply_all(state, bundles_of(datas, t=T0 + 60 * minute + 5, first=minute * 1000))
+    objects: dict[str, set[int]] = {}
+    for kind in range(len(WINDOW_KINDS)):
+        for minute in range(5):
+            start = CAL.bounds(WINDOW_KINDS[kind], T0 + 60 * minute)[0]
+            for key in state.window_values(kind, start):
+                for part in key[1:]:
+                    if isinstance(part, str):
+                        objects.setdefault(part, set()).add(id(part))
+    assert {f"rep-{i}" for i in range(7)} | {f"team-{i}" for i in range(3)} <= set(objects)
+    assert {"dialer", "crm"} <= set(objects)  # a dimension's values
+    assert {text: len(ids) for text, ids in objects.items() if len(ids) > 1} == {}
