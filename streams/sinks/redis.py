@@ -263,8 +263,8 @@ class RedisSink:
         that the next round's values need not wait for them) their leaderboard entries;
         ``wait``: wait for those too."""
         began = time.perf_counter()
-        #: (scope, id) -> its windows' hash keys and arguments: one script call per scope
-        calls: dict[tuple[str, str], tuple[list[str], list[Any]]] = {}
+        #: (scope, id) -> its changed windows: one script call per scope
+        scopes: dict[tuple[str, str], list[WindowUpdate]] = {}
         pending = self._board_pending
         written = 0
         for u in updates:
@@ -272,16 +272,24 @@ class RedisSink:
                 self._ranked.pop((u.id, u.kind, u.start), None)
                 pending.pop((u.id, u.kind, u.start), None)
                 continue
-            call = calls.get((u.scope, u.id))
-            if call is None:
-                call = calls[(u.scope, u.id)] = ([], [])
-            self._put(call, u, now)
+            group = scopes.get((u.scope, u.id))
+            if group is None:
+                group = scopes[(u.scope, u.id)] = []
+            group.append(u)
             if u.scope == "rep":
                 pending[(u.id, u.kind, u.start)] = u
             written += 1
-        commands = [(self._script_sha, len(keys), *keys, *args) for keys, args in calls.values()]
         self._spent += time.perf_counter() - began
-        await self._run(commands)
+        # The calls are built a pipeline at a time: a round's calls all at once (each window's
+        # KPIs' JSON twice) were ~20 MB at the peak of a round of 1,000 reps (docs/benchmark.md)
+        groups = list(scopes.values())
+        del scopes
+        for i in range(0, len(groups), CALLS_CHUNK):
+            began = time.perf_counter()
+            commands = [self._call(group, now) for group in groups[i:i + CALLS_CHUNK]]
+            self._spent += time.perf_counter() - began
+            await self._run(commands)
+            del commands
         began = time.perf_counter()
         if now > self._pruned_at + 60:  # windows given away at a rebalance never come final
             self._pruned_at = now
@@ -336,6 +344,14 @@ class RedisSink:
                 await pipe.execute()
             finally:
                 self._executed += time.perf_counter() - began
+
+    def _call(self, group: list[WindowUpdate], now: float) -> tuple[Any, ...]:
+        """The script call (:data:`WRITE_WINDOWS`) that writes one scope's changed windows."""
+        call: tuple[list[str], list[Any]] = ([], [])
+        for u in group:
+            self._put(call, u, now)
+        keys, args = call
+        return (self._script_sha, len(keys), *keys, *args)
 
     def _put(self, call: tuple[list[str], list[Any]], u: WindowUpdate, now: float) -> None:
         """Add one window's write to its scope's script call (:data:`WRITE_WINDOWS`)."""
