@@ -59,6 +59,9 @@ class PartitionState(FastPath, Replay, Sightings, LeadLane, Windows, Roster, Lab
         self.horizon = dedup_horizon_seconds
         self.wait_horizon = lead_wait_horizon_seconds
         self._windows: dict[tuple[int, float], WindowPart] = {}  # see :attr:`windows`
+        #: one tuple per distinct key in the windows (metrics.state.windows: shared keys)
+        self._keys: dict[tuple, tuple] = {}
+        self._keys_kept = 0  # keys in the windows when ``_keys`` was last pruned
         #: producer duplicates: identities remembered for the horizon (metrics.dedup)
         self.dedup = DedupLedger(dedup_horizon_seconds)
         self.roster: dict[str, RosterEntry] = {}

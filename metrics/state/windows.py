@@ -1,5 +1,10 @@
 """Windows of the partition state: their sums, the pending hits folded into them, expiry.
 
+A key (kpi, rep, team, *dims) is one tuple in every window that has it (``_keys``): the fast
+path makes a new tuple per hit, and each minute's first one would otherwise stay in the
+windows of every kind it was folded into first. The table forgets the keys of dropped windows
+when it has grown to twice what the windows held at its last pruning.
+
 The fast path accumulates hits per (event-time minute, first open window kind) and folds them
 into the windows only when something reads them (:meth:`Windows._fold`). Windows are dropped
 two grace periods after they end by the caller's wall clock (see :meth:`Windows.expire`), dedup
@@ -108,10 +113,15 @@ class Windows:
         wpart = self._window(kind, *bounds)
         values = wpart.values
         get = values.get
+        shared = self._keys
         for key, value in hits.items():
             kinds = kinds_of[key[0]]
             if kinds is every or kind in kinds:
-                values[key] = get(key, 0.0) + value
+                old = get(key)
+                if old is None:  # a key new to the window: the tuple every window shares
+                    values[shared.setdefault(key, key)] = value
+                else:
+                    values[key] = old + value
         self._mark(wpart, who)
 
     def _add_hits_all(self, kinds: range, bounds: tuple, hits: dict[tuple, float],
@@ -126,15 +136,24 @@ class Windows:
         wparts = [self._window(kind, *bounds[kind]) for kind in kinds]
         targets = [(kind, wpart.values) for kind, wpart in zip(kinds, wparts, strict=True)]
         dicts = [values for _, values in targets]
+        shared = self._keys
         for key, value in hits.items():
             kept = kinds_of[key[0]]
             if kept is every:
                 for values in dicts:
-                    values[key] = values.get(key, 0.0) + value
+                    old = values.get(key)
+                    if old is None:  # new to the window: the tuple every window shares
+                        values[shared.setdefault(key, key)] = value
+                    else:
+                        values[key] = old + value
             else:
                 for kind, values in targets:
                     if kind in kept:
-                        values[key] = values.get(key, 0.0) + value
+                        old = values.get(key)
+                        if old is None:
+                            values[shared.setdefault(key, key)] = value
+                        else:
+                            values[key] = old + value
         for wpart in wparts:
             self._mark(wpart, who)
 
@@ -227,6 +246,9 @@ class Windows:
         self._next_window_expiry = min(
             (w.end + 2 * self.grace for w in self._windows.values()), default=float("inf")
         )
+        if len(self._keys) > 2 * self._keys_kept + 1024:  # keys of dropped windows: forget them
+            self._keys = {k: k for w in self._windows.values() for k in w.values}
+            self._keys_kept = len(self._keys)
         return dropped
 
     def _forget(self, key: str) -> None:

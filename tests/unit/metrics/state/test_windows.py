@@ -57,3 +57,36 @@ def test_expire_drops_closed_windows_and_old_dedup_minutes_with_tombstones():
     restored = PartitionState.restore(changelog.items(), CAT, CAL, grace_seconds=60,
                                       dedup_horizon_seconds=600)
     assert not any(p.key in minute_keys for p in restored.windows.values())
+
+
+# -- shared keys -----------------------------------------------------------------------
+
+
+def test_a_key_is_one_tuple_in_every_window_and_dropped_windows_keys_are_forgotten():
+    """The fast path makes a key tuple per hit; each window kind used to keep the one of the
+    minute it first saw (memory: a tuple per key and window instead of one per key)."""
+    feed = Feed()
+    state = new_state(grace_seconds=60, dedup_horizon_seconds=600)
+    reps = [f"rep-{i}" for i in range(20)]
+    events = [(T0 + 30 * i + 1, CallCompleted(reps[i % 20], "outbound", "busy", team_id="t"))
+              for i in range(600)]  # five hours of event time: minute and hour windows each
+    for n in range(0, 600, 20):
+        state.apply(feed.bundle(feed.events(events[n : n + 20])), n // 20)
+    objects: dict[tuple, set[int]] = {}
+    for part in state.windows.values():
+        for key in part.values:
+            objects.setdefault(key, set()).add(id(key))
+    assert len(objects) >= 20 and len(state.windows) > 300
+    assert {key: len(ids) for key, ids in objects.items() if len(ids) > 1} == {}
+    kept = len(state._keys)
+    assert kept == len(objects)
+    # much later: every minute and hour window is dropped; their keys go from the table once
+    # it has grown past twice what the windows held (here: at once, the day's keys remain)
+    for n in range(3):
+        late = [(T0 + 86_400 * (n + 1) + 7, CallCompleted(f"new-{n}-{i}", "outbound", "busy", team_id="t"))
+                for i in range(2 * kept + 1100)]
+        state.apply(feed.bundle(feed.events(late)), 100 + n)
+        state.expire()
+    live = {k for part in state.windows.values() for k in part.values}
+    assert set(state._keys) >= live and len(state._keys) <= 2 * len(live) + 1024
+    assert not any(k[1] == "rep-0" for k in state._keys if k not in live)
