@@ -146,6 +146,17 @@ class Codec:
         """Rebuild from the latest value of every part (what changelog recovery yields)."""
         state = cls(catalog, calendar, **kw)
         state.epoch = 1
+        keys, strings = state._keys, {}
+
+        def shared(key: list) -> tuple:
+            """The one tuple of a restored key, its strings shared too (each window's part
+            decodes its own): as the fast path's keys are (metrics.state.windows)."""
+            t = tuple(key)
+            hit = keys.get(t)
+            if hit is None:
+                hit = keys[t] = tuple(strings.setdefault(x, x) if type(x) is str else x for x in t)
+            return hit
+
         for key, raw in parts:
             if raw is None:
                 continue
@@ -160,7 +171,7 @@ class Codec:
             elif key.startswith("w/"):
                 w = _DEC_WINDOW.decode(raw)
                 part = WindowPart(w.kind, w.start, w.end, w.stamp)
-                part.values = dict(zip(map(tuple, w.keys), w.values, strict=True))
+                part.values = dict(zip(map(shared, w.keys), w.values, strict=True))
                 part.samples = {tuple(r[:-1]): list(r[-1]) for r in w.samples}
                 state._windows[(w.kind, w.start)] = part
                 state.max_stamp = max(state.max_stamp, w.stamp)
@@ -182,4 +193,5 @@ class Codec:
         state.applied = state.meta_stamp
         state.max_stamp = max(state.max_stamp, state.meta_stamp)
         state._mark_all(state._windows)  # publish all once: the last owner may not have
+        state._keys_kept = len(keys)
         return state

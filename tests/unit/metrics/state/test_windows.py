@@ -90,3 +90,34 @@ def test_a_key_is_one_tuple_in_every_window_and_dropped_windows_keys_are_forgott
     live = {k for part in state.windows.values() for k in part.values}
     assert set(state._keys) >= live and len(state._keys) <= 2 * len(live) + 1024
     assert not any(k[1] == "rep-0" for k in state._keys if k not in live)
+
+
+def test_a_restored_state_shares_its_keys_and_their_strings_across_windows():
+    """Each window's part decodes its own keys: restored, a key is one tuple in every window
+    (the table the fast path's new keys then take too) and its strings one str each."""
+    from metrics.state import PartitionState
+
+    feed = Feed()
+    state = new_state(grace_seconds=60, dedup_horizon_seconds=600)
+    events = [(T0 + 30 * i + 1, CallCompleted(f"rep-{i % 5}", "outbound", "busy", team_id="t"))
+              for i in range(300)]
+    for n in range(0, 300, 20):
+        state.apply(feed.bundle(feed.events(events[n : n + 20])), n // 20)
+    parts = dict(state.snapshot())
+    restored = PartitionState.restore(parts.items(), CAT, CAL, grace_seconds=60, dedup_horizon_seconds=600)
+    assert len(restored.windows) == len(state.windows) > 100
+    tuples: dict[tuple, set[int]] = {}
+    strings: dict[str, set[int]] = {}
+    for part in restored.windows.values():
+        for key in part.values:
+            tuples.setdefault(key, set()).add(id(key))
+            for x in key:
+                strings.setdefault(x, set()).add(id(x))
+    assert {k: len(v) for k, v in tuples.items() if len(v) > 1} == {}
+    assert {k: len(v) for k, v in strings.items() if len(v) > 1} == {}
+    assert {f"rep-{i}" for i in range(5)} <= set(strings)
+    # a new event's key is the restored tuple
+    restored.apply(feed.bundle(feed.events([(T0 + 9001, CallCompleted("rep-1", "outbound", "busy", team_id="t"))])), 500)
+    day = max((p for p in restored.windows.values() if p.kind == 2), key=lambda p: p.start)
+    key = next(k for k in day.values if k[:3] == ("calls_made", "rep-1", "t"))
+    assert key is restored._keys[key]
