@@ -33,7 +33,8 @@ class Labels:
 
     def admit(self, label: str, value: str) -> str:
         """The label value of ``value``: itself if admitted (first come, up to the label's
-        cap; the str first admitted, equal to it), else ``other``. Decided in event order and persisted, so a replay decides alike."""
+        cap; the str first admitted, equal to it), else ``other``. Decided in event order and
+        persisted, so a replay decides alike."""
         admitted = self.labels.get(label)
         if admitted is not None:
             known = admitted.get(value)
