@@ -33,6 +33,19 @@ Group = tuple[str | None, str]  # (rep or None, team as split labels it)
 
 _MISSING = object()
 
+#: key (kpi, rep, team, *dims) -> its (kpi, *dims): one tuple per distinct key for every group
+#: and window that holds it (the state shares its key tuples across windows), made once;
+#: emptied past :data:`RESTS_MAX` (only the sharing is lost).
+_RESTS: dict[tuple, tuple] = {}
+RESTS_MAX = 500_000
+
+
+def _rest(key: tuple) -> tuple:
+    if len(_RESTS) >= RESTS_MAX:
+        _RESTS.clear()
+    rest = _RESTS[key] = (key[0], *key[3:])
+    return rest
+
 
 class SplitIndex:
     __slots__ = ("n_values", "n_samples", "extras", "targets", "absent", "group_keys",
@@ -189,8 +202,12 @@ class SplitIndex:
                 if v is _MISSING:
                     continue
             found = True
-            rest = (key[0], *key[3:])
-            sums[rest] = sums.get(rest, 0.0) + v  # type: ignore[operator]
+            rest = _RESTS.get(key)
+            if rest is None:
+                rest = _rest(key)
+            held = sums.get(rest)
+            # the state's own float when the rest has one key (most): no copy of it is made
+            sums[rest] = v if held is None else held + v  # type: ignore[assignment,operator]
         for key in self.group_samples.get(group, ()):
             obs = samples[key]
             if not obs:

@@ -23,7 +23,7 @@ from zlib import crc32
 from metrics.leads import UNASSIGNED
 from metrics.opportunities import open_values
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
-from metrics.rollup import Parts, merge
+from metrics.rollup import Parts, merge, split
 from metrics.split_index import SplitIndex
 from metrics.state import PartitionState, WindowPart
 from metrics.targets import target_values
@@ -50,6 +50,7 @@ class Publisher:
         event_time: bool = False,
         pacing: Pacing = BACKLOG,
         team_interval: float = 0.0,
+        behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.partitions = partitions
         self.rollup_topic = rollup_topic
@@ -59,6 +60,11 @@ class Publisher:
         #: event in almost every round, and its partial is the largest): the teams changed in
         #: between are held and go out together, with the organisation's
         self.team_interval = team_interval
+        #: whether the worker is in a backlog: every window is read whole then (every rep
+        #: changes between two rounds anyway), and no index is kept for it (its memory: ~100
+        #: bytes a key), until the worker has caught up
+        self.behind = behind
+        self._whole = False  # this capture reads every window whole (the worker is behind)
         self._held: dict[tuple[int, int, float], set[str]] = {}  # window -> teams held back
         self._teams_sent: dict[tuple[int, int, float], float] = {}  # window -> when they went
         #: windows close by event time (``SALESPULSE_WINDOW_CLOCK=event``): an expired window's
@@ -99,6 +105,7 @@ class Publisher:
         changed, state.changed_windows = state.changed_windows, set()
         touched, state.touched = state.touched, {}
         state.touched_keys = 0
+        self._whole = self.behind()
         out: list[Record] = []
         for wkey in sorted(changed):
             wpart = windows.get(wkey)
@@ -154,8 +161,14 @@ class Publisher:
         """The window's parts: of the reps and teams its ``touched`` keys name (and the
         organisation's), or, ``whole``, without an index yet or when anything may have
         changed, of every scope. The last item says which."""
-        index = self._index.get(pkey)
         opened = open_values(state, w)
+        if self._whole:
+            self._index.pop(pkey, None)
+            targets = target_values(state, w)
+            self.whole_reads += 1
+            return (*split({**w.values, **opened, **targets} if opened or targets else w.values,
+                           w.samples, state.team_of), True)
+        index = self._index.get(pkey)
         if not whole and touched is not None and index is not None:
             if any(group is TARGETS_CHANGED for group in touched):
                 index.targets = target_values(state, w)

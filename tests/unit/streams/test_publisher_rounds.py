@@ -138,3 +138,26 @@ def test_rounds_of_changed_scopes_publish_what_a_whole_split_publishes(seed, tea
             assert got[2] == sums, key
         assert got[3] == samples, key
         assert got[4] == sketches, key
+
+
+def test_a_worker_in_a_backlog_reads_windows_whole_and_keeps_no_index():
+    """Behind, every rep changes between two rounds anyway: no index (~100 bytes a key) is kept;
+    caught up again, the next rounds build it and read only what changed."""
+    state = PartitionState(CAT, CAL, grace_seconds=86400.0 * 400)
+    behind = [True]
+    publisher = Publisher(partitions=4, rollup_topic="r", interval=0.0,
+                          behind=lambda: behind[0])
+    bundles = demo_bundles(2000, 4)
+    half = len(bundles) // 2
+    for offset, b in enumerate(bundles[:half]):
+        state.apply(b, offset)
+        if offset % 5 == 0:
+            publisher.capture(0, state)
+    assert publisher.whole_reads > 0 and publisher.partial_reads == 0
+    assert not publisher._index
+    behind[0] = False
+    for offset, b in enumerate(bundles[half:], half):
+        state.apply(b, offset)
+        if offset % 5 == 0:
+            publisher.capture(0, state)
+    assert publisher._index and publisher.partial_reads > 0
