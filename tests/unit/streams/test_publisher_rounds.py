@@ -147,17 +147,17 @@ def test_a_worker_in_a_backlog_reads_windows_whole_and_keeps_no_index():
     behind = [True]
     publisher = Publisher(partitions=4, rollup_topic="r", interval=0.0,
                           behind=lambda: behind[0])
-    bundles = demo_bundles(2000, 4)
+    bundles = demo_bundles(4000, 4)
     half = len(bundles) // 2
     for offset, b in enumerate(bundles[:half]):
         state.apply(b, offset)
-        if offset % 5 == 0:
+        if offset % 2 == 0:
             publisher.capture(0, state)
     assert publisher.whole_reads > 0 and publisher.partial_reads == 0
     assert not publisher._index
     behind[0] = False
     for offset, b in enumerate(bundles[half:], half):
         state.apply(b, offset)
-        if offset % 5 == 0:
+        if offset % 2 == 0:
             publisher.capture(0, state)
     assert publisher._index and publisher.partial_reads > 0
