@@ -140,18 +140,8 @@ class SplitIndex:
                 absent.add(("rep", rep))
         org = self.org
         for team, series in extreme.items():
-            tp = self.team_parts[team]
-            for s in series:
-                combined = None
-                for group in self.team_groups.get(team, ()):
-                    parts = self.groups.get(group)
-                    obs = parts.samples.get(s) if parts is not None else None
-                    if obs:
-                        combined = combine(s, combined, obs)
-                if combined is None:
-                    tp.samples.pop(s, None)
-                else:
-                    tp.samples[s] = combined
+            members = (self.groups.get(g) for g in self.team_groups.get(team, ()))
+            _combine_into(self.team_parts[team], series, [p for p in members if p is not None])
         out_teams: dict[str, Parts] = {}
         for team in teams_moved:
             if any(g in self.groups for g in self.team_groups.get(team, ())):
@@ -160,16 +150,8 @@ class SplitIndex:
                 self.team_parts.pop(team, None)
                 absent.add(("team", team))
         if extreme:
-            for s in {s for series in extreme.values() for s in series}:
-                combined = None
-                for tp in self.team_parts.values():
-                    obs = tp.samples.get(s)
-                    if obs:
-                        combined = combine(s, combined, obs)
-                if combined is None:
-                    org.samples.pop(s, None)
-                else:
-                    org.samples[s] = combined
+            _combine_into(org, {s for series in extreme.values() for s in series},
+                          list(self.team_parts.values()))
         return out_reps, out_teams, org
 
     # -- the index -------------------------------------------------------------------------
@@ -259,3 +241,17 @@ class SplitIndex:
                 if lost:
                     sketch.discard(lost)
                 sketch.extend(gained)
+
+
+def _combine_into(target: Parts, series: Iterable[str], members: list[Parts]) -> None:
+    """``target``'s extreme ``series`` (min, max, last) combined again from its ``members``."""
+    for s in series:
+        combined = None
+        for parts in members:
+            obs = parts.samples.get(s)
+            if obs:
+                combined = combine(s, combined, obs)
+        if combined is None:
+            target.samples.pop(s, None)
+        else:
+            target.samples[s] = combined
