@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 ALERTS_RETENTION_MARGIN_SECONDS = 86400.0
 STATE_TABLE = "kpi-state"
 #: How often the publication timer asks whether a round of roll-up partials is due.
-PUBLISH_TICK_SECONDS = 0.02
+PUBLISH_TICK_SECONDS = 0.05
 #: How often the C allocator gives freed memory back to the system (streams.allocator), when
 #: the worker is not in a backlog: a round of output or a scrape frees tens of MB at once,
 #: which glibc would otherwise keep.
@@ -219,7 +219,8 @@ class Service:
         )
         snapshots = SnapshotFormat(self.catalog, self.calendar)
         #: output rounds wait ten times their cost, counting their sends' waits in a backlog
-        self.pacing = Pacing(self._behind, backlog_factor=s.backlog_round_factor)
+        self.pacing = Pacing(self._behind, backlog_factor=s.backlog_round_factor,
+                             backlog_interval=s.metrics_interval_seconds)
         self.aggregate = AggregateStage(
             self.table,
             self.catalog,

@@ -87,10 +87,15 @@ class Pacing:
 
     def __init__(self, behind: Callable[[], bool] = lambda: True,
                  backlog_factor: float = BACKLOG_FACTOR,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 backlog_interval: float = 0.0) -> None:
         self.behind = behind
         self.backlog_factor = backlog_factor
         self.clock = clock
+        #: in a backlog no round runs more often than this, whatever its own interval: a live
+        #: interval of 0.1 s (roll-up partials) made a group of two workers, whose rounds are
+        #: cheap (half the partitions each), publish ten times as often as it could use
+        self.backlog_interval = backlog_interval
         self._backlog_at = clock()  # the last time the worker was in a backlog (start: assumed)
         #: since when it is behind, while it is (start: assumed a backlog, not a blip)
         self._behind_since: float | None = self._backlog_at - BLIP
@@ -109,7 +114,8 @@ class Pacing:
                 self._behind_since = at
             if at - self._behind_since >= BLIP:
                 self._backlog_at = at
-                return next_round(now, interval, cost + waited, self.backlog_factor)
+                return next_round(now, max(interval, self.backlog_interval), cost + waited,
+                                  self.backlog_factor)
             # a blip: FACTOR at once, but not the backlog's factor (thirty times a live round of
             # 0.3 s held Redis and /metrics back for the whole blip, and a blip is what a costly
             # round itself makes at half the maximum rate)
@@ -118,6 +124,7 @@ class Pacing:
         if not live or at - self._backlog_at < SETTLED:
             return next_round(now, interval, cost)
         return next_round(now, interval, cost, LIVE_FACTOR)
+
 
 
 #: Pacing without a lag to go by: always as in a backlog.
