@@ -238,7 +238,8 @@ class Service:
             publisher=Publisher(
                 partitions=s.partitions, rollup_topic=self.rollup_topic_name,
                 interval=s.rollup_interval_seconds, event_time=s.window_clock == "event",
-                team_interval=s.rollup_team_interval_seconds, behind=self._behind,
+                team_interval=s.rollup_team_interval_seconds,
+                behind=lambda: not self.pacing.settled(),
                 pacing=self.pacing,
             ),
             send=self._send,

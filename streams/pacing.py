@@ -92,9 +92,10 @@ class Pacing:
         self.behind = behind
         self.backlog_factor = backlog_factor
         self.clock = clock
-        #: in a backlog no round runs more often than this, whatever its own interval: a live
-        #: interval of 0.1 s (roll-up partials) made a group of two workers, whose rounds are
-        #: cheap (half the partitions each), publish ten times as often as it could use
+        #: in a backlog (and a live round until the worker has settled) no round runs more
+        #: often than this, whatever its own interval: a live interval of 0.1 s (roll-up
+        #: partials) made a group of two workers, whose rounds are cheap (half the partitions
+        #: each), publish ten times as often in a backlog as it could use
         self.backlog_interval = backlog_interval
         self._backlog_at = clock()  # the last time the worker was in a backlog (start: assumed)
         #: since when it is behind, while it is (start: assumed a backlog, not a blip)
@@ -121,9 +122,16 @@ class Pacing:
             # round itself makes at half the maximum rate)
             return next_round(now, interval, cost + waited)
         self._behind_since = None
-        if not live or at - self._backlog_at < SETTLED:
+        if not live:
             return next_round(now, interval, cost)
+        if at - self._backlog_at < SETTLED:
+            # not settled yet (the end of a backlog): a live round no more often than in one
+            return next_round(now, max(interval, self.backlog_interval), cost)
         return next_round(now, interval, cost, LIVE_FACTOR)
+
+    def settled(self) -> bool:
+        """Not behind, and not since :data:`SETTLED` seconds: the live pace holds."""
+        return not self.behind() and self.clock() - self._backlog_at >= SETTLED
 
 
 

@@ -235,4 +235,9 @@ def test_in_a_backlog_no_round_runs_more_often_than_the_backlog_interval() -> No
     rounds.done(clock.t, 0.001)
     assert rounds.next_at() - clock.t == pytest.approx(1.0)
     behind[0] = False
+    assert not pacing.settled()
+    assert rounds.next_at() - clock.t == pytest.approx(1.0)  # not settled yet
+    clock.t += SETTLED
+    rounds.done(clock.t, 0.001)
+    assert pacing.settled()
     assert rounds.next_at() - clock.t == pytest.approx(0.1)
