@@ -49,7 +49,6 @@ from streams.publisher import scope_partition
 log = logging.getLogger(__name__)
 
 _MARK = WATERMARK_KEY.encode()
-_NONE = object()
 #: At most this many of a worker's own records wait for their copy from the topic (local).
 ECHO_MAX = 500_000
 #: Dropped windows remembered for the readers that keep copies (the /metrics renderer).
@@ -157,9 +156,9 @@ class RollupStage:
         #: from then on the stage holds every window of what it owns (streams.readout.takeovers)
         self.takeovers = 0
         self._replaying: dict[TopicPartition, int] = {}
-        #: records applied by :meth:`local` whose copy from the topic is still to come: key ->
-        #: value (that copy is then skipped without decoding it)
-        self._echo: dict[bytes, bytes | None] = {}
+        #: records applied by :meth:`local` whose copies from the topic are still to come: key
+        #: -> their values in order (an overlay on what the topic has brought so far)
+        self._echo: dict[bytes, list[bytes | None]] = {}
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
@@ -233,8 +232,11 @@ class RollupStage:
         those of the roll-up partitions this stage owns (and is not reading from their
         beginning) are applied now, without waiting for their trip through Kafka. Their copies
         from the topic are then skipped; should one of them come back changed (it cannot: the
-        same source, epoch and version), it is applied as any record. Not closing by event
-        time, where the partials must be read in order with the watermarks."""
+        same source, epoch and version), it is applied as any record. A record of the topic
+        that is not the next of these copies (an older one, read again from the partition's
+        beginning, or another worker's tombstone: tombstones carry no version) is applied, and
+        the newest own value of its key again on top of it. Not closing by event time, where
+        the partials must be read in order with the watermarks."""
         if self.event_time:
             return
         assigned, echo = self._assigned, self._echo
@@ -244,8 +246,12 @@ class RollupStage:
         for topic, key, value, partition in records:
             if topic != self.topic or partition not in assigned or partition in replaying:
                 continue
-            self._apply(partition, key, value)
-            echo[key] = value
+            self._apply_record(partition, key, value)
+            pending = echo.get(key)
+            if pending is None:
+                echo[key] = [value]
+            else:
+                pending.append(value)
 
     def _reassign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         self._echo.clear()
@@ -346,10 +352,20 @@ class RollupStage:
                                 value=None, partition=partition)
 
     def _apply(self, partition: int, key: bytes, value: bytes | None) -> None:
-        echo = self._echo.get(key, _NONE)
-        if echo is not _NONE and echo == value:
-            del self._echo[key]
-            return  # applied when this worker published it (local)
+        pending = self._echo.get(key)
+        if pending is None:
+            self._apply_record(partition, key, value)
+            return
+        if pending[0] == value:
+            del pending[0]  # applied when this worker published it (local)
+            if not pending:
+                del self._echo[key]
+            return
+        # an older record, or another worker's: then this worker's newest value on top again
+        self._apply_record(partition, key, value)
+        self._apply_record(partition, key, pending[-1])
+
+    def _apply_record(self, partition: int, key: bytes, value: bytes | None) -> None:
         if key.startswith(_MARK):
             if value is not None:
                 marks = self._marks.setdefault(partition, {})
