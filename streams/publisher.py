@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from zlib import crc32
 
+from metrics.extras import window_values
 from metrics.leads import UNASSIGNED
 from metrics.opportunities import open_values
 from metrics.partials import ENCODER, ORG_ID, make_partial, partial_key, watermark_key
@@ -122,14 +123,12 @@ class Publisher:
             self._held.pop((partition, wpart.kind, wpart.start), None)
             self._teams_sent.pop((partition, wpart.kind, wpart.start), None)
             if not self.event_time:
-                self._window(out, partition, state, wpart, final=True)
-                self._index.pop((partition, wpart.kind, wpart.start), None)
+                self._window(out, partition, state, wpart, final=True)  # drops its index
                 continue
             # event time: what was not published yet goes out (the roll-up stage closes the
             # window itself); the publication memory of the window goes
             self._window(out, partition, state, wpart, final=False, expiring=True)
             self._published.pop((partition, wpart.kind, wpart.start), None)
-            self._index.pop((partition, wpart.kind, wpart.start), None)
             for key in [k for k in self._rep_sent
                         if k[0] == partition and k[2:] == (wpart.kind, wpart.start)]:
                 del self._rep_sent[key]
@@ -159,17 +158,16 @@ class Publisher:
     def _split(self, pkey: tuple[int, int, float], state: PartitionState, w: WindowPart,
                touched: list | None, whole: bool) -> tuple[dict, dict, Parts, bool]:
         """The window's parts: of the reps and teams its ``touched`` keys name (and the
-        organisation's), or, ``whole``, without an index yet or when anything may have
-        changed, of every scope. The last item says which."""
-        opened = open_values(state, w)
-        if self._whole:
+        organisation's), or of every scope: ``whole`` (a final or event-time read) or while the
+        worker is behind, with plain :func:`split` and no index kept; without an index yet, or
+        when anything may have changed, building the index. The last item says which."""
+        if whole or self._whole:
             self._index.pop(pkey, None)
-            targets = target_values(state, w)
             self.whole_reads += 1
-            return (*split({**w.values, **opened, **targets} if opened or targets else w.values,
-                           w.samples, state.team_of), True)
+            return (*split(window_values(state, w), w.samples, state.team_of), True)
+        opened = open_values(state, w)
         index = self._index.get(pkey)
-        if not whole and touched is not None and index is not None:
+        if touched is not None and index is not None:
             if any(group is TARGETS_CHANGED for group in touched):
                 index.targets = target_values(state, w)
             extras = {**opened, **index.targets} if index.targets else opened
