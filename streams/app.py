@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from faust.exceptions import NotReady
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -355,6 +356,14 @@ class Service:
         commit passes it (:mod:`streams.delivery`)."""
         try:
             fut = await self.app.producer.send(topic, key, value, partition, None, headers)
+        except NotReady as exc:
+            if not self.app.should_stop:
+                self.delivery.fail(exc)
+                raise
+            # Stopping, the producer already gone: a timer or task (a round, an alert) outlived
+            # it. The sender stops with the worker instead of crashing it (no commit follows).
+            self.delivery.refuse(exc)
+            raise asyncio.CancelledError("the worker is stopping") from exc
         except Exception as exc:  # refused before it was queued (too large, producer closed)
             self.delivery.fail(exc)
             raise

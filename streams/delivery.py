@@ -15,6 +15,12 @@ that outlived the producer's request timeout) would be passed by the commit and 
   send made before the flush has settled by then, so the commit is refused whether or not the
   callback has run yet. A failure is sticky: this process never commits again, and the next start
   re-reads the input from the last commit (exactly, see the README's "Exactness").
+
+A send refused because the worker is stopping and its producer is already gone (Faust stops the
+app's own timers and tasks after the producer) is not a failure: no commit can follow it in this
+process (the consumer's last commit ran before the producer stopped), and the next start derives
+what it carried again from that commit. :meth:`DeliveryGuard.refuse` records it, so that no commit
+passes it should one be attempted, without stopping the worker as a crash.
 """
 
 from __future__ import annotations
@@ -48,6 +54,12 @@ class DeliveryGuard:
         if self.failure is None:
             self.failure = exc
             self._on_failure(exc)
+
+    def refuse(self, exc: BaseException) -> None:
+        """Refuse every later commit (a send was dropped while stopping), without a crash."""
+        if self.failure is None:
+            self.failure = exc
+            log.info("a send was refused while the worker stops (%r); nothing is committed after it", exc)
 
     def check(self) -> BaseException | None:
         """The first failed send, if any, including those whose callback has not run yet."""
