@@ -319,10 +319,13 @@ class AggregateStage:
             pending: list[tuple[int, list[Any], list[Any], list[Record]]] = []
             cost = 0.0
             # the partitions whose epoch is not durable yet publish here, once their snapshot is
-            publishing = self.publisher is not None and self.publisher.due() \
-                and (self.event_time or any(p not in self.early for p in self.states))
+            publishing = self.publisher is not None \
+                and (self.event_time or any(p not in self.early for p in self.states)) \
+                and self.publisher.due(lambda: self._changed_size(
+                    p for p in self.states if self.event_time or p not in self.early))
             published = 0.0  # the loop's time spent on this round's publication
             waited = 0.0  # the time its sends waited for the producer
+            keys = 0  # read whole by its captures (-1: some window read where it changed)
             for partition, state in list(self.states.items()):
                 if partition in self.suspended:
                     continue  # maybe no longer ours: another worker may be recovering it
@@ -344,6 +347,7 @@ class AggregateStage:
                     began = time.monotonic()
                     outputs = self.publisher.capture(partition, state)  # type: ignore[union-attr]
                     published += time.monotonic() - began
+                    keys = _work(keys, self.publisher.keys_read)  # type: ignore[union-attr]
                 if records is not None:
                     futures, spent = await self._write_all(partition, records)
                     cost += spent
@@ -364,7 +368,7 @@ class AggregateStage:
                 if futures and partition in self.states:
                     self.early.add(partition)  # the snapshot's meta holds the state's epoch
             if publishing:
-                self.publisher.spent(published, waited)  # type: ignore[union-attr]
+                self.publisher.spent(published, waited, max(keys, 0))  # type: ignore[union-attr]
             self.flushes += 1
             self._flushes.done(time.monotonic(), cost)
 
@@ -391,20 +395,29 @@ class AggregateStage:
         quarter's team partial that way).
         """
         publisher = self.publisher
-        if publisher is None or self.event_time or not self.early or not publisher.due():
+        if publisher is None or self.event_time or not self.early \
+                or not publisher.due(lambda: self._changed_size(self.early)):
             return  # closing windows by event time: partials go out with snapshots (see below)
         began = time.monotonic()
         outputs: list[Record] = []
+        keys = 0
         for partition in sorted(self.early):
             state = self.states.get(partition)
             if state is None or partition in self.suspended:
                 continue
             outputs += publisher.capture(partition, state)
+            keys = _work(keys, publisher.keys_read)
         if outputs and self.local is not None:
             self.local(outputs)
         cost = time.monotonic() - began
         cost_sent, waited = await send_all(self.send, outputs)  # type: ignore[arg-type]
-        publisher.spent(cost + cost_sent, waited)
+        publisher.spent(cost + cost_sent, waited, max(keys, 0))
+
+    def _changed_size(self, partitions: Iterable[int]) -> int:
+        """The keys of the changed windows of these partitions: what a round reads while behind."""
+        states, suspended = self.states, self.suspended
+        return sum(states[p].changed_size() for p in partitions
+                   if p in states and p not in suspended)
 
     async def _write_all(self, partition: int, records: list[tuple[str, bytes | None]]) -> tuple[list[Any], float]:
         """Send a snapshot's parts to the changelog, one after the other (their order is what
@@ -501,3 +514,8 @@ class AggregateStage:
         prefix = f"{partition}/"
         for key in [k for k in self.table.data if k.startswith(prefix)]:
             self.table.data.pop(key, None)
+
+
+def _work(total: int, keys: int) -> int:
+    """A round's keys read whole so far, with one more capture's (-1: not a whole read)."""
+    return -1 if total < 0 or keys < 0 else total + keys

@@ -34,6 +34,12 @@ from streams.pacing import BACKLOG, Pacing, Rounds
 #: (topic, key, value or None for a tombstone, partition or None)
 Record = tuple[str, bytes, bytes | None, int | None]
 
+#: The loop's time a whole read costs per key of the window (splitting, encoding and sending
+#: the partials), until a round of :data:`LEARN_KEYS` keys or more has measured it: a backlog's
+#: first round is paced by what it will read, not by the cheap rounds before it.
+KEY_COST = 5e-6
+LEARN_KEYS = 20_000
+
 
 def scope_partition(scope_id: str, partitions: int) -> int:
     """The roll-up partition of a team (or the org): the same hash the ingest stage routes by."""
@@ -75,7 +81,13 @@ class Publisher:
         self._marked: dict[int, float] = {}  # event time: source -> watermark last announced
         #: event time: (source partition, kind, start) -> digest of the window's last partials
         self._digests: dict[tuple[int, int, float], int] = {}
-        self.rounds = Rounds(interval, pacing, live=True)
+        #: paced by the keys a round reads whole (streams.pacing.Rounds): known before it runs
+        self.rounds = Rounds(interval, pacing, live=True, unit_cost=KEY_COST, learn_from=LEARN_KEYS,
+                             start=clock())
+        #: the keys the last :meth:`capture` read whole while behind, or -1 if it read some
+        #: window where it changed only: the work of a round (see :meth:`spent`)
+        self.keys_read = 0
+        self._open = False  # a round was found due and has not been spent yet
         self._epoch = 0  # of the partition whose window is being published
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
@@ -87,16 +99,27 @@ class Publisher:
         self.whole_reads = 0  # windows split whole (a restore, a roster change, a backlog)
         self.partial_reads = 0  # windows split only where they changed
 
-    def due(self) -> bool:
+    def due(self, keys: Callable[[], int] | None = None) -> bool:
         """Whether a publication round is due: the interval has passed, stretched to
-        :mod:`streams.pacing`'s factor times the last round's cost (see :meth:`spent`). A round
-        with 1,000 reps and all six windows changed (a backlog) costs ~0.2-0.4 s."""
-        return self.rounds.due(self.clock())
+        :mod:`streams.pacing`'s factor times the last round's cost (see :meth:`spent`), or,
+        while the worker is behind (windows are read whole), the cost of reading the ``keys``
+        of the changed windows. A round with 1,000 reps and all six windows changed (a
+        backlog) costs ~0.2-0.4 s. A round found due is the only one until it is
+        :meth:`spent`: a flush publishes the partitions whose snapshot just became durable,
+        the publication tick the others, and both had run at once, each due by the last
+        round's cost."""
+        if self._open:
+            return False  # one round at a time (a flush's and the publication tick's)
+        self._open = self.rounds.due(self.clock(), keys if self.behind() else None)
+        return self._open
 
-    def spent(self, seconds: float, waited: float = 0.0) -> None:
+    def spent(self, seconds: float, waited: float = 0.0, keys: int = 0) -> None:
         """A round took ``seconds`` of the loop (capturing and sending) and its sends ``waited``
-        for room in the producer's buffer (:func:`streams.pacing.send_all`): pace the next one."""
-        self.rounds.done(self.clock(), seconds, waited)
+        for room in the producer's buffer (:func:`streams.pacing.send_all`): pace the next one.
+        ``keys``: what its captures read whole (the sum of their :attr:`keys_read`, 0 if one
+        of them was -1)."""
+        self._open = False
+        self.rounds.done(self.clock(), seconds, waited, keys)
 
     def capture(self, partition: int, state: PartitionState) -> list[Record]:
         """The partials of the windows of ``partition`` that changed or expired since its last
@@ -107,6 +130,7 @@ class Publisher:
         touched, state.touched = state.touched, {}
         state.touched_keys = 0
         self._whole = self.behind()
+        self.keys_read = 0 if self._whole else -1
         out: list[Record] = []
         for wkey in sorted(changed):
             wpart = windows.get(wkey)
@@ -164,6 +188,8 @@ class Publisher:
         if whole or self._whole:
             self._index.pop(pkey, None)
             self.whole_reads += 1
+            if self.keys_read >= 0:
+                self.keys_read += len(w.values)
             return (*split(window_values(state, w), w.samples, state.team_of), True)
         opened = open_values(state, w)
         index = self._index.get(pkey)

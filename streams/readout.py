@@ -55,6 +55,10 @@ class Reader:
         """The windows changed (or closed) since this reader's last read."""
         return self.readout._read(self, everything=False)
 
+    def pending(self) -> int:
+        """How many windows :meth:`changed` would give now (without building them)."""
+        return len(self.readout.changed_since(self.seen))
+
     def skip(self) -> None:
         """Mark every change read without building updates: for a sink that cannot write now
         and will write everything again later (Redis away), so closed windows can still go."""

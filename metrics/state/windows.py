@@ -50,6 +50,24 @@ class Windows:
         self._fold_pending()
         return self._windows
 
+    def changed_size(self) -> int:
+        """How many keys the windows that changed since the publisher's last read hold, those
+        that pending hits will change included, without folding them: what reading the changed
+        windows whole costs (``streams.pacing.Rounds``: a round's cost known before it runs)."""
+        windows = self._windows
+        wkeys = set(self.changed_windows)
+        new: dict[tuple[int, float], int] = {}  # a window not made yet: its largest bucket
+        bounds_all = self.calendar.bounds_all
+        for (minute, first_open), bucket in self._pending.items():
+            bounds = bounds_all(minute * 60.0)
+            for kind in range(first_open, len(bounds)):
+                wkey = (kind, bounds[kind][0])
+                if wkey in windows:
+                    wkeys.add(wkey)
+                elif new.get(wkey, 0) < len(bucket):
+                    new[wkey] = len(bucket)
+        return sum(new.values()) + sum(len(w.values) for k in wkeys if (w := windows.get(k)) is not None)
+
     def _window(self, kind: int, start: float, end: float) -> WindowPart:
         wpart = self._windows.get((kind, start))
         if wpart is None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from metrics.snapshots import SnapshotFormat
-from streams.pacing import BACKLOG, Pacing, Rounds, send_all
+from streams.pacing import BACKLOG, LEARN_WINDOWS, WINDOW_COST, Pacing, Rounds, send_all
 from streams.readout import Reader
 
 
@@ -28,7 +28,7 @@ class MetricsTopicSink:
         self.send = send
         self.interval = interval
         self.clock = clock
-        self.rounds = Rounds(0.0, pacing)
+        self.rounds = Rounds(0.0, pacing, unit_cost=WINDOW_COST, learn_from=LEARN_WINDOWS)
 
     async def run(self) -> None:
         while True:
@@ -42,7 +42,7 @@ class MetricsTopicSink:
         in a backlog every rep's windows change all the time, and a record per rep and window
         each second would take the worker's loop from the events."""
         now = self.clock()
-        if not self.rounds.due(now):
+        if not self.rounds.due(now, self.reader.pending):
             return
         fmt, topic = self.fmt, self.topic
         built = 0.0
@@ -64,4 +64,4 @@ class MetricsTopicSink:
                 yield record
 
         cost_sent, waited = await send_all(self.send, records())
-        self.rounds.done(now, built + cost_sent, waited)
+        self.rounds.done(now, built + cost_sent, waited, len(updates))

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.snapshots import SnapshotFormat, rfc3339
-from streams.pacing import BACKLOG, Pacing, Rounds
+from streams.pacing import BACKLOG, LEARN_WINDOWS, WINDOW_COST, Pacing, Rounds
 from streams.readout import Reader, Readout, WindowUpdate
 from streams.redis_layout import Layout, ranked_kpis
 
@@ -172,7 +172,7 @@ class RedisSink:
         self._board_due = float("-inf")
         self._spent = 0.0  # this round's loop time building commands
         self._executed = 0.0  # and its pipelines' time (packing, Redis, the replies)
-        self.rounds = Rounds(0.0, pacing, live=True)
+        self.rounds = Rounds(0.0, pacing, live=True, unit_cost=WINDOW_COST, learn_from=LEARN_WINDOWS)
         self._overdue_at = float("-inf")
         self._retry_at = float("-inf")
 
@@ -189,7 +189,7 @@ class RedisSink:
 
     async def tick(self) -> None:
         now = self.clock()
-        if not self.rounds.due(now):
+        if not self.rounds.due(now, self.reader.pending if self.up else None):
             return
         self._spent = self._executed = 0.0
         if self.up:
@@ -216,7 +216,7 @@ class RedisSink:
         # Paced by what the round took of the loop: building the commands, and redis-py packing
         # them and reading the replies (not the wait for Redis): at most as long as the
         # building (measured: less with a call per scope), and at most the pipelines' time.
-        self.rounds.done(now, self._spent + min(self._spent, self._executed))
+        self.rounds.done(now, self._spent + min(self._spent, self._executed), work=len(updates))
 
     def _failed(self, exc: BaseException, now: float) -> None:
         self.errors += 1

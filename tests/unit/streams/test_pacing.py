@@ -10,6 +10,7 @@ producer, and throughput is what the pacing keeps).
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -19,8 +20,18 @@ from metrics.events import Bundle, CallCompleted, Event
 from metrics.snapshots import SnapshotFormat
 from metrics.windows import KIND_INDEX, Calendar
 from streams.aggregate import AggregateStage
-from streams.pacing import BLIP, FACTOR, LIVE_FACTOR, SETTLED, WAITED, Pacing, Rounds, send_all
-from streams.publisher import Publisher
+from streams.pacing import (
+    BLIP,
+    FACTOR,
+    LIVE_FACTOR,
+    RECOUNT,
+    SETTLED,
+    WAITED,
+    Pacing,
+    Rounds,
+    send_all,
+)
+from streams.publisher import KEY_COST, Publisher
 from streams.readout import WindowUpdate
 from streams.sinks.metrics_topic import MetricsTopicSink
 
@@ -41,12 +52,13 @@ class Clock:
 class SlowBroker:
     """A send that waits ``WAIT`` seconds before it returns (its records are kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait: float = WAIT) -> None:
         self.records: list[tuple[str, bytes, bytes | None, int | None]] = []
+        self.wait = wait
 
     async def send(self, topic: str, *, key: bytes, value: bytes | None,
                    partition: int | None = None) -> None:
-        await asyncio.sleep(WAIT)
+        await asyncio.sleep(self.wait)
         self.records.append((topic, key, value, partition))
 
 
@@ -67,6 +79,9 @@ class Reader:
     def changed(self) -> list[WindowUpdate]:
         out, self.updates = self.updates, []
         return out
+
+    def pending(self) -> int:
+        return len(self.updates)
 
 
 def test_send_all_counts_the_loops_time_not_the_waits() -> None:
@@ -241,3 +256,85 @@ def test_in_a_backlog_no_round_runs_more_often_than_the_backlog_interval() -> No
     rounds.done(clock.t, 0.001)
     assert pacing.settled()
     assert rounds.next_at() - clock.t == pytest.approx(0.1)
+
+
+def test_a_round_is_paced_by_the_work_it_will_do_not_only_by_the_last_rounds_cost() -> None:
+    """In a backlog the round after a cheap one read every window of every rep (1.1 s of a 5 s
+    backlog in the benchmark): paced by the last round's cost alone, it was due at once. Told
+    its work, a round waits the factor times that work at the unit cost last measured."""
+    pacing = Pacing(lambda: True, backlog_factor=30.0, clock=Clock(1000.0))  # a backlog
+    rounds = Rounds(0.0, pacing, unit_cost=1e-3, learn_from=100)
+    rounds.done(T0, cost=0.0001)  # a cheap round: nothing to read yet
+    assert rounds.due(T0 + 1.0)  # by its cost alone
+    assert not rounds.due(T0 + 1.0, lambda: 1000)  # 1 s of work: 30 s after the last round
+    assert rounds.due(T0 + 30.0, lambda: 1000)
+    rounds.done(T0 + 30.0, cost=0.5, waited=0.0, work=1000)  # measured: 0.5 ms a unit
+    assert rounds.unit_cost == pytest.approx(5e-4)
+    rounds.done(T0 + 60.0, cost=0.1, work=10)  # too few units to teach the unit cost
+    assert rounds.unit_cost == pytest.approx(5e-4)
+    assert not rounds.due(T0 + 60.0 + 29.0, lambda: 2000)  # 1 s of work again
+    assert rounds.due(T0 + 60.0 + 30.0, lambda: 2000)
+
+
+def test_a_round_held_for_its_work_counts_it_again_when_the_pace_changes() -> None:
+    """Held in a backlog (thirty times its work), a round is asked again within RECOUNT seconds:
+    once the worker has caught up the factor is ten, and it runs then, not 30 times out."""
+    behind = [True]
+    clock = Clock(1000.0)
+    pacing = Pacing(lambda: behind[0], backlog_factor=30.0, clock=clock)
+    rounds = Rounds(0.0, pacing, unit_cost=1e-3)
+    rounds.done(T0, cost=0.0)
+    counted = []
+
+    def work() -> int:
+        counted.append(1)
+        return 100  # 0.1 s: 3 s out in the backlog, 1 s once caught up
+
+    assert not rounds.due(T0 + 0.5, work)
+    assert not rounds.due(T0 + 0.6, work) and len(counted) == 1  # not counted again so soon
+    behind[0] = False
+    assert rounds.due(T0 + 0.5 + RECOUNT, work) and len(counted) == 2
+
+
+def test_a_backlogs_first_publication_waits_for_the_keys_it_will_read() -> None:
+    """The publisher paces its first round from its start: in a backlog, reading every window
+    whole a second in cost most of a short backlog, while the snapshots were what it waited for."""
+    clock = Clock(T0 + 100)
+    pacing = Pacing(lambda: True, backlog_factor=30.0, clock=clock)
+    publisher = Publisher(partitions=4, rollup_topic="r", interval=0.1, clock=clock,
+                          pacing=pacing, behind=lambda: True)
+    broker = SlowBroker(wait=0.0)
+    stage = AggregateStage(Table(), CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
+                           publisher=publisher, send=broker.send)
+    now = time.time() - 60  # windows the flush's expiry (by the wall clock) keeps
+    events = [Event(i, "src", f"e{i}", now + i / 100, CallCompleted(f"rep-{i % 400}", "outbound",
+                                                                   "connected", team_id=f"team-{i % 7}"))
+              for i in range(2000)]
+    stage.state_for(0).apply(Bundle("sales.activities", 0, events), 0)
+    keys = stage.state_for(0).changed_size()
+    assert keys > 2000  # every window kind of 400 reps, their teams and the organisation
+    clock.t += 1.0
+    asyncio.run(stage.flush(force=True))
+    assert broker.records == []  # the snapshot went, the partials wait
+    assert 0 in stage.early  # its snapshot is durable: the publication tick publishes it
+    keys = stage.state_for(0).changed_size()
+    clock.t += 30.0 * keys * KEY_COST - 1.5
+    asyncio.run(stage.publish())
+    assert broker.records == []
+    clock.t += 0.5 + RECOUNT
+    asyncio.run(stage.publish())
+    assert broker.records
+
+
+def test_one_publication_round_at_a_time() -> None:
+    """A flush publishes the partitions whose snapshot just became durable, the publication tick
+    the others: both found a round due by the last one's cost and ran at once."""
+    clock = Clock(T0)
+    publisher = Publisher(partitions=4, rollup_topic="r", interval=0.1, clock=clock,
+                          pacing=Pacing(lambda: False))
+    clock.t += 1.0
+    assert publisher.due()
+    assert not publisher.due()  # the first is not spent yet
+    publisher.spent(0.0)
+    clock.t += 1.0
+    assert publisher.due()
