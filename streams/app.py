@@ -78,6 +78,9 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024
 TOPIC_LIMITS = {"max.message.bytes": str(MAX_RECORD_BYTES)}
 #: How long the start waits for topics it created to show in the broker's metadata.
 TOPICS_LISTED_TIMEOUT_SECONDS = 15.0
+#: How often the consumer refreshes the cluster's metadata (a topic that was missing when the
+#: group joined is assigned after it; aiokafka's default is 300,000).
+METADATA_MAX_AGE_MS = 30_000
 
 
 class PassThroughSchema(faust.Schema):
@@ -184,6 +187,10 @@ class Service:
             web_stats_enabled=s.web_faust_pages,
             web_in_thread=False,
             table_standby_replicas=0,
+            # A group that joins while the broker's metadata does not list its topics yet (a
+            # broker just started, under load) is assigned none of their partitions, and notices
+            # them only at the next metadata refresh: 5 minutes by default, 30 s here.
+            consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
             broker_session_timeout=s.session_timeout_seconds,
             broker_heartbeat_interval=max(0.5, s.session_timeout_seconds / 10),
         )
