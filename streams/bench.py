@@ -373,6 +373,14 @@ class RssSampler:
                 self.peaks[self.phase] = rss
             await asyncio.sleep(RSS_POLL)
 
+    def cpu_seconds(self) -> float | None:
+        """The process's CPU time so far (user + system, every thread)."""
+        try:
+            times = self.process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+        return times.user + times.system
+
     def peak_mb(self, phase: str | None = None) -> float | None:
         value = max(self.peaks.values(), default=0) if phase is None else self.peaks.get(phase, 0)
         return value / 2**20 if value else None
@@ -541,6 +549,7 @@ async def run_bare(run: Run, n: int, key: str, label: str) -> Result:
                 continue
             if t0 is None:
                 t0 = now
+                cpu0 = time.process_time()
                 result.details["startup_s"] = time.monotonic() - launched
             for tp, recs in batch.items():
                 end = ends.get(tp, 0)
@@ -550,6 +559,7 @@ async def run_bare(run: Run, n: int, key: str, label: str) -> Result:
                         count += 1
             progress_at = time.monotonic()
         result.seconds = time.perf_counter() - t0  # type: ignore[operator]
+        result.details["cpu_us_per_event"] = (time.process_time() - cpu0) / n * 1e6
         result.ok = True
     finally:
         await consumer.stop()
@@ -858,6 +868,7 @@ async def run_salespulse_quiet(
                 last_keyed, t_fwd, progress_at = total, t, t
                 if t0 is None and total > 0:
                     t0 = t
+                    cpu0 = [w.sampler.cpu_seconds() for w in group]
                     for w in group:
                         w.sampler.phase = "throughput"
 
@@ -870,6 +881,10 @@ async def run_salespulse_quiet(
             if t_input is not None and all(ends[tp] == 0 or at(tp) == ends[tp] for tp in keyed_tps):
                 t_durable = t
                 d["keyed_end_offsets"] = {tp.partition: ends[tp] for tp in keyed_tps}
+                used = [(c1 - c0) for c0, c1 in zip(cpu0, (w.sampler.cpu_seconds() for w in group),
+                                                     strict=True) if c0 is not None and c1 is not None]
+                if len(used) == len(group):
+                    d["cpu_us_per_event"] = sum(used) / n * 1e6
                 break
             if t0 is None and t - started > STARTUP_TIMEOUT:
                 result.note = f"no record processed {STARTUP_TIMEOUT:.0f} s after launch"
@@ -1365,6 +1380,9 @@ def spec_rows(report: dict[str, Any], results: list[Result]) -> list[tuple[str, 
                      f"ingest done {_num(upper / base if upper else None, '.2f')})")
         if "a" in bare and bare["a"] * 1.2 < base:  # (a) ran on a busier box than (a')
             measured += f"; to (a) alone {b2.rate / bare['a']:.3f}"  # type: ignore[union-attr]
+        cpu = _cpu_ratio(_bare_cpu(results), b2.details.get("cpu_us_per_event"))  # type: ignore[union-attr]
+        if cpu is not None:
+            measured += f"; CPU per event, bare / worker {cpu:.3f}"
     rows.append(("throughput (b'), until durable and committed, to bare",
                  f">= {GOAL_RATIO:g}", measured, _verdict(ratio, GOAL_RATIO, at_least=True)))
 
@@ -1663,6 +1681,17 @@ async def bench(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def _bare_cpu(results: list[Result]) -> float | None:
+    """The bare consumer's CPU per event (µs): the cheaper of its two runs."""
+    return min((r.details["cpu_us_per_event"] for r in results
+                if r.key in ("a", "a2") and r.details.get("cpu_us_per_event")), default=None)
+
+
+def _cpu_ratio(bare: float | None, worker: float | None) -> float | None:
+    """Bare CPU per event over the worker's: the throughput ratio CPU-bound work would have."""
+    return bare / worker if bare and worker else None
+
+
 def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, Any] | None) -> None:
     """Everything a person needs to judge the run, as plain text."""
     _say("")
@@ -1678,6 +1707,7 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
          f"events also travel the lead lane); Redis: {redis.get('url') or 'none'}"
          f"{' (started by the bench)' if redis.get('started') else ''}")
     _say(render_table(results))
+    bare_cpu = _bare_cpu(results)
     if report["stock_events"] < report["events"]:
         slow = [r.key for r in results if r.key in ("b", "c", "d")]
         if slow:
@@ -1723,6 +1753,10 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
                  f"({_fmt_rate(d.get('rate_until_ingest_done'))} events/s, an upper bound); "
                  f"input commits +{_num(d.get('input_commits_s'), '.2f')} s; "
                  f"durable +{_num(r.seconds, '.2f')} s (the table's figure, a lower bound)")
+            _say(f"  CPU until durable: {_num(d.get('cpu_us_per_event'), '.1f')} µs per event, all "
+                 f"threads (bare (a): {_num(bare_cpu, '.1f')} µs; ratio "
+                 f"{_num(_cpu_ratio(bare_cpu, d.get('cpu_us_per_event')), '.3f')}): less moved "
+                 f"by other load on the box than the rates")
             fin = d.get("final") or {}
             _say(f"  check scrape afterwards ({_num(d.get('check_scrape_ms'), '.0f')} ms): "
                  f"processed {fin.get('processed', 0):,}, duplicate {fin.get('duplicate', 0):,}, "
