@@ -141,6 +141,7 @@ class AggregateStage:
         #: a costly flush holds off the next (streams.pacing): its cost is the loop's time
         #: spent serialising, not delivery's
         self._flushes = Rounds(0.0, pacing)
+        self._flushed_behind = False  # the last flush was made in a backlog
         #: a flush of a caught-up worker (:meth:`idle_flush_due`) waits this long after the last
         self.flush_seconds = flush_seconds
 
@@ -289,7 +290,12 @@ class AggregateStage:
         The end of a backlog is where the last flush was costliest (every window changed), and
         the pacing would hold the snapshot of what remains for ten times that: the last records
         would wait a second or more to become durable and committed, for nothing, as nothing
-        competes with a snapshot any more. Still at most one flush per interval."""
+        competes with a snapshot any more. Still at most one flush per interval, but for the
+        first after a flush made in a backlog: at once (the records applied while the
+        backlog's last snapshot was written waited the interval: ~15 % of the benchmark's
+        backlog)."""
+        if self._flushed_behind:
+            return self._flushes.last
         return self._flushes.last + self.flush_seconds
 
     def holding(self) -> bool:
@@ -318,6 +324,11 @@ class AggregateStage:
             generation = self.generation()
             pending: list[tuple[int, list[Any], list[Any], list[Record]]] = []
             cost = 0.0
+            for partition, state in self.states.items():
+                if partition not in self.suspended:
+                    # folds what was applied: the publication's work is known after it
+                    state.expire(None if self.event_time else time.time())
+                    self.leads_expired += state.leads.drain_expired()
             # the partitions whose epoch is not durable yet publish here, once their snapshot is
             publishing = self.publisher is not None \
                 and (self.event_time or any(p not in self.early for p in self.states)) \
@@ -330,8 +341,6 @@ class AggregateStage:
                 if partition in self.suspended:
                     continue  # maybe no longer ours: another worker may be recovering it
                 held = self.held.pop(partition, [])
-                state.expire(None if self.event_time else time.time())
-                self.leads_expired += state.leads.drain_expired()
                 futures = []
                 records = None
                 if state.dirty:
@@ -371,6 +380,7 @@ class AggregateStage:
                 self.publisher.spent(published, waited, max(keys, 0))  # type: ignore[union-attr]
             self.flushes += 1
             self._flushes.done(time.monotonic(), cost)
+            self._flushed_behind = self._flushes.pacing.behind()
 
     async def publish(self) -> None:
         """A publication round (when one is due) of the partitions whose epoch is durable,

@@ -306,22 +306,25 @@ def test_a_backlogs_first_publication_waits_for_the_keys_it_will_read() -> None:
     broker = SlowBroker(wait=0.0)
     stage = AggregateStage(Table(), CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
                            publisher=publisher, send=broker.send)
-    now = time.time() - 60  # windows the flush's expiry (by the wall clock) keeps
-    events = [Event(i, "src", f"e{i}", now + i / 100, CallCompleted(f"rep-{i % 400}", "outbound",
-                                                                   "connected", team_id=f"team-{i % 7}"))
+    # over the last 2.5 hours: a minute's hits are few, the windows that add them up hold all
+    # (counted after the flush has folded them: counted before, the first publication was due)
+    since = time.time() - 9000
+    events = [Event(i, "src", f"e{i}", since + i * 4.5, CallCompleted(f"rep-{i % 400}", "outbound",
+                                                                     "connected", team_id=f"team-{i % 7}"))
               for i in range(2000)]
     stage.state_for(0).apply(Bundle("sales.activities", 0, events), 0)
-    keys = stage.state_for(0).changed_size()
-    assert keys > 2000  # every window kind of 400 reps, their teams and the organisation
-    clock.t += 1.0
+    start = clock.t
+    clock.t += 2.0
     asyncio.run(stage.flush(force=True))
     assert broker.records == []  # the snapshot went, the partials wait
     assert 0 in stage.early  # its snapshot is durable: the publication tick publishes it
     keys = stage.state_for(0).changed_size()
-    clock.t += 30.0 * keys * KEY_COST - 1.5
+    held = 30.0 * keys * KEY_COST  # from the publisher's start
+    assert held > 4.0, keys  # every window kind of 400 reps
+    clock.t = start + held - 0.5
     asyncio.run(stage.publish())
     assert broker.records == []
-    clock.t += 0.5 + RECOUNT
+    clock.t = start + held + 0.01
     asyncio.run(stage.publish())
     assert broker.records
 
