@@ -22,9 +22,16 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from metrics.catalog import Catalog
-from metrics.windows import WINDOW_KINDS, Calendar
+from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 
 SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
+#: The cache's slots hold a scope's lines of a group of window kinds: the minute, whose window
+#: moves on every minute, alone, the longer kinds together (an event changes every kind's
+#: window at once; fewer, larger pieces cost less to format, store and join).
+KIND_GROUPS: tuple[tuple[int, ...], ...] = ((KIND_INDEX["minute"],), tuple(
+    i for i, kind in enumerate(WINDOW_KINDS) if kind != "minute"))
+GROUP_OF: tuple[int, ...] = tuple(next(g for g, kinds in enumerate(KIND_GROUPS) if i in kinds)
+                                  for i in range(len(WINDOW_KINDS)))
 
 
 class Captured(NamedTuple):
@@ -251,12 +258,12 @@ class KpiRenderer:
             del windows[key]
             rendered.pop(key, None)
             zeros.pop(key, None)
-            dirty.add(key[:3])
+            dirty.add((key[0], key[1], GROUP_OF[key[2]]))
         for key, (seq, ids, values) in captured.changed.items():
             windows[key] = (ids, values)
             rendered[key] = seq
             zeros.pop(key, None)
-            dirty.add(key[:3])
+            dirty.add((key[0], key[1], GROUP_OF[key[2]]))
         if present is not None:
             for key in [k for k in present if k not in windows]:
                 rendered.pop(key, None)  # dropped by a render of an older read: the next capture takes it
@@ -264,23 +271,32 @@ class KpiRenderer:
         if captured.starts != old:
             # a kind's window moved on: its current window is now the previous one
             moved = {i for i, pair in enumerate(captured.starts) if i >= len(old) or old[i] != pair}
-            dirty.update(k[:3] for k in windows if k[2] in moved)
+            dirty.update((k[0], k[1], GROUP_OF[k[2]]) for k in windows if k[2] in moved)
             self._starts = captured.starts
         for slot in dirty:
             self._format(slot)
 
     def _format(self, slot: tuple[str, str, int]) -> None:
-        """The lines of one slot, per family: its current window's values, and the stored KPIs
-        of its previous window at 0 where the current window has none yet (a gauge drops to
-        the new window's value at the boundary even when no event arrives). Each line is its
-        series' cached pieces around the slot's label values and the value's ``repr``."""
+        """The lines of one slot (scope, id, group of window kinds), per family: each kind's
+        in turn (:meth:`_lines`)."""
         self.formatted += 1
-        scope, scope_id, kind = slot
+        scope, scope_id, group = slot
+        lines: dict[int, bytes] = {}  # family -> its lines
+        names = SCOPE_LABELS[scope]
+        for kind in KIND_GROUPS[group]:
+            self._lines(lines, scope, scope_id, names, kind)
+        self._store(slot, lines)
+
+    def _lines(self, lines: dict[int, bytes], scope: str, scope_id: str,
+               names: tuple[str, ...], kind: int) -> None:
+        """Add to ``lines`` (per family) a scope's lines of one window kind: its current
+        window's values, and the stored KPIs of its previous window at 0 where the current
+        window has none yet (a gauge drops to the new window's value at the boundary even when
+        no event arrives). Each line is its series' template (:meth:`_series_of`) filled with
+        the scope's labels and the value."""
         start, prev_start = self._starts[kind]
         current = self._windows.get((scope, scope_id, kind, start))
         previous = self._windows.get((scope, scope_id, kind, prev_start))
-        names = SCOPE_LABELS[scope]
-        lines: dict[int, bytes] = {}  # family -> its lines (mostly one)
         cur_ids, cur_values = current if current is not None else (None, {})
         if previous is not None:
             ids, values = previous
@@ -305,7 +321,6 @@ class KpiRenderer:
                     prior = lines.get(family)
                     lines[family] = (template % (head, value) if prior is None
                                      else prior + template % (head, value))
-        self._store(slot, lines)
 
     def _store(self, slot: tuple[str, str, int], lines: dict[int, bytes]) -> None:
         """Put a slot's new lines per family in the cache, and take out those it has no more."""
