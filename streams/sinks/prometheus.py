@@ -150,6 +150,7 @@ class KpiRenderer:
         #: window key -> the lines at 0 it may give as a previous window (_format), kept until
         #: its values change: the previous window rarely does, the current one at every event
         self._zeros: dict[tuple, list[tuple]] = {}
+        self._text = _Texts()
         self.formatted = 0  # slots formatted so far: unchanged windows are not formatted again
 
     def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
@@ -314,13 +315,15 @@ class KpiRenderer:
                 lines[family] = template % head if prior is None else prior + template % head
         if current is not None:
             head = self._head(names, cur_ids)
+            text = self._text.__getitem__
             for series, value in zip(map(self._series[(scope, kind, False)].__getitem__, cur_values),
                                      cur_values.values(), strict=True):
                 if series:
                     family, template, _ = series
+                    line = template % (head, text(value) if type(value) is float else
+                                       repr(value).encode())
                     prior = lines.get(family)
-                    lines[family] = (template % (head, value) if prior is None
-                                     else prior + template % (head, value))
+                    lines[family] = line if prior is None else prior + line
 
     def _store(self, slot: tuple[str, str, int], lines: dict[int, bytes]) -> None:
         """Put a slot's new lines per family in the cache, and take out those it has no more."""
@@ -343,8 +346,8 @@ class KpiRenderer:
     def _series_of(self, scope: str, kind: int, zero: bool, key: tuple) -> tuple:
         """The line of the value ``key`` (kpi, *dims) of a slot of this scope and kind:
         (family number, template, key); ``template % (labels, value)`` is the line, the
-        labels being the slot's (:meth:`_head`) and the value formatted with ``%r`` (its
-        ``repr``, exactly). With zero: the previous window's line at 0 (stored KPIs only),
+        labels being the slot's (:meth:`_head`) and the value's ``repr``, encoded
+        (:class:`_Texts`). With zero: the previous window's line at 0 (stored KPIs only),
         ``template % labels``. () if the value is not exported."""
         hit = self._exported[(scope, kind)].get(key[0])
         if hit is None or (zero and key[0] not in self._stored):
@@ -353,7 +356,7 @@ class KpiRenderer:
         dims = key[1:]
         tail = "," + self._fragment(self._dims[key[0]], dims)[:-1] if dims else ""
         post = f'window="{WINDOW_KINDS[kind]}"{tail}}} '.replace("%", "%%")
-        return (family, f"{name}{{%b{post}{'0.0' if zero else '%r'}\n".encode(), key)
+        return (family, f"{name}{{%b{post}{'0.0' if zero else '%b'}\n".encode(), key)
 
 
 class _Series(dict):
@@ -369,3 +372,17 @@ class _Series(dict):
             self.clear()
         hit = self[key] = self.make(key)
         return hit
+
+
+class _Texts(dict):
+    """float -> its ``repr``, encoded, as a line ends with it: most values (counts, sums of
+    whole units) recur, and a lookup costs half a ``repr``. Zero is never kept (0.0 and -0.0
+    are equal keys, with different texts), nor NaN (never equal to itself)."""
+
+    def __missing__(self, value: float) -> bytes:
+        text = repr(value).encode()
+        if value and value == value:
+            if len(self) >= 10_000:  # ~1 MB at most: ratios and means rarely recur
+                self.clear()
+            self[value] = text
+        return text
