@@ -166,6 +166,19 @@ def test_label_values_with_percent_signs_and_escapes_are_written_as_they_are() -
     assert families(text) == from_scratch(readout, clock)
 
 
+def test_values_are_written_as_their_repr_whatever_was_written_before() -> None:
+    """A float's text is kept per value (:class:`_Texts`): equal values with different texts
+    (0.0 and -0.0) and NaN are each written as their repr, as before."""
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    values = [0.0, -0.0, 3.0, float("nan"), float("inf"), -2.5, 0.1 + 0.2, 1e22]
+    for i, value in enumerate(values * 2):
+        put(stage, "rep", f"r{i}", DAY, {("calls_made",): value}, 1)
+    text = render(kept)
+    for i, value in enumerate(values * 2):
+        assert f'salespulse_rep_calls_made{{rep="r{i}",team="east",window="day"}} {value!r}\n' in text
+
+
 def test_an_older_capture_rendered_late_does_not_undo_a_newer_one() -> None:
     clock, stage, readout = setup()
     kept = KpiRenderer(CAT, CAL, readout, clock=clock)
