@@ -202,7 +202,8 @@ class RollupStage:
         return self.drop_log[drops - self.drop_base:]
 
     def changed_since(self, seen: int) -> list[tuple[WindowKey, ScopeWindow]]:
-        """The windows changed after change number ``seen``, newest first."""
+        """The windows changed after change number ``seen``, each once (:attr:`recent` is a
+        dict), newest first."""
         out = []
         windows = self.windows
         for key in reversed(self.recent):

@@ -196,9 +196,9 @@ class KpiRenderer:
         gone = scopes.dropped_since(self._applied_drops) if self._applied_upto >= 0 else None
         if gone is not None and tuple(starts) == self._starts:
             # no window moved on since the last render: what changed and what went since
+            # (each window once: the stage keeps one change per window, its newest)
             for key, window in scopes.changed_since(self._applied_upto):
-                if (key[2], key[3]) in wanted and key not in changed \
-                        and rendered.get(key) != window.seq:
+                if key[3] in starts[key[2]] and rendered.get(key) != window.seq:
                     changed[key] = (window.seq, window.labels(key[0], key[1]),
                                     window.values(catalog))
             return Captured(self._captures, tuple(starts), None, changed, upto, drops,
@@ -333,13 +333,16 @@ class KpiRenderer:
             if not lines:
                 return
             number = self._numbers[slot] = next(self._count)
-        for family in self._slots.pop(slot, ()):
-            if family not in lines:
-                del chunks[family][number]
+        families = tuple(lines)
+        old = self._slots.pop(slot, ())
+        if old != families:  # (mostly the same families again)
+            for family in old:
+                if family not in lines:
+                    del chunks[family][number]
         for family, text in lines.items():
             chunks[family][number] = text
         if lines:
-            self._slots[slot] = tuple(lines)
+            self._slots[slot] = families
         else:
             del self._numbers[slot]
 
