@@ -4,10 +4,12 @@ No client object is touched per event. At each scrape the renderer takes the cur
 every kind (by the wall clock, in the organisation's time zone) from the readout
 (:mod:`streams.readout`: the finished rep, team and organisation values of the scopes this
 worker owns) and emits one family per KPI and scope, named ``salespulse_<scope>_<kpi>`` (SPEC
-section 3). The text is cached per slot (scope, id, window kind) and family: a scrape formats
-again only the slots whose current or previous window changed since the last scrape (the
-stage numbers every change of a window, its ``seq``), or whose kind's window moved on, and
-joins the cached lines family by family. Across the workers of a group each series is exported by exactly one of them;
+section 3). The text is cached per slot (scope, id, and the minute or the longer window
+kinds together) and family: a scrape formats again only the slots with a current or previous
+window changed since the last scrape (the stage numbers every change of a window, its ``seq``),
+or of a kind whose window moved on, and joins the cached lines family by family. Each line is
+its series' template (names and labels, formatted once) filled with the scope's labels and
+the value. Across the workers of a group each series is exported by exactly one of them;
 after a rebalance a worker stops exporting what it gave away. The service's own counters are
 :mod:`streams.exposition`.
 """
@@ -87,8 +89,9 @@ class KpiRenderer:
 
     A scrape of 1,000 reps has ~150,000 series. Building a client ``Metric`` and ``Sample``
     object per series took seconds on the event loop that also processes events; here each
-    series is one f-string, with escaped label fragments cached per id, formatted once per change
-    of its window and kept until its window changes again or is no longer current or previous.
+    series is a bytes template filled with the scope's escaped labels (cached per id) and its
+    value, once per change of its window, and kept until its window changes again or is no
+    longer current or previous.
     """
 
     def __init__(
@@ -103,7 +106,8 @@ class KpiRenderer:
         self.scopes = scopes  # the readout: windows() of the scopes this worker owns
         self._stored = frozenset(k.name for k in catalog.stored)
         self.clock = clock
-        self._labels: dict[tuple, str | bytes] = {}
+        self._labels: dict[tuple, str] = {}
+        self._encoded: dict[tuple, bytes] = {}  # (label names, values) -> _fragment, encoded
         self.families: dict[tuple[str, str], str] = {}  # (scope, kpi) -> metric name
         self.windows_of: dict[str, frozenset[str]] = {}
         self.metric_names: frozenset[str] = frozenset()  # of the KPI families, set below
@@ -142,12 +146,12 @@ class KpiRenderer:
         self._starts: tuple[tuple[float, float], ...] = ()
         #: family number -> slot number -> that slot's lines of the family, encoded: a scrape
         #: joins these into its body, the one copy of the text it makes (docs/benchmark.md).
-        #: A slot (scope, id, kind) is numbered while it has lines: an int key is cheap to hash.
+        #: A slot (scope, id, kind group) is numbered while it has lines: an int is cheap to hash.
         self._chunks: list[dict[int, bytes]] = [{} for _ in self._order]
         self._numbers: dict[tuple, int] = {}  # slot -> its number
         self._count = itertools.count()
         self._slots: dict[tuple, tuple[int, ...]] = {}  # slot -> the families it has lines in
-        #: window key -> the lines at 0 it may give as a previous window (_format), kept until
+        #: window key -> the lines at 0 it may give as a previous window (_lines), kept until
         #: its values change: the previous window rarely does, the current one at every event
         self._zeros: dict[tuple, list[tuple]] = {}
         self._text = _Texts()
@@ -167,11 +171,13 @@ class KpiRenderer:
 
     def _head(self, names: tuple[str, ...], values: tuple) -> bytes:
         """The label fragment of a slot's scope (:meth:`_fragment`), encoded, cached."""
-        key = (names, values, b"")
-        hit = self._labels.get(key)
+        key = (names, values)
+        hit = self._encoded.get(key)
         if hit is None:
-            hit = self._labels[key] = self._fragment(names, values).encode()  # type: ignore[assignment]
-        return hit  # type: ignore[return-value]
+            if len(self._encoded) > 200_000:
+                self._encoded.clear()
+            hit = self._encoded[key] = self._fragment(names, values).encode()
+        return hit
 
     def capture(self) -> Captured:
         """What a render needs from the stage: which windows are current or previous now, and
@@ -248,7 +254,8 @@ class KpiRenderer:
     def _apply(self, captured: Captured) -> None:
         """Bring the cached lines up to a capture: forget the windows that are gone or no
         longer current or previous, take the changed ones, and format again only the slots
-        (scope, id, kind) of those windows, and every slot of a kind whose window moved on."""
+        (scope, id, kind group) of those windows, and every slot of a kind whose window moved
+        on."""
         windows, rendered = self._windows, self._rendered
         dirty: set[tuple[str, str, int]] = set()
         present = set(captured.present) if captured.present is not None else None
