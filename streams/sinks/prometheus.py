@@ -106,8 +106,7 @@ class KpiRenderer:
         self.scopes = scopes  # the readout: windows() of the scopes this worker owns
         self._stored = frozenset(k.name for k in catalog.stored)
         self.clock = clock
-        self._labels: dict[tuple, str] = {}
-        self._encoded: dict[tuple, bytes] = {}  # (label names, values) -> _fragment, encoded
+        self._labels: dict[tuple, tuple[str, bytes]] = {}  # (names, values) -> fragment
         self.families: dict[tuple[str, str], str] = {}  # (scope, kpi) -> metric name
         self.windows_of: dict[str, frozenset[str]] = {}
         self.metric_names: frozenset[str] = frozenset()  # of the KPI families, set below
@@ -159,24 +158,20 @@ class KpiRenderer:
 
     def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
         """'a="x",b="y",' for label names and values, cached."""
+        return self._fragments(names, values)[0]
+
+    def _head(self, names: tuple[str, ...], values: tuple) -> bytes:
+        """The label fragment of a slot's scope (:meth:`_fragment`), encoded, cached."""
+        return self._fragments(names, values)[1]
+
+    def _fragments(self, names: tuple[str, ...], values: tuple) -> tuple[str, bytes]:
         key = (names, values)
         hit = self._labels.get(key)
         if hit is None:
             if len(self._labels) > 200_000:
                 self._labels.clear()
-            hit = self._labels[key] = "".join(
-                f'{n}="{_escape(str(v))}",' for n, v in zip(names, values, strict=True)
-            )
-        return hit
-
-    def _head(self, names: tuple[str, ...], values: tuple) -> bytes:
-        """The label fragment of a slot's scope (:meth:`_fragment`), encoded, cached."""
-        key = (names, values)
-        hit = self._encoded.get(key)
-        if hit is None:
-            if len(self._encoded) > 200_000:
-                self._encoded.clear()
-            hit = self._encoded[key] = self._fragment(names, values).encode()
+            text = "".join(f'{n}="{_escape(str(v))}",' for n, v in zip(names, values, strict=True))
+            hit = self._labels[key] = (text, text.encode())
         return hit
 
     def capture(self) -> Captured:
