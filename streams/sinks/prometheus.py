@@ -152,7 +152,7 @@ class KpiRenderer:
         self._slots: dict[tuple, tuple[int, ...]] = {}  # slot -> the families it has lines in
         #: window key -> the lines at 0 it may give as a previous window (_lines), kept until
         #: its values change: the previous window rarely does, the current one at every event
-        self._zeros: dict[tuple, list[tuple]] = {}
+        self._zeros: dict[tuple, tuple[tuple, ...]] = {}
         self._text = _Texts()
         self.formatted = 0  # slots formatted so far: unchanged windows are not formatted again
 
@@ -308,7 +308,7 @@ class KpiRenderer:
             prev_key = (scope, scope_id, kind, prev_start)
             zeros = self._zeros.get(prev_key)
             if zeros is None:  # the window's stored and exported KPIs (map and filter run in C)
-                zeros = self._zeros[prev_key] = list(filter(
+                zeros = self._zeros[prev_key] = tuple(filter(  # (a tuple: the GC untracks it)
                     None, map(self._series[(scope, kind, True)].__getitem__, values)))
             for family, template, key in zeros:
                 if key in skip:
