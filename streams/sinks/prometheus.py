@@ -365,8 +365,8 @@ class KpiRenderer:
 
 
 class _Series(dict):
-    """Value key -> its line's pieces (:meth:`KpiRenderer._series_of`), made on first use:
-    ``map(series.__getitem__, keys)`` runs in C for the keys already seen."""
+    """Value key -> its line's family and template (:meth:`KpiRenderer._series_of`), made on
+    first use: ``map(series.__getitem__, keys)`` runs in C for the keys already seen."""
 
     def __init__(self, make: Callable[[tuple], tuple]) -> None:
         super().__init__()
