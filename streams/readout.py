@@ -88,7 +88,8 @@ class Readout:
         return list(self.stage.windows.items())
 
     def changed_since(self, seen: int) -> list[tuple[tuple[str, str, int, float], Any]]:
-        """The windows changed after change number ``seen``, newest first (see :meth:`windows`)."""
+        """The windows changed after change number ``seen``, each once, newest first (see
+        :meth:`windows`)."""
         return self.stage.changed_since(seen)
 
     def seq(self) -> int:

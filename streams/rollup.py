@@ -105,7 +105,11 @@ class ScopeWindow:
 
     def team(self) -> str | None:
         """A rep's team label: from the source holding its sums (its own partition), else any."""
-        labels = [(bool(p.sums), team) for _, p, team in self.sources.values() if team]
+        sources = self.sources
+        if len(sources) == 1:  # most rep windows (read at every scrape of a changed window)
+            for _, _, team in sources.values():
+                return team or None
+        labels = [(bool(p.sums), team) for _, p, team in sources.values() if team]
         return max(labels, key=lambda x: x[0])[1] if labels else None
 
 
@@ -198,7 +202,8 @@ class RollupStage:
         return self.drop_log[drops - self.drop_base:]
 
     def changed_since(self, seen: int) -> list[tuple[WindowKey, ScopeWindow]]:
-        """The windows changed after change number ``seen``, newest first."""
+        """The windows changed after change number ``seen``, each once (:attr:`recent` is a
+        dict), newest first."""
         out = []
         windows = self.windows
         for key in reversed(self.recent):

@@ -4,25 +4,36 @@ No client object is touched per event. At each scrape the renderer takes the cur
 every kind (by the wall clock, in the organisation's time zone) from the readout
 (:mod:`streams.readout`: the finished rep, team and organisation values of the scopes this
 worker owns) and emits one family per KPI and scope, named ``salespulse_<scope>_<kpi>`` (SPEC
-section 3). The text is cached per slot (scope, id, window kind) and family: a scrape formats
-again only the slots whose current or previous window changed since the last scrape (the
-stage numbers every change of a window, its ``seq``), or whose kind's window moved on, and
-joins the cached lines family by family. Across the workers of a group each series is exported by exactly one of them;
+section 3). The text is cached per slot (scope, id, and the minute or the longer window
+kinds together) and family: a scrape formats again only the slots with a current or previous
+window changed since the last scrape (the stage numbers every change of a window, its ``seq``),
+or of a kind whose window moved on, and joins the cached lines family by family. Each line is
+its series' template (names and labels, formatted once) filled with the scope's labels and
+the value. Across the workers of a group each series is exported by exactly one of them;
 after a rebalance a worker stops exporting what it gave away. The service's own counters are
 :mod:`streams.exposition`.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 from metrics.catalog import Catalog
-from metrics.windows import WINDOW_KINDS, Calendar
+from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 
 SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
+#: The cache's slots hold a scope's lines of a group of window kinds: the minute, whose window
+#: moves on every minute, alone, the longer kinds together (an event changes every kind's
+#: window at once; fewer, larger pieces cost less to format, store and join).
+KIND_GROUPS: tuple[tuple[int, ...], ...] = ((KIND_INDEX["minute"],), tuple(
+    i for i, kind in enumerate(WINDOW_KINDS) if kind != "minute"))
+GROUP_OF: tuple[int, ...] = tuple(next(g for g, kinds in enumerate(KIND_GROUPS) if i in kinds)
+                                  for i in range(len(WINDOW_KINDS)))
 
 
 class Captured(NamedTuple):
@@ -78,8 +89,9 @@ class KpiRenderer:
 
     A scrape of 1,000 reps has ~150,000 series. Building a client ``Metric`` and ``Sample``
     object per series took seconds on the event loop that also processes events; here each
-    series is one f-string, with escaped label fragments cached per id, formatted once per change
-    of its window and kept until its window changes again or is no longer current or previous.
+    series is a bytes template filled with the scope's escaped labels (cached per id) and its
+    value, once per change of its window, and kept until its window changes again or is no
+    longer current or previous.
     """
 
     def __init__(
@@ -94,7 +106,7 @@ class KpiRenderer:
         self.scopes = scopes  # the readout: windows() of the scopes this worker owns
         self._stored = frozenset(k.name for k in catalog.stored)
         self.clock = clock
-        self._labels: dict[tuple, str] = {}
+        self._labels: dict[tuple, tuple[str, bytes]] = {}  # (names, values) -> fragment
         self.families: dict[tuple[str, str], str] = {}  # (scope, kpi) -> metric name
         self.windows_of: dict[str, frozenset[str]] = {}
         self.metric_names: frozenset[str] = frozenset()  # of the KPI families, set below
@@ -105,17 +117,23 @@ class KpiRenderer:
                     self.families[(scope, kpi.name)] = f"salespulse_{scope}_{kpi.name}"
         self.metric_names = frozenset(self.families.values())
         self._dims = {k.name: catalog.dimensions_of(k.name) for k in catalog.kpis}
-        #: (scope, kind index) -> kpi -> ((scope, kpi), metric name): what a slot exports
-        self._exported: dict[tuple[str, int], dict[str, tuple[tuple[str, str], str]]] = {
-            (scope, i): {kpi: ((scope, kpi), name) for (sc, kpi), name in self.families.items()
+        #: the families in order, by number: a line's family is an int (cheap to hash)
+        self._order: list[tuple[str, str]] = list(self.families)
+        #: (scope, kind index) -> kpi -> (family number, metric name): what a slot exports
+        self._exported: dict[tuple[str, int], dict[str, tuple[int, str]]] = {
+            (scope, i): {kpi: (f, self.families[(sc, kpi)]) for f, (sc, kpi) in enumerate(self._order)
                          if sc == scope and kind in self.windows_of[kpi]}
             for scope in SCOPE_LABELS for i, kind in enumerate(WINDOW_KINDS)
         }
-        self._tails: dict[tuple, str] = {}
-        self._heads: dict[tuple[str, str], bytes] = {}
-        for (scope, kpi), name in self.families.items():
+        #: (scope, kind index, previous at 0) -> value key -> its line's template (_series_of)
+        self._series: dict[tuple[str, int, bool], _Series] = {
+            (scope, i, zero): _Series(partial(self._series_of, scope, i, zero))
+            for scope in SCOPE_LABELS for i in range(len(WINDOW_KINDS)) for zero in (False, True)}
+        self._heads: list[bytes] = []
+        for scope, kpi in self._order:
+            name = self.families[(scope, kpi)]
             help_text = catalog.by_name[kpi].help.replace("\\", "\\\\").replace("\n", "\\n")
-            self._heads[(scope, kpi)] = f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
+            self._heads.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode())
         # The cache, changed by render only (under the lock); capture reads ``_rendered``.
         self._lock = threading.Lock()
         self._captures = 0
@@ -125,22 +143,35 @@ class KpiRenderer:
         self._rendered: dict[tuple, int] = {}  # window key -> the seq it was rendered at
         self._windows: dict[tuple, tuple[tuple, dict]] = {}  # window key -> (label values, values)
         self._starts: tuple[tuple[float, float], ...] = ()
-        #: family -> slot (scope, id, kind) -> that slot's lines of the family, encoded: a scrape
-        #: joins these into its body, the one copy of the text it makes (docs/benchmark.md)
-        self._chunks: dict[tuple[str, str], dict[tuple, bytes]] = {f: {} for f in self.families}
-        self._slots: dict[tuple, tuple[tuple[str, str], ...]] = {}  # slot -> its families
+        #: family number -> slot number -> that slot's lines of the family, encoded: a scrape
+        #: joins these into its body, the one copy of the text it makes (docs/benchmark.md).
+        #: A slot (scope, id, kind group) is numbered while it has lines: an int is cheap to hash.
+        self._chunks: list[dict[int, bytes]] = [{} for _ in self._order]
+        self._numbers: dict[tuple, int] = {}  # slot -> its number
+        self._count = itertools.count()
+        self._slots: dict[tuple, tuple[int, ...]] = {}  # slot -> the families it has lines in
+        #: window key -> the lines at 0 it may give as a previous window (_lines), kept until
+        #: its values change: the previous window rarely does, the current one at every event
+        self._zeros: dict[tuple, tuple[tuple, ...]] = {}
+        self._text = _Texts()
         self.formatted = 0  # slots formatted so far: unchanged windows are not formatted again
 
     def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
         """'a="x",b="y",' for label names and values, cached."""
+        return self._fragments(names, values)[0]
+
+    def _head(self, names: tuple[str, ...], values: tuple) -> bytes:
+        """The label fragment of a slot's scope (:meth:`_fragment`), encoded, cached."""
+        return self._fragments(names, values)[1]
+
+    def _fragments(self, names: tuple[str, ...], values: tuple) -> tuple[str, bytes]:
         key = (names, values)
         hit = self._labels.get(key)
         if hit is None:
             if len(self._labels) > 200_000:
                 self._labels.clear()
-            hit = self._labels[key] = "".join(
-                f'{n}="{_escape(str(v))}",' for n, v in zip(names, values, strict=True)
-            )
+            text = "".join(f'{n}="{_escape(str(v))}",' for n, v in zip(names, values, strict=True))
+            hit = self._labels[key] = (text, text.encode())
         return hit
 
     def capture(self) -> Captured:
@@ -166,9 +197,9 @@ class KpiRenderer:
         gone = scopes.dropped_since(self._applied_drops) if self._applied_upto >= 0 else None
         if gone is not None and tuple(starts) == self._starts:
             # no window moved on since the last render: what changed and what went since
+            # (each window once: the stage keeps one change per window, its newest)
             for key, window in scopes.changed_since(self._applied_upto):
-                if (key[2], key[3]) in wanted and key not in changed \
-                        and rendered.get(key) != window.seq:
+                if key[3] in starts[key[2]] and rendered.get(key) != window.seq:
                     changed[key] = (window.seq, window.labels(key[0], key[1]),
                                     window.values(catalog))
             return Captured(self._captures, tuple(starts), None, changed, upto, drops,
@@ -207,31 +238,35 @@ class KpiRenderer:
                 self._applied = captured.number
                 self._applied_upto, self._applied_drops = captured.upto, captured.drops
             parts: list[bytes] = []
-            metric_names = self.families
-            for family, chunks in self._chunks.items():
-                if names is not None and metric_names[family] not in names:
+            heads, families = self._heads, self.families
+            for family, chunks in enumerate(self._chunks):
+                if names is not None and families[self._order[family]] not in names:
                     continue
-                parts.append(self._heads[family])
+                parts.append(heads[family])
                 parts.extend(chunks.values())
             return parts
 
     def _apply(self, captured: Captured) -> None:
         """Bring the cached lines up to a capture: forget the windows that are gone or no
         longer current or previous, take the changed ones, and format again only the slots
-        (scope, id, kind) of those windows, and every slot of a kind whose window moved on."""
+        (scope, id, kind group) of those windows, and every slot of a kind whose window moved
+        on."""
         windows, rendered = self._windows, self._rendered
         dirty: set[tuple[str, str, int]] = set()
         present = set(captured.present) if captured.present is not None else None
         gone = [k for k in windows if k not in present] if present is not None else \
             [k for k in captured.gone if k in windows and k not in captured.changed]
+        zeros = self._zeros
         for key in gone:
             del windows[key]
             rendered.pop(key, None)
-            dirty.add(key[:3])
+            zeros.pop(key, None)
+            dirty.add((key[0], key[1], GROUP_OF[key[2]]))
         for key, (seq, ids, values) in captured.changed.items():
             windows[key] = (ids, values)
             rendered[key] = seq
-            dirty.add(key[:3])
+            zeros.pop(key, None)
+            dirty.add((key[0], key[1], GROUP_OF[key[2]]))
         if present is not None:
             for key in [k for k in present if k not in windows]:
                 rendered.pop(key, None)  # dropped by a render of an older read: the next capture takes it
@@ -239,64 +274,120 @@ class KpiRenderer:
         if captured.starts != old:
             # a kind's window moved on: its current window is now the previous one
             moved = {i for i, pair in enumerate(captured.starts) if i >= len(old) or old[i] != pair}
-            dirty.update(k[:3] for k in windows if k[2] in moved)
+            dirty.update((k[0], k[1], GROUP_OF[k[2]]) for k in windows if k[2] in moved)
             self._starts = captured.starts
         for slot in dirty:
             self._format(slot)
 
     def _format(self, slot: tuple[str, str, int]) -> None:
-        """The lines of one slot, per family: its current window's values, and the stored KPIs
-        of its previous window at 0 where the current window has none yet (a gauge drops to
-        the new window's value at the boundary even when no event arrives)."""
+        """The lines of one slot (scope, id, group of window kinds), per family: each kind's
+        in turn (:meth:`_lines`)."""
         self.formatted += 1
-        scope, scope_id, kind = slot
+        scope, scope_id, group = slot
+        lines: dict[int, bytes] = {}  # family -> its lines
+        names = SCOPE_LABELS[scope]
+        for kind in KIND_GROUPS[group]:
+            self._lines(lines, scope, scope_id, names, kind)
+        self._store(slot, lines)
+
+    def _lines(self, lines: dict[int, bytes], scope: str, scope_id: str,
+               names: tuple[str, ...], kind: int) -> None:
+        """Add to ``lines`` (per family) a scope's lines of one window kind: its current
+        window's values, and the stored KPIs of its previous window at 0 where the current
+        window has none yet (a gauge drops to the new window's value at the boundary even when
+        no event arrives). Each line is its series' template (:meth:`_series_of`) filled with
+        the scope's labels and the value."""
         start, prev_start = self._starts[kind]
         current = self._windows.get((scope, scope_id, kind, start))
         previous = self._windows.get((scope, scope_id, kind, prev_start))
-        names = SCOPE_LABELS[scope]
-        window = f'window="{WINDOW_KINDS[kind]}"'
-        lines: dict[tuple[str, str], list[str]] = {}
         cur_ids, cur_values = current if current is not None else (None, {})
         if previous is not None:
             ids, values = previous
-            same, stored = ids == cur_ids, self._stored
-            self._lines(lines, slot, f"{{{self._fragment(names, ids)}{window}", (
-                (key, 0.0) for key in values
-                if key[0] in stored and not (same and key in cur_values)))
+            head = self._head(names, ids)
+            skip = cur_values if ids == cur_ids else ()
+            prev_key = (scope, scope_id, kind, prev_start)
+            zeros = self._zeros.get(prev_key)
+            if zeros is None:  # the window's stored and exported KPIs (map and filter run in C)
+                zeros = self._zeros[prev_key] = tuple(filter(  # (a tuple: the GC untracks it)
+                    None, map(self._series[(scope, kind, True)].__getitem__, values)))
+            for family, template, key in zeros:
+                if key in skip:
+                    continue
+                prior = lines.get(family)
+                lines[family] = template % head if prior is None else prior + template % head
         if current is not None:
-            self._lines(lines, slot, f"{{{self._fragment(names, cur_ids)}{window}",
-                        cur_values.items())
+            head = self._head(names, cur_ids)
+            text = self._text.__getitem__
+            for series, value in zip(map(self._series[(scope, kind, False)].__getitem__, cur_values),
+                                     cur_values.values(), strict=True):
+                if series:
+                    family, template, _ = series
+                    line = template % (head, text(value) if type(value) is float else
+                                       repr(value).encode())
+                    prior = lines.get(family)
+                    lines[family] = line if prior is None else prior + line
+
+    def _store(self, slot: tuple[str, str, int], lines: dict[int, bytes]) -> None:
+        """Put a slot's new lines per family in the cache, and take out those it has no more."""
         chunks = self._chunks
-        for family in self._slots.pop(slot, ()):
-            if family not in lines:
-                del chunks[family][slot]
-        for family, body in lines.items():
-            chunks[family][slot] = "".join(body).encode()
+        number = self._numbers.get(slot)
+        if number is None:
+            if not lines:
+                return
+            number = self._numbers[slot] = next(self._count)
+        families = tuple(lines)
+        old = self._slots.pop(slot, ())
+        if old != families:  # (mostly the same families again)
+            for family in old:
+                if family not in lines:
+                    del chunks[family][number]
+        for family, text in lines.items():
+            chunks[family][number] = text
         if lines:
-            self._slots[slot] = tuple(lines)
+            self._slots[slot] = families
+        else:
+            del self._numbers[slot]
 
-    def _lines(self, lines: dict[tuple[str, str], list[str]], slot: tuple[str, str, int],
-               head: str, values: Iterable[tuple[tuple, float]]) -> None:
-        """Append to ``lines`` (per family) one series per exported value, labels ``head``."""
-        exported = self._exported[(slot[0], slot[2])]
-        tails = self._tails
-        for key, value in values:
-            hit = exported.get(key[0])
-            if hit is None:
-                continue
-            family, name = hit
-            tail = tails.get(key)
-            line = f"{name}{head}{self._tail(key) if tail is None else tail}}} {value!r}\n"
-            body = lines.get(family)
-            if body is None:
-                lines[family] = [line]
-            else:
-                body.append(line)
-
-    def _tail(self, key: tuple) -> str:
-        """',a="x",b="y"' for the dimensions of a value's key (kpi, *dims), cached."""
-        if len(self._tails) > 200_000:
-            self._tails.clear()
+    def _series_of(self, scope: str, kind: int, zero: bool, key: tuple) -> tuple:
+        """The line of the value ``key`` (kpi, *dims) of a slot of this scope and kind:
+        (family number, template, key); ``template % (labels, value)`` is the line, the
+        labels being the slot's (:meth:`_head`) and the value's ``repr``, encoded
+        (:class:`_Texts`). With zero: the previous window's line at 0 (stored KPIs only),
+        ``template % labels``. () if the value is not exported."""
+        hit = self._exported[(scope, kind)].get(key[0])
+        if hit is None or (zero and key[0] not in self._stored):
+            return ()
+        family, name = hit
         dims = key[1:]
-        hit = self._tails[key] = "," + self._fragment(self._dims[key[0]], dims)[:-1] if dims else ""
+        tail = "," + self._fragment(self._dims[key[0]], dims)[:-1] if dims else ""
+        post = f'window="{WINDOW_KINDS[kind]}"{tail}}} '.replace("%", "%%")
+        return (family, f"{name}{{%b{post}{'0.0' if zero else '%b'}\n".encode(), key)
+
+
+class _Series(dict):
+    """Value key -> its line's family and template (:meth:`KpiRenderer._series_of`), made on
+    first use: ``map(series.__getitem__, keys)`` runs in C for the keys already seen."""
+
+    def __init__(self, make: Callable[[tuple], tuple]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key: tuple) -> tuple:
+        if len(self) > 100_000:  # label values come and go: bounded like the label cache
+            self.clear()
+        hit = self[key] = self.make(key)
         return hit
+
+
+class _Texts(dict):
+    """float -> its ``repr``, encoded, as a line ends with it: most values (counts, sums of
+    whole units) recur, and a lookup costs half a ``repr``. Zero is never kept (0.0 and -0.0
+    are equal keys, with different texts), nor NaN (never equal to itself)."""
+
+    def __missing__(self, value: float) -> bytes:
+        text = repr(value).encode()
+        if value and value == value:
+            if len(self) >= 10_000:  # ~1 MB at most: ratios and means rarely recur
+                self.clear()
+            self[value] = text
+        return text

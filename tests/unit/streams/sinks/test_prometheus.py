@@ -128,6 +128,57 @@ def test_unchanged_windows_are_not_formatted_again() -> None:
     assert kept.formatted == formatted + 1 + 3
 
 
+def test_a_late_change_to_the_previous_window_shows_in_its_lines_at_zero() -> None:
+    """The previous window's lines at 0 are planned once per window and kept: a partial that
+    still changes it (within the grace) must show."""
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    first_minute = clock.t
+    put(stage, "rep", "ann", MINUTE, {("calls_made",): 2.0}, 1)
+    put(stage, "rep", "ann", DAY, {("calls_made",): 2.0}, 1)
+    clock.t += 60  # the minute moves on: last minute's calls_made at 0
+    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="minute"} 0.0\n' in render(kept)
+    assert 'salespulse_rep_emails_sent{rep="ann",team="east",window="minute"}' not in render(kept)
+    # a late partial of the first minute: emails_sent appears there, so at 0 in this minute
+    put(stage, "rep", "ann", MINUTE, {("calls_made",): 2.0, ("emails_sent",): 1.0}, 2,
+        at=first_minute)
+    text = render(kept)
+    assert 'salespulse_rep_emails_sent{rep="ann",team="east",window="minute"} 0.0\n' in text
+    assert families(text) == from_scratch(readout, clock)
+    put(stage, "rep", "ann", MINUTE, {("emails_sent",): 3.0}, 1)  # now this minute has one
+    text = render(kept)
+    assert 'salespulse_rep_emails_sent{rep="ann",team="east",window="minute"} 3.0\n' in text
+    assert 'salespulse_rep_emails_sent{rep="ann",team="east",window="minute"} 0.0\n' not in text
+    assert families(text) == from_scratch(readout, clock)
+
+
+def test_label_values_with_percent_signs_and_escapes_are_written_as_they_are() -> None:
+    """Lines are filled from templates ('%b' for the scope's labels, '%r' for the value): a
+    '%' in any label value is text, not a placeholder."""
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    put(stage, "rep", "a%sb", DAY, {("calls_made",): 1.0, ("tool_uses", '100%"crm"\\'): 2.5}, 1,
+        team="t%r")
+    text = render(kept)
+    assert 'salespulse_rep_calls_made{rep="a%sb",team="t%r",window="day"} 1.0\n' in text
+    assert ('salespulse_rep_tool_uses{rep="a%sb",team="t%r",window="day",'
+            'tool="100%\\"crm\\"\\\\"} 2.5\n') in text
+    assert families(text) == from_scratch(readout, clock)
+
+
+def test_values_are_written_as_their_repr_whatever_was_written_before() -> None:
+    """A float's text is kept per value (:class:`_Texts`): equal values with different texts
+    (0.0 and -0.0) and NaN are each written as their repr, as before."""
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    values = [0.0, -0.0, 3.0, float("nan"), float("inf"), -2.5, 0.1 + 0.2, 1e22]
+    for i, value in enumerate(values * 2):
+        put(stage, "rep", f"r{i}", DAY, {("calls_made",): value}, 1)
+    text = render(kept)
+    for i, value in enumerate(values * 2):
+        assert f'salespulse_rep_calls_made{{rep="r{i}",team="east",window="day"}} {value!r}\n' in text
+
+
 def test_an_older_capture_rendered_late_does_not_undo_a_newer_one() -> None:
     clock, stage, readout = setup()
     kept = KpiRenderer(CAT, CAL, readout, clock=clock)
