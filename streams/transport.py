@@ -33,6 +33,12 @@ forever. :meth:`BatchConsumer.wait_empty` asks the app to settle what it holds f
 ``app.stop_timeout`` seconds: what is then still unacked is simply not committed, and the next
 owner replays it (exactly: durable state records the offsets it reflects).
 
+Taking up partitions (after a start or a rebalance): Faust seeks the stream partitions to their
+committed offsets with the fetcher running, then resumes flow control, which empties the agents'
+queues. :meth:`BatchConsumer.perform_seek` delivers nothing of those partitions until then and
+rewinds what it held back, so no fetch from the committed offset is emptied with the queues
+(records lost to the process, with the partition's lag stuck above 0 until a restart).
+
 No commit after a failure: once a send failed or the app crashed (``app.commit_refusal()``),
 :meth:`BatchConsumer._commit` refuses every commit and :meth:`BatchConsumer.wait_empty` settles
 nothing: the next start replays from the last commit. (Stock Faust commits on the way down from
@@ -75,6 +81,25 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
         return consumer
 
+    def seek_if_past(self, tp: TP, last: int, offset: int) -> bool:
+        """:func:`seek_if_past` on this thread's aiokafka consumer. Called from the app's loop
+        like Faust's own ``seek``: aiokafka moves a position only when it hands records out, and
+        the consumer's next fetch waits for the drain loop to ask for it."""
+        return seek_if_past(self._ensure_consumer(), tp, last, offset)
+
+
+def seek_if_past(consumer: Any, tp: Any, last: int, offset: int) -> bool:
+    """Seek ``tp`` to ``offset`` if the aiokafka ``consumer``'s fetch position is still past
+    ``last``, i.e. no seek moved it since records up to ``last`` were handed out; whether it
+    did (False too for a partition not assigned)."""
+    subscription = consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    state = assignment.state_value(tp) if assignment is not None else None
+    if state is None or not state.has_valid_position or state.position <= last:
+        return False
+    consumer.seek(tp, offset)
+    return True
+
 
 class BatchMessage(ConsumerMessage):
     """One partition's records of one poll, delivered as one message: its ``offset`` is the last
@@ -99,6 +124,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._holes: dict[TP, tuple[int, float, int]] = {}
         self.holes_reread = 0
         self._rereading: dict[TP, int] = {}  # tp -> offset a re-read seeked it to
+        #: stream partitions are being seeked to their committed offsets: nothing of them is
+        #: delivered until flow resumes (:meth:`perform_seek`)
+        self._settling = False
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -132,7 +160,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 active_partitions is None
                 or tp in active_partitions
                 or tp in self._buffered_partitions
-            ):
+            ) or (self._settling and tp.topic not in self.app.tables.changelog_topics):
                 await self._rewind([(tp, recs)])
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
@@ -160,14 +188,42 @@ class BatchConsumer(faust_aiokafka.Consumer):
         eight runs of the rebalance test, when a worker takes partitions back). Seeking back
         re-delivers exactly what was dropped; stream partitions are then seeked to their
         committed offsets as before.
+
+        Only if no seek moved the partition since these records were handed out: records
+        fetched before a seek are read again from where it went, and seeking back to them
+        would undo it (:meth:`_seek_if_past`).
         """
         assigned = self.assignment()
         for tp, recs in dropped:
             if recs and tp in assigned:
                 try:
-                    await self._seek(tp, recs[0].offset)
+                    await self._seek_if_past(tp, recs[-1].offset, recs[0].offset)
                 except Exception as exc:  # revoked meanwhile: its next owner reads it
                     self.log.info("not rewinding %r: %r", tp, exc)
+
+    async def _seek_if_past(self, tp: TP, last: int, offset: int) -> bool:
+        return self._thread.seek_if_past(tp, last, offset)
+
+    async def perform_seek(self) -> None:
+        """Seek the stream partitions to their committed offsets, delivering nothing of them
+        until flow resumes (:meth:`resume_flow`).
+
+        Faust's recovery (``Recovery.on_recovery_completed``, ``_resume_streams``) resumes the
+        stream partitions, awaits this seek with the fetcher running, then resumes flow
+        control, which clears the agents' queues, then the consumer's flow. A fetch from the
+        committed offset that landed in between was delivered to an agent's queue and cleared
+        with it, while the read offset and the fetch position had moved past it: those records
+        were never processed, nor committed, until a restart; the partition kept a lag and, if
+        nothing came after them, nothing showed the gap (faust-streaming issue 596; about one
+        in three SIGKILL restarts on a busy box). Held back here, they are rewound instead
+        (:meth:`_rewind`) and delivered once the queues are cleared.
+        """
+        self._settling = True
+        await super().perform_seek()
+
+    def resume_flow(self) -> None:
+        super().resume_flow()
+        self._settling = False  # flow control was resumed just before: the queues are clear
 
     def _batch_message(self, tp: TP, recs: list[Any], generation_id: int) -> BatchMessage:
         first, last = recs[0], recs[-1]

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import faust
 import pytest
 from faust.types import TP
+from mode.utils.queues import FlowControlQueue
 
 from streams.transport import BatchTransport
 
@@ -130,14 +131,15 @@ def test_records_dropped_while_flow_is_stopped_are_fetched_again(consumer, monke
     async def wait_next_records(timeout: float):
         return fetched, {changelog, TP0}
 
-    async def seek(tp: TP, offset: int) -> None:
+    async def seek_if_past(tp: TP, last: int, offset: int) -> bool:
         seeks.append((tp, offset))
+        return True
 
     async def perform_seek() -> None:
         seeks.append(("committed", None))
 
     monkeypatch.setattr(c, "_wait_next_records", wait_next_records)
-    monkeypatch.setattr(c, "_seek", seek)
+    monkeypatch.setattr(c, "_seek_if_past", seek_if_past)
     monkeypatch.setattr(c, "perform_seek", perform_seek)
     monkeypatch.setattr(c, "assignment", lambda: {changelog, TP0})
     c.flow_active = False
@@ -154,11 +156,12 @@ def test_records_of_a_partition_not_active_are_fetched_again(consumer, monkeypat
     async def wait_next_records(timeout: float):
         return fetched, {TP0}
 
-    async def seek(tp: TP, offset: int) -> None:
+    async def seek_if_past(tp: TP, last: int, offset: int) -> bool:
         seeks.append((tp, offset))
+        return True
 
     monkeypatch.setattr(c, "_wait_next_records", wait_next_records)
-    monkeypatch.setattr(c, "_seek", seek)
+    monkeypatch.setattr(c, "_seek_if_past", seek_if_past)
     monkeypatch.setattr(c, "assignment", lambda: {other, TP0})
     c.flow_active = True
     monkeypatch.setattr(c, "highwater", lambda tp: 102)
@@ -238,3 +241,90 @@ def test_a_message_that_applied_nothing_is_forgotten_unacked(consumer) -> None:
     m3 = _deliver(c, loop, 150, 199, 149)  # read again
     m3.ack(c)
     assert _commit(c) == 200
+
+
+class _Partition:
+    """What the consumer thread's aiokafka consumer does with one partition's fetch position:
+    a fetch hands out the records from the position on and moves it past them; a seek sets it."""
+
+    def __init__(self, end: int, position: int) -> None:
+        self.end = end
+        self.position = position
+
+    async def fetch(self, timeout: float):
+        records = [_rec(o) for o in range(self.position, self.end)]
+        self.position = self.end
+        return ({TP0: records} if records else {}), {TP0}
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.position = offset
+
+    async def seek_if_past(self, tp: TP, last: int, offset: int) -> bool:
+        if self.position <= last:
+            return False
+        self.position = offset
+        return True
+
+
+def _recovery_setup(consumer, monkeypatch, partition: _Partition, during_seek):
+    """Faust's recovery end (``Recovery.on_recovery_completed``): the stream partitions are
+    resumed, seeked to their committed offsets (here 100) while the fetcher runs, then flow
+    control is resumed, which clears the agents' queues, then the consumer's flow."""
+    c, loop = consumer
+    queue = FlowControlQueue(flow_control=c.app.flow_control, clear_on_resume=True)
+
+    async def seek_to_committed():
+        await during_seek()
+        return {TP0: 100}
+
+    async def deliver() -> None:  # the drain loop: delivered messages go to the agent's queue
+        async for _, message in c.getmany(timeout=0.1):
+            queue.put_nowait(message)
+
+    monkeypatch.setattr(c, "_wait_next_records", partition.fetch)
+    monkeypatch.setattr(c, "_seek", partition.seek)
+    monkeypatch.setattr(c, "_seek_if_past", partition.seek_if_past, raising=False)  # (new)
+    monkeypatch.setattr(c, "seek_to_committed", seek_to_committed)
+    monkeypatch.setattr(c, "assignment", lambda: {TP0})
+    monkeypatch.setattr(c, "highwater", lambda tp: partition.end)
+    c.flow_active = True
+    return c, loop, queue, deliver
+
+
+def _recover(c, loop, deliver) -> None:
+    loop.run_until_complete(c.perform_seek())
+    c.app.flow_control.resume()  # clears the queues
+    c.resume_flow()
+    loop.run_until_complete(deliver())
+
+
+def test_records_fetched_while_seeking_to_committed_offsets_reach_the_agent(consumer, monkeypatch) -> None:
+    """The defect (a partition stuck with lag until a restart): a fetch from the committed
+    offset landed while the seek completed, before flow control was resumed; its batch went to
+    the agent's queue and the resume cleared it, with the read offset and the fetch position
+    past it. Nothing re-read it: no later record showed the gap when it was the partition's
+    last batch (faust-streaming issue 596)."""
+    partition = _Partition(end=104, position=100)
+    c, loop, queue, deliver = _recovery_setup(consumer, monkeypatch, partition, lambda: deliver())
+    _recover(c, loop, deliver)
+    assert [(m.first_offset, m.offset) for m in queue._queue] == [(100, 103)]
+
+
+def test_a_batch_fetched_before_the_seek_does_not_undo_it(consumer, monkeypatch) -> None:
+    """Records handed out before the seek to the committed offset are stale: the seek reads
+    them again. Held back, they are not rewound to (that would skip 100..109)."""
+    partition = _Partition(end=112, position=110)
+    c, loop = consumer
+    stale: list = []
+
+    async def fetch_before(timeout: float):
+        if not stale:
+            stale.append(await _Partition.fetch(partition, timeout))
+            partition.position = 100  # the seek, before the fetched records are handed over
+            return stale[0]
+        return await partition.fetch(timeout)
+
+    c, loop, queue, deliver = _recovery_setup(consumer, monkeypatch, partition, lambda: deliver())
+    monkeypatch.setattr(c, "_wait_next_records", fetch_before)
+    _recover(c, loop, deliver)
+    assert [(m.first_offset, m.offset) for m in queue._queue] == [(100, 111)]
