@@ -113,7 +113,11 @@ class Worker:
             cwd=self.log_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait_ready(timeout, at_least)
+        try:
+            self.wait_ready(timeout, at_least)
+        except BaseException:
+            self.kill()  # not left running after the test, whatever the test does next
+            raise
         return self
 
     def wait_ready(self, timeout: float, at_least: int | None = None) -> dict:
