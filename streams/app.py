@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
-from faust.exceptions import NotReady
+from faust.exceptions import ConsumerNotStarted, NotReady
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -568,7 +568,10 @@ class Service:
         @app.page("/healthz")
         class Health(View):
             async def get(self, request: Request) -> Response:
-                owned = app.consumer.assignment()
+                try:
+                    owned = app.consumer.assignment()
+                except ConsumerNotStarted:  # the web server answers before the consumer runs
+                    owned = set()
                 assigned = sorted(tp.partition for tp in owned if tp.topic == keyed_name)
                 inputs = sorted([tp.topic, tp.partition] for tp in owned if tp.topic in input_topics)
                 return self.json({
