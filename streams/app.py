@@ -104,6 +104,7 @@ class SalesPulseApp(faust.App):
     batched_topics: frozenset[str] = frozenset()
     settle_held: Callable[[], Awaitable[None]] | None = None
     stop_timeout: float | None = None
+    instance_id: str = ""  # Kafka static group membership (streams.transport)
     delivery: DeliveryGuard | None = None
 
     def _new_transport(self) -> Any:
@@ -177,6 +178,11 @@ class Service:
             broker_commit_interval=0.25,
             producer_linger_ms=2,
             web_port=s.web_port,
+            # Faust's assignor checks that an assignment carries this worker's own URL, and a
+            # static member given its dead self's assignment back carries that one's: with an
+            # instance id the URL is the id's, the same after any restart (not a reachable
+            # address: salespulse does not use Faust's router)
+            **({"canonical_url": f"http://{s.instance_id}"} if s.instance_id else {}),
             web_bind=s.web_host,
             web_enabled=True,
             # Only /metrics, /healthz and "/" ({"status": "OK"}) unless asked: Faust's router and
@@ -196,6 +202,7 @@ class Service:
         )
         app.batched_topics = frozenset((*s.input_topic_list, self.keyed_topic_name))
         app.stop_timeout = s.stop_timeout_seconds
+        app.instance_id = s.instance_id
         self.delivery = app.delivery = DeliveryGuard(app.fail)
         schema = PassThroughSchema()
         self.input_topic = app.topic(*s.input_topic_list, schema=schema)

@@ -1434,7 +1434,8 @@ def spec_rows(report: dict[str, Any], results: list[Result]) -> list[tuple[str, 
         verdict = _verdict(secs, GOAL_RECOVERY_S)
         if keys is not None and keys < RECOVERY_KEYS and verdict != "not measured":
             verdict += f" (< {RECOVERY_KEYS:,} keys)"
-        rows.append((f"recovery: restarted after {r.get('signal')}, serving /metrics again",
+        how = ", static membership" if r.get("static") else ""
+        rows.append((f"recovery: restarted after {r.get('signal')}{how}, serving /metrics again",
                      f"< {GOAL_RECOVERY_S:.0f} s", f"{_num(secs, '.2f')} s with "
                      f"{_num(keys, ',')} state keys (all assigned after "
                      f"{_num(r.get('assigned_s'), '.1f')} s)", verdict))

@@ -70,6 +70,8 @@ SETTLE_STABLE = 2.0  # the group counts as settled when its assignment held this
 SETTLE_TIMEOUT = 120.0
 KILL_WARMUP = 3.0  # seconds of live load before the kill
 RECOVERY_TIMEOUT = 90.0  # beyond the session timeout
+#: the group.instance.id of the last two restarts (static membership)
+STATIC_INSTANCE = "bench-restart"
 MIN_STATE_KEYS = 100_000  # SPEC §7: "serves again within 10 s for 100,000 state keys"
 
 
@@ -343,11 +345,17 @@ async def run_group(
             tp: o for tp, o in (commits.get("offsets") or {}).items() if o["committed"] != o["end"]
         }
 
-        _say("[bench] (g) restart of the survivor with its whole state: SIGTERM, then SIGKILL ...")
+        _say("[bench] (g) restart of the survivor with its whole state: SIGTERM, then SIGKILL, "
+             "then SIGKILL again with static membership ...")
         restarts = []
         current = survivor
-        for key, sig in (("g3", signal.SIGTERM), ("g4", signal.SIGKILL)):
-            current, figures = await restart(run, session, current, key, sig, partitions, env)
+        # g4 and g5 are one group member (SALESPULSE_INSTANCE_ID): g4 waits out the killed g3's
+        # session as any new member; g5 takes g4's place at once
+        static = {**env, "SALESPULSE_INSTANCE_ID": STATIC_INSTANCE}
+        for key, sig, env_of in (("g3", signal.SIGTERM, env), ("g4", signal.SIGKILL, static),
+                                 ("g5", signal.SIGKILL, static)):
+            current, figures = await restart(run, session, current, key, sig, partitions, env_of)
+            figures["static"] = key == "g5"  # the one that replaced a member of its own id
             workers.append(current)
             restarts.append(figures)
             _say(f"[bench]     after {figures['signal']}: serves every partition restored "
@@ -398,7 +406,8 @@ def print_group(row: Result | None, info: dict[str, Any] | None) -> None:
              f"{kill['session_timeout_s']:g} s); it held {kill['assigned_before']['survivor']}, "
              f"the killed one {kill['assigned_before']['killed']}")
     for r in info.get("restarts") or []:
-        _say(f"  restart after {r['signal']} with {_num(r.get('state_keys_before'), ',')} state "
+        how = " (static membership: the same SALESPULSE_INSTANCE_ID)" if r.get("static") else ""
+        _say(f"  restart after {r['signal']}{how} with {_num(r.get('state_keys_before'), ',')} state "
              f"keys (old process gone {r['old_exit_s']:.1f} s after the signal): from launch, "
              f"/healthz {_num(r.get('web_s'), '.2f')} s, all assigned "
              f"{_num(r.get('assigned_s'), '.2f')} s, all restored {_num(r.get('restored_s'), '.2f')}"

@@ -140,6 +140,14 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(
         30.0, description="Kafka consumer session timeout: how soon a dead worker's partitions move."
     )
+    instance_id: str = Field(
+        "", pattern=r"^[A-Za-z0-9._-]{0,249}$",
+        description="Kafka static group membership (the consumer's group.instance.id), unique per "
+        "worker of an app id, e.g. a StatefulSet pod's name: a worker restarted with the same id "
+        "takes its partitions back at once, without a rebalance, where a new member waits out "
+        "the dead one's session timeout. A worker stopped for good then keeps its partitions "
+        "until its session times out. Empty: dynamic membership.",
+    )
     stop_timeout_seconds: float = Field(
         10.0,
         description="How long a stop (or a rebalance) waits to make held records durable and "

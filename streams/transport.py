@@ -79,6 +79,8 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
+        # static membership (read by AIOKafkaConsumer.start(); Faust has no setting for it)
+        consumer._group_instance_id = getattr(self.app, "instance_id", None) or None
         return consumer
 
     def seek_if_past(self, tp: TP, last: int, offset: int) -> bool:
