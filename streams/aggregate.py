@@ -337,47 +337,49 @@ class AggregateStage:
             published = 0.0  # the loop's time spent on this round's publication
             waited = 0.0  # the time its sends waited for the producer
             keys = 0  # read whole by its captures (-1: some window read where it changed)
-            for partition, state in list(self.states.items()):
-                if partition in self.suspended:
-                    continue  # maybe no longer ours: another worker may be recovering it
-                held = self.held.pop(partition, [])
-                futures = []
-                records = None
-                if state.dirty:
-                    began = time.monotonic()
-                    records = self.splitters[partition].split(state.snapshot())
-                    cost += time.monotonic() - began
-                # Captured now, from exactly the state the snapshot holds (before the writes
-                # below yield to the loop, where the agent applies more records to the state:
-                # a watermark ahead of the snapshot let the roll-up close a window by event time
-                # before another source's partial for it came); sent once it is durable.
-                outputs: list[Record] = []
-                if publishing and (self.event_time or partition not in self.early):
-                    began = time.monotonic()
-                    outputs = self.publisher.capture(partition, state)  # type: ignore[union-attr]
-                    published += time.monotonic() - began
-                    keys = _work(keys, self.publisher.keys_read)  # type: ignore[union-attr]
-                if records is not None:
-                    futures, spent = await self._write_all(partition, records)
-                    cost += spent
-                    self.parts_written += len(futures)
-                pending.append((partition, futures, held, outputs))
-            for partition, futures, held, outputs in pending:
-                if futures:
-                    await asyncio.gather(*futures)
-                if self.generation() != generation:
-                    continue
-                for event in held:
-                    event.ack()
-                if outputs and self.local is not None:
-                    self.local(outputs)
-                cost_sent, waited_sent = await send_all(self.send, outputs)  # type: ignore[arg-type]
-                published += cost_sent
-                waited += waited_sent
-                if futures and partition in self.states:
-                    self.early.add(partition)  # the snapshot's meta holds the state's epoch
-            if publishing:
-                self.publisher.spent(published, waited, max(keys, 0))  # type: ignore[union-attr]
+            try:
+                for partition, state in list(self.states.items()):
+                    if partition in self.suspended:
+                        continue  # maybe no longer ours: another worker may be recovering it
+                    held = self.held.pop(partition, [])
+                    futures = []
+                    records = None
+                    if state.dirty:
+                        began = time.monotonic()
+                        records = self.splitters[partition].split(state.snapshot())
+                        cost += time.monotonic() - began
+                    # Captured now, from exactly the state the snapshot holds (before the writes
+                    # below yield to the loop, where the agent applies more records to the state:
+                    # a watermark ahead of the snapshot let the roll-up close a window by event time
+                    # before another source's partial for it came); sent once it is durable.
+                    outputs: list[Record] = []
+                    if publishing and (self.event_time or partition not in self.early):
+                        began = time.monotonic()
+                        outputs = self.publisher.capture(partition, state)  # type: ignore[union-attr]
+                        published += time.monotonic() - began
+                        keys = _work(keys, self.publisher.keys_read)  # type: ignore[union-attr]
+                    if records is not None:
+                        futures, spent = await self._write_all(partition, records)
+                        cost += spent
+                        self.parts_written += len(futures)
+                    pending.append((partition, futures, held, outputs))
+                for partition, futures, held, outputs in pending:
+                    if futures:
+                        await asyncio.gather(*futures)
+                    if self.generation() != generation:
+                        continue
+                    for event in held:
+                        event.ack()
+                    if outputs and self.local is not None:
+                        self.local(outputs)
+                    cost_sent, waited_sent = await send_all(self.send, outputs)  # type: ignore[arg-type]
+                    published += cost_sent
+                    waited += waited_sent
+                    if futures and partition in self.states:
+                        self.early.add(partition)  # the snapshot's meta holds the state's epoch
+            finally:  # also when a send fails or the worker stops: the next round may run
+                if publishing:
+                    self.publisher.spent(published, waited, max(keys, 0))  # type: ignore[union-attr]
             self.flushes += 1
             self._flushes.done(time.monotonic(), cost)
             self._flushed_behind = self._flushes.pacing.behind()
@@ -420,8 +422,11 @@ class AggregateStage:
         if outputs and self.local is not None:
             self.local(outputs)
         cost = time.monotonic() - began
-        cost_sent, waited = await send_all(self.send, outputs)  # type: ignore[arg-type]
-        publisher.spent(cost + cost_sent, waited, max(keys, 0))
+        cost_sent = waited = 0.0
+        try:
+            cost_sent, waited = await send_all(self.send, outputs)  # type: ignore[arg-type]
+        finally:  # also when a send fails or the worker stops: the next round may run
+            publisher.spent(cost + cost_sent, waited, max(keys, 0))
 
     def _changed_size(self, partitions: Iterable[int]) -> int:
         """The keys of the changed windows of these partitions: what a round reads while behind."""

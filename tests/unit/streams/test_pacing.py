@@ -341,3 +341,26 @@ def test_one_publication_round_at_a_time() -> None:
     publisher.spent(0.0)
     clock.t += 1.0
     assert publisher.due()
+
+
+def test_a_publication_round_that_fails_does_not_hold_the_next_back() -> None:
+    """A round found due is the only one until it is spent: one whose send failed (or that
+    stopped with the worker) must still count as spent, or no round would ever run again."""
+    clock = Clock(T0)
+    publisher = Publisher(partitions=4, rollup_topic="r", interval=0.1, clock=clock,
+                          pacing=Pacing(lambda: False))
+
+    async def refused(topic: str, *, key: bytes, value: bytes | None, partition: int | None = None) -> None:
+        raise RuntimeError("refused")
+
+    stage = AggregateStage(Table(), CAT, CAL, grace_seconds=300, dedup_horizon_seconds=86400,
+                           publisher=publisher, send=refused)
+    now = time.time() - 60
+    events = [Event(i, "src", f"e{i}", now + i, CallCompleted("rep-1", "outbound", "connected",
+                                                             team_id="east")) for i in range(5)]
+    stage.state_for(0).apply(Bundle("sales.activities", 0, events), 0)
+    clock.t += 1.0
+    with pytest.raises(RuntimeError, match="refused"):
+        asyncio.run(stage.flush(force=True))
+    clock.t += 1.0
+    assert publisher.due()
