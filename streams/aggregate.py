@@ -336,7 +336,6 @@ class AggregateStage:
                     p for p in self.states if self.event_time or p not in self.early))
             published = 0.0  # the loop's time spent on this round's publication
             waited = 0.0  # the time its sends waited for the producer
-            keys = 0  # read whole by its captures (-1: some window read where it changed)
             try:
                 for partition, state in list(self.states.items()):
                     if partition in self.suspended:
@@ -357,7 +356,6 @@ class AggregateStage:
                         began = time.monotonic()
                         outputs = self.publisher.capture(partition, state)  # type: ignore[union-attr]
                         published += time.monotonic() - began
-                        keys = _work(keys, self.publisher.keys_read)  # type: ignore[union-attr]
                     if records is not None:
                         futures, spent = await self._write_all(partition, records)
                         cost += spent
@@ -379,7 +377,7 @@ class AggregateStage:
                         self.early.add(partition)  # the snapshot's meta holds the state's epoch
             finally:  # also when a send fails or the worker stops: the next round may run
                 if publishing:
-                    self.publisher.spent(published, waited, max(keys, 0))  # type: ignore[union-attr]
+                    self.publisher.spent(published, waited)  # type: ignore[union-attr]
             self.flushes += 1
             self._flushes.done(time.monotonic(), cost)
             self._flushed_behind = self._flushes.pacing.behind()
@@ -412,13 +410,11 @@ class AggregateStage:
             return  # closing windows by event time: partials go out with snapshots (see below)
         began = time.monotonic()
         outputs: list[Record] = []
-        keys = 0
         for partition in sorted(self.early):
             state = self.states.get(partition)
             if state is None or partition in self.suspended:
                 continue
             outputs += publisher.capture(partition, state)
-            keys = _work(keys, publisher.keys_read)
         if outputs and self.local is not None:
             self.local(outputs)
         cost = time.monotonic() - began
@@ -426,7 +422,7 @@ class AggregateStage:
         try:
             cost_sent, waited = await send_all(self.send, outputs)  # type: ignore[arg-type]
         finally:  # also when a send fails or the worker stops: the next round may run
-            publisher.spent(cost + cost_sent, waited, max(keys, 0))
+            publisher.spent(cost + cost_sent, waited)
 
     def _changed_size(self, partitions: Iterable[int]) -> int:
         """The keys of the changed windows of these partitions: what a round reads while behind."""
@@ -529,8 +525,3 @@ class AggregateStage:
         prefix = f"{partition}/"
         for key in [k for k in self.table.data if k.startswith(prefix)]:
             self.table.data.pop(key, None)
-
-
-def _work(total: int, keys: int) -> int:
-    """A round's keys read whole so far, with one more capture's (-1: not a whole read)."""
-    return -1 if total < 0 or keys < 0 else total + keys

@@ -84,10 +84,10 @@ class Publisher:
         #: paced by the keys a round reads whole (streams.pacing.Rounds): known before it runs
         self.rounds = Rounds(interval, pacing, live=True, unit_cost=KEY_COST, learn_from=LEARN_KEYS,
                              start=clock())
-        #: the keys the last :meth:`capture` read whole while behind, or -1 if it read some
-        #: window where it changed only: the work of a round (see :meth:`spent`)
-        self.keys_read = 0
         self._open = False  # a round was found due and has not been spent yet
+        #: the keys the open round's captures read whole while behind, or -1 once one of them
+        #: read a window where it changed only: the round's work (see :meth:`spent`)
+        self._round_keys = 0
         self._epoch = 0  # of the partition whose window is being published
         #: (source partition, kind, start) -> (scope, id) with a partial in the roll-up topic
         self._published: dict[tuple[int, int, float], set[tuple[str, str]]] = {}
@@ -111,15 +111,15 @@ class Publisher:
         if self._open:
             return False  # one round at a time (a flush's and the publication tick's)
         self._open = self.rounds.due(self.clock(), keys if self.behind() else None)
+        self._round_keys = 0
         return self._open
 
-    def spent(self, seconds: float, waited: float = 0.0, keys: int = 0) -> None:
+    def spent(self, seconds: float, waited: float = 0.0) -> None:
         """A round took ``seconds`` of the loop (capturing and sending) and its sends ``waited``
-        for room in the producer's buffer (:func:`streams.pacing.send_all`): pace the next one.
-        ``keys``: what its captures read whole (the sum of their :attr:`keys_read`, 0 if one
-        of them was -1)."""
+        for room in the producer's buffer (:func:`streams.pacing.send_all`): pace the next one,
+        and learn the cost of a key from a round that read every window whole."""
         self._open = False
-        self.rounds.done(self.clock(), seconds, waited, keys)
+        self.rounds.done(self.clock(), seconds, waited, max(self._round_keys, 0))
 
     def capture(self, partition: int, state: PartitionState) -> list[Record]:
         """The partials of the windows of ``partition`` that changed or expired since its last
@@ -130,7 +130,8 @@ class Publisher:
         touched, state.touched = state.touched, {}
         state.touched_keys = 0
         self._whole = self.behind()
-        self.keys_read = 0 if self._whole else -1
+        if not self._whole:
+            self._round_keys = -1
         out: list[Record] = []
         for wkey in sorted(changed):
             wpart = windows.get(wkey)
@@ -188,8 +189,8 @@ class Publisher:
         if whole or self._whole:
             self._index.pop(pkey, None)
             self.whole_reads += 1
-            if self.keys_read >= 0:
-                self.keys_read += len(w.values)
+            if self._round_keys >= 0:
+                self._round_keys += len(w.values)
             return (*split(window_values(state, w), w.samples, state.team_of), True)
         opened = open_values(state, w)
         index = self._index.get(pkey)

@@ -109,13 +109,12 @@ class KpiRenderer:
         self._labels: dict[tuple, tuple[str, bytes]] = {}  # (names, values) -> fragment
         self.families: dict[tuple[str, str], str] = {}  # (scope, kpi) -> metric name
         self.windows_of: dict[str, frozenset[str]] = {}
-        self.metric_names: frozenset[str] = frozenset()  # of the KPI families, set below
         for kpi in catalog.kpis:
             self.windows_of[kpi.name] = frozenset(catalog.windows_of(kpi.name))
             if kpi.exported:
                 for scope in kpi.scopes:
                     self.families[(scope, kpi.name)] = f"salespulse_{scope}_{kpi.name}"
-        self.metric_names = frozenset(self.families.values())
+        self.metric_names: frozenset[str] = frozenset(self.families.values())  # the KPI families
         self._dims = {k.name: catalog.dimensions_of(k.name) for k in catalog.kpis}
         #: the families in order, by number: a line's family is an int (cheap to hash)
         self._order: list[tuple[str, str]] = list(self.families)
