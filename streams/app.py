@@ -54,6 +54,12 @@ from streams.settings import Settings
 from streams.sinks import redis as redis_sink
 from streams.sinks.metrics_topic import MetricsTopicSink
 from streams.sinks.prometheus import KpiRenderer, requested_names, write_pieces
+from streams.stop_watchdog import (
+    STOP_MARGIN_SECONDS,
+    TASKS_STOP_SECONDS,
+    StopWatchdog,
+    describe_tasks,
+)
 from streams.transport import FETCH_MAX_WAIT_MS, BatchTransport
 
 log = logging.getLogger(__name__)
@@ -120,6 +126,27 @@ class SalesPulseApp(faust.App):
         if self._crashed.is_set():
             return self.crash_reason or RuntimeError("the app crashed")
         return None
+
+    async def on_stop(self) -> None:
+        # armed first: whatever below (or a task cancelled after it) hangs, the worker exits
+        if self.stop_timeout is not None:
+            StopWatchdog(asyncio.get_running_loop(), self.stop_timeout + STOP_MARGIN_SECONDS).arm()
+        await super().on_stop()
+
+    async def _stop_futures(self) -> None:
+        # mode cancels the app's tasks and then waits for them without a bound: one that
+        # outlives its cancel (a library losing the CancelledError, as asyncio.wait_for and
+        # asyncio.timeout can on Python 3.11) would hold the worker on the way down for good.
+        # Bounded here; what is left is named and abandoned (the loop's close cancels it again).
+        futures = set(self._futures)
+        for future in futures:
+            future.cancel()
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=TASKS_STOP_SECONDS)
+            if pending:
+                log.error("%d task(s) still running %.0f s after their cancel, abandoned:\n%s",
+                          len(pending), TASKS_STOP_SECONDS, describe_tasks(pending))
+        self._futures.clear()
 
     def fail(self, exc: BaseException) -> None:
         """A send failed: stop the worker (non-zero exit) without committing again."""
