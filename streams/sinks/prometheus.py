@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from functools import partial
+from operator import add, getitem, itemgetter, ne, not_, setitem
 from typing import Any, NamedTuple
 
 from metrics.catalog import Catalog
@@ -153,6 +154,9 @@ class KpiRenderer:
         #: its values change: the previous window rarely does, the current one at every event
         self._zeros: dict[tuple, tuple[tuple, ...]] = {}
         self._text = _Texts()
+        #: slot -> how its lines are made from its windows (:meth:`_plan`), while its windows
+        #: keep their keys and labels
+        self._plans: dict[tuple, _Plan] = {}
         self.formatted = 0  # slots formatted so far: unchanged windows are not formatted again
 
     def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
@@ -249,8 +253,9 @@ class KpiRenderer:
         """Bring the cached lines up to a capture: forget the windows that are gone or no
         longer current or previous, take the changed ones, and format again only the slots
         (scope, id, kind group) of those windows, and every slot of a kind whose window moved
-        on."""
-        windows, rendered = self._windows, self._rendered
+        on. A slot's plan (:meth:`_plan`) stays while its windows keep their keys, in order,
+        and their labels: most changes are new values of the same series."""
+        windows, rendered, plans = self._windows, self._rendered, self._plans
         dirty: set[tuple[str, str, int]] = set()
         present = set(captured.present) if captured.present is not None else None
         gone = [k for k in windows if k not in present] if present is not None else \
@@ -260,92 +265,166 @@ class KpiRenderer:
             del windows[key]
             rendered.pop(key, None)
             zeros.pop(key, None)
-            dirty.add((key[0], key[1], GROUP_OF[key[2]]))
+            slot = (key[0], key[1], GROUP_OF[key[2]])
+            dirty.add(slot)
+            plans.pop(slot, None)
         for key, (seq, ids, values) in captured.changed.items():
+            slot = (key[0], key[1], GROUP_OF[key[2]])
+            old = windows.get(key)
+            if old is None or old[0] != ids or not _same_keys(old[1], values):
+                plans.pop(slot, None)  # (a previous window's keys: its lines at 0 too)
+                zeros.pop(key, None)
             windows[key] = (ids, values)
             rendered[key] = seq
-            zeros.pop(key, None)
-            dirty.add((key[0], key[1], GROUP_OF[key[2]]))
+            dirty.add(slot)
         if present is not None:
             for key in [k for k in present if k not in windows]:
                 rendered.pop(key, None)  # dropped by a render of an older read: the next capture takes it
-        old = self._starts
-        if captured.starts != old:
+        old_starts = self._starts
+        if captured.starts != old_starts:
             # a kind's window moved on: its current window is now the previous one
-            moved = {i for i, pair in enumerate(captured.starts) if i >= len(old) or old[i] != pair}
-            dirty.update((k[0], k[1], GROUP_OF[k[2]]) for k in windows if k[2] in moved)
+            moved = {i for i, pair in enumerate(captured.starts)
+                     if i >= len(old_starts) or old_starts[i] != pair}
+            for slot in {(k[0], k[1], GROUP_OF[k[2]]) for k in windows if k[2] in moved}:
+                dirty.add(slot)
+                plans.pop(slot, None)
             self._starts = captured.starts
         for slot in dirty:
             self._format(slot)
 
     def _format(self, slot: tuple[str, str, int]) -> None:
-        """The lines of one slot (scope, id, group of window kinds), per family: each kind's
-        in turn (:meth:`_lines`)."""
+        """The lines of one slot (scope, id, group of window kinds), per family: its plan
+        (:meth:`_plan`) filled with the value texts of its current windows, a few C-level
+        calls for the whole slot (no Python work per line or family)."""
         self.formatted += 1
-        scope, scope_id, group = slot
-        lines: dict[int, bytes] = {}  # family -> its lines
-        names = SCOPE_LABELS[scope]
-        for kind in KIND_GROUPS[group]:
-            self._lines(lines, scope, scope_id, names, kind)
-        self._store(slot, lines)
+        plan = self._plans.get(slot)
+        if plan is None:
+            plan = self._plan(slot)
+            if plan.families:
+                self._plans[slot] = plan
+        heads, current, needed, templates, gather, families, bounds = plan
+        if not families:
+            self._store(slot, families, ())
+            return
+        windows = self._windows
+        values: list = []
+        for key in current:
+            values += windows[key][1].values()
+        if needed is not None:  # only the values that have lines
+            values = itemgetter(*needed)(values) if needed else ()
+        args = list(heads)
+        texts = self._text.__getitem__
+        if _FLOATS.issuperset(map(type, values)):
+            args += map(texts, values)
+        else:
+            args += [texts(v) if type(v) is float else repr(v).encode() for v in values]
+        filled = itemgetter(*gather)(args)  # every line's labels and value, family by family
+        if bounds is None:  # the whole slot at once, cut where each family starts
+            pieces: Iterable[bytes] = itertools.islice(
+                (b"".join(templates) % filled).split(SEP), 1, None)
+        else:  # (a label value has the separator) family by family
+            filled = filled if type(filled) is tuple else (filled,)
+            pieces = map(bytes.__mod__, templates, map(
+                filled.__getitem__, itertools.starmap(slice, itertools.pairwise(bounds))))
+        self._store(slot, families, pieces)
 
-    def _lines(self, lines: dict[int, bytes], scope: str, scope_id: str,
-               names: tuple[str, ...], kind: int) -> None:
-        """Add to ``lines`` (per family) a scope's lines of one window kind: its current
+    def _plan(self, slot: tuple[str, str, int]) -> _Plan:
+        """How a slot's lines are made from its windows: per kind of its group, its current
         window's values, and the stored KPIs of its previous window at 0 where the current
-        window has none yet (a gauge drops to the new window's value at the boundary even when
-        no event arrives). Each line is its series' template (:meth:`_series_of`) filled with
-        the scope's labels and the value."""
-        start, prev_start = self._starts[kind]
-        current = self._windows.get((scope, scope_id, kind, start))
-        previous = self._windows.get((scope, scope_id, kind, prev_start))
-        cur_ids, cur_values = current if current is not None else (None, {})
-        if previous is not None:
-            ids, values = previous
-            head = self._head(names, ids)
-            skip = cur_values if ids == cur_ids else ()
+        window has none yet (a gauge drops to the new window's value at the boundary even
+        when no event arrives); then sorted by family (stably: in that order within one).
+        Each line is its series' template (:meth:`_series_of`), the first of a family's with
+        the separator in front, filled from the slot's args: the labels of each kind's
+        previous and current window (``heads``), then the texts of the current windows'
+        values that have lines (``needed``: their positions in the windows' values in turn;
+        None: all of them). Built with C-level calls per window kind, not per line."""
+        scope, scope_id, group = slot
+        names = SCOPE_LABELS[scope]
+        windows, zeros_of = self._windows, self._zeros
+        heads: list[bytes] = []
+        current: list[tuple] = []
+        rows: list[tuple] = []  # (family, template, key, template after SEP, *arg positions)
+        needed: list[int] = []
+        first = 2 * len(KIND_GROUPS[group])  # the first value text's place in the args
+        position = 0  # in the current windows' values, in turn
+        for kind in KIND_GROUPS[group]:
+            start, prev_start = self._starts[kind]
+            cur_key = (scope, scope_id, kind, start)
+            cur = windows.get(cur_key)
             prev_key = (scope, scope_id, kind, prev_start)
-            zeros = self._zeros.get(prev_key)
-            if zeros is None:  # the window's stored and exported KPIs (map and filter run in C)
-                zeros = self._zeros[prev_key] = tuple(filter(  # (a tuple: the GC untracks it)
-                    None, map(self._series[(scope, kind, True)].__getitem__, values)))
-            for family, template, key in zeros:
-                if key in skip:
-                    continue
-                prior = lines.get(family)
-                lines[family] = template % head if prior is None else prior + template % head
-        if current is not None:
-            head = self._head(names, cur_ids)
-            text = self._text.__getitem__
-            for series, value in zip(map(self._series[(scope, kind, False)].__getitem__, cur_values),
-                                     cur_values.values(), strict=True):
-                if series:
-                    family, template, _ = series
-                    line = template % (head, text(value) if type(value) is float else
-                                       repr(value).encode())
-                    prior = lines.get(family)
-                    lines[family] = line if prior is None else prior + line
+            previous = windows.get(prev_key)
+            cur_ids, cur_values = cur if cur is not None else (None, {})
+            if previous is not None:
+                ids, values = previous
+                here = (len(heads),)
+                heads.append(self._head(names, ids))
+                zeros = zeros_of.get(prev_key)
+                if zeros is None:  # the window's stored and exported KPIs (map and filter run in C)
+                    zeros = zeros_of[prev_key] = tuple(filter(  # (a tuple: the GC untracks it)
+                        None, map(self._series[(scope, kind, True)].__getitem__, values)))
+                if ids == cur_ids and cur_values:  # not those the current window has
+                    zeros = itertools.compress(zeros, map(
+                        not_, map(cur_values.__contains__, map(_KEY, zeros))))
+                rows += map(add, zeros, itertools.repeat(here))
+            else:
+                heads.append(b"")
+            if cur is not None:
+                here = len(heads)
+                heads.append(self._head(names, cur_ids))
+                current.append(cur_key)
+                series = list(map(self._series[(scope, kind, False)].__getitem__, cur_values))
+                rows += map(add, filter(None, series), zip(
+                    itertools.repeat(here), itertools.count(first + len(needed))))
+                needed += itertools.compress(itertools.count(position), series)
+                position += len(series)
+            else:
+                heads.append(b"")
+        rows.sort(key=_FAMILY)
+        order = list(map(_FAMILY, rows))
+        starts = list(map(ne, itertools.chain((-1,), order), order))  # a family's first line
+        families = tuple(itertools.compress(order, starts))
+        gather = list(itertools.chain.from_iterable(map(_ARGS, rows)))
+        if len(needed) == position:
+            kept: bytes | tuple[int, ...] | None = None  # every value has lines
+        else:
+            kept = _positions(needed * 2 if len(needed) == 1 else needed)  # (a tuple, always)
+        templates = tuple(map(getitem, rows, map((1, 3).__getitem__, starts)))
+        if SEP not in b"".join(heads) and b"".join(templates).count(SEP) == len(families):
+            return _Plan(tuple(heads), tuple(current), kept, templates, _positions(gather),
+                         families, None)
+        # a label value has the separator: a template and the args' bounds per family
+        per_family: list[bytes] = []
+        bounds = [0]
+        for _, lines in itertools.groupby(rows, _FAMILY):
+            lines = list(lines)
+            per_family.append(b"".join(map(_TEMPLATE, lines)))
+            bounds.append(bounds[-1] + sum(len(line) - 4 for line in lines))
+        return _Plan(tuple(heads), tuple(current), kept, tuple(per_family),
+                     _positions(gather), families, tuple(bounds))
 
-    def _store(self, slot: tuple[str, str, int], lines: dict[int, bytes]) -> None:
-        """Put a slot's new lines per family in the cache, and take out those it has no more."""
+    def _store(self, slot: tuple[str, str, int], families: tuple[int, ...],
+               pieces: Iterable[bytes]) -> None:
+        """Put a slot's new lines per family in the cache (``pieces``: one per family, in
+        order), and take out those it has no more."""
         chunks = self._chunks
         number = self._numbers.get(slot)
         if number is None:
-            if not lines:
+            if not families:
                 return
             number = self._numbers[slot] = next(self._count)
-        families = tuple(lines)
-        old = self._slots.pop(slot, ())
-        if old != families:  # (mostly the same families again)
+        old = self._slots.get(slot, ())
+        if old is not families and old != families:  # (mostly the same plan, or families)
+            kept = frozenset(families)
             for family in old:
-                if family not in lines:
+                if family not in kept:
                     del chunks[family][number]
-        for family, text in lines.items():
-            chunks[family][number] = text
-        if lines:
+        # chunks[family][number] = piece, family by family (in C)
+        for _ in map(setitem, map(chunks.__getitem__, families), itertools.repeat(number), pieces):
+            pass
+        if families:
             self._slots[slot] = families
         else:
-            del self._numbers[slot]
+            del self._slots[slot], self._numbers[slot]
 
     def _series_of(self, scope: str, kind: int, zero: bool, key: tuple) -> tuple:
         """The line of the value ``key`` (kpi, *dims) of a slot of this scope and kind:
@@ -360,7 +439,44 @@ class KpiRenderer:
         dims = key[1:]
         tail = "," + self._fragment(self._dims[key[0]], dims)[:-1] if dims else ""
         post = f'window="{WINDOW_KINDS[kind]}"{tail}}} '.replace("%", "%%")
-        return (family, f"{name}{{%b{post}{'0.0' if zero else '%b'}\n".encode(), key)
+        template = f"{name}{{%b{post}{'0.0' if zero else '%b'}\n".encode()
+        return (family, template, key, SEP + template)
+
+
+class _Plan(NamedTuple):
+    """How a slot's lines are made (:meth:`KpiRenderer._plan`)."""
+
+    heads: tuple[bytes, ...]  # per kind of the slot's group: previous and current labels
+    current: tuple[tuple, ...]  # the keys of its current windows, whose value texts follow
+    needed: bytes | tuple[int, ...] | None  # the positions of the values that have lines
+    #: every line's template, family by family, SEP before each family's first; or (bounds)
+    #: one template per family
+    templates: tuple[bytes, ...]
+    gather: bytes | tuple[int, ...]  # the positions of every line's args, in that order
+    families: tuple[int, ...]  # the families it has lines in, in that order
+    bounds: tuple[int, ...] | None  # per family, where its args start in ``gather``
+
+
+_FAMILY = itemgetter(0)
+_TEMPLATE = itemgetter(1)
+_KEY = itemgetter(2)
+_ARGS = itemgetter(slice(4, None))  # a row's arg positions (:meth:`KpiRenderer._plan`)
+_FLOATS = frozenset((float,))
+#: Between families in a slot's text, filled at once and cut there (unless a label has it).
+SEP = b"\x00"
+
+
+def _positions(gather: list[int]) -> bytes | tuple[int, ...]:
+    """Positions kept small: bytes (8 times smaller than a tuple) where each fits in one."""
+    try:
+        return bytes(gather)
+    except ValueError:  # (a position past 255)
+        return tuple(gather)
+
+
+def _same_keys(old: Mapping, new: Mapping) -> bool:
+    """Whether two value dicts have the same keys in the same order."""
+    return old is new or (len(old) == len(new) and tuple(old) == tuple(new))
 
 
 class _Series(dict):
