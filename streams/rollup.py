@@ -100,6 +100,10 @@ class ScopeWindow:
     def labels(self, scope: str, scope_id: str) -> tuple:
         """The label values of the scope's series: (rep, team), (team,) or ()."""
         if scope == "rep":
+            sources = self.sources
+            if len(sources) == 1:  # most rep windows (read at every scrape of a changed window)
+                for _, _, team in sources.values():
+                    return (scope_id, team or UNASSIGNED)
             return (scope_id, self.team() or UNASSIGNED)
         return (scope_id,) if scope == "team" else ()
 

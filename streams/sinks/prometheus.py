@@ -134,14 +134,14 @@ class KpiRenderer:
             name = self.families[(scope, kpi)]
             help_text = catalog.by_name[kpi].help.replace("\\", "\\\\").replace("\n", "\\n")
             self._heads.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode())
-        # The cache, changed by render only (under the lock); capture reads ``_rendered``.
+        # The cache, changed by render only (under the lock); capture reads ``_windows``.
         self._lock = threading.Lock()
         self._captures = 0
         self._applied = 0  # the number of the newest capture rendered
         self._applied_upto = -1  # the stage's change number of that capture (-1: none yet)
         self._applied_drops = -1
-        self._rendered: dict[tuple, int] = {}  # window key -> the seq it was rendered at
-        self._windows: dict[tuple, tuple[tuple, dict]] = {}  # window key -> (label values, values)
+        #: window key -> (the seq it was rendered at, label values, values): as captured
+        self._windows: dict[tuple, tuple[int, tuple, dict]] = {}
         self._starts: tuple[tuple[float, float], ...] = ()
         #: family number -> slot number -> that slot's lines of the family, encoded: a scrape
         #: joins these into its body, the one copy of the text it makes (docs/benchmark.md).
@@ -157,6 +157,9 @@ class KpiRenderer:
         #: slot -> how its lines are made from its windows (:meth:`_plan`), while its windows
         #: keep their keys and labels
         self._plans: dict[tuple, _Plan] = {}
+        self._sep_in_labels = False  # whether a series' template has the separator
+        #: during a render: current window key -> its values before (their keys: the plan's)
+        self._was: dict[tuple, dict] = {}
         self.formatted = 0  # slots formatted so far: unchanged windows are not formatted again
 
     def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
@@ -192,7 +195,7 @@ class KpiRenderer:
             starts.append((start, prev_start))
             wanted.update(((kind_index, start), (kind_index, prev_start)))
         self._captures += 1
-        rendered = self._rendered  # read here, written by render (a dict lookup is atomic)
+        held = self._windows  # read here, written by render (a dict lookup is atomic)
         catalog = self.catalog
         scopes = self.scopes
         upto, drops = scopes.seq(), scopes.drops()
@@ -202,7 +205,8 @@ class KpiRenderer:
             # no window moved on since the last render: what changed and what went since
             # (each window once: the stage keeps one change per window, its newest)
             for key, window in scopes.changed_since(self._applied_upto):
-                if key[3] in starts[key[2]] and rendered.get(key) != window.seq:
+                if key[3] in starts[key[2]] and ((was := held.get(key)) is None
+                                                 or was[0] != window.seq):
                     changed[key] = (window.seq, window.labels(key[0], key[1]),
                                     window.values(catalog))
             return Captured(self._captures, tuple(starts), None, changed, upto, drops,
@@ -212,7 +216,7 @@ class KpiRenderer:
             if (key[2], key[3]) not in wanted:
                 continue
             present.append(key)
-            if rendered.get(key) != window.seq:
+            if (was := held.get(key)) is None or was[0] != window.seq:
                 changed[key] = (window.seq, window.labels(key[0], key[1]), window.values(catalog))
         return Captured(self._captures, tuple(starts), present, changed, upto, drops)
 
@@ -255,7 +259,7 @@ class KpiRenderer:
         (scope, id, kind group) of those windows, and every slot of a kind whose window moved
         on. A slot's plan (:meth:`_plan`) stays while its windows keep their keys, in order,
         and their labels: most changes are new values of the same series."""
-        windows, rendered, plans = self._windows, self._rendered, self._plans
+        windows, plans = self._windows, self._plans
         dirty: set[tuple[str, str, int]] = set()
         present = set(captured.present) if captured.present is not None else None
         gone = [k for k in windows if k not in present] if present is not None else \
@@ -263,23 +267,24 @@ class KpiRenderer:
         zeros = self._zeros
         for key in gone:
             del windows[key]
-            rendered.pop(key, None)
             zeros.pop(key, None)
             slot = (key[0], key[1], GROUP_OF[key[2]])
             dirty.add(slot)
             plans.pop(slot, None)
-        for key, (seq, ids, values) in captured.changed.items():
+        starts, was = captured.starts, self._was
+        for key, entry in captured.changed.items():
             slot = (key[0], key[1], GROUP_OF[key[2]])
             old = windows.get(key)
-            if old is None or old[0] != ids or not _same_keys(old[1], values):
-                plans.pop(slot, None)  # (a previous window's keys: its lines at 0 too)
+            if old is None or old[1] != entry[1]:  # new, or relabelled
+                plans.pop(slot, None)
                 zeros.pop(key, None)
-            windows[key] = (ids, values)
-            rendered[key] = seq
+            elif key[3] == starts[key[2]][0]:  # current: its keys are compared with its slot's
+                was[key] = old[2]  # plan's when formatted (the new values are read then)
+            elif not _same_keys(old[2], entry[2]):  # previous: its lines at 0 are other ones
+                plans.pop(slot, None)
+                zeros.pop(key, None)
+            windows[key] = entry
             dirty.add(slot)
-        if present is not None:
-            for key in [k for k in present if k not in windows]:
-                rendered.pop(key, None)  # dropped by a render of an older read: the next capture takes it
         old_starts = self._starts
         if captured.starts != old_starts:
             # a kind's window moved on: its current window is now the previous one
@@ -291,25 +296,40 @@ class KpiRenderer:
             self._starts = captured.starts
         for slot in dirty:
             self._format(slot)
+        was.clear()
 
     def _format(self, slot: tuple[str, str, int]) -> None:
         """The lines of one slot (scope, id, group of window kinds), per family: its plan
         (:meth:`_plan`) filled with the value texts of its current windows, a few C-level
         calls for the whole slot (no Python work per line or family)."""
         self.formatted += 1
-        plan = self._plans.get(slot)
+        windows, plans = self._windows, self._plans
+        plan = plans.get(slot)
+        values: list = []
+        if plan is not None:
+            was = self._was
+            for key in plan.current:
+                new = windows[key][2]
+                old = was.get(key)
+                if old is not None and not _same_keys(old, new):  # other keys: plan again
+                    self._zeros.pop(key, None)  # (should it have been a previous window)
+                    plans.pop(slot)
+                    plan = None
+                    break
+                values += new.values()
         if plan is None:
+            if self._at_zero(slot):
+                return
             plan = self._plan(slot)
             if plan.families:
-                self._plans[slot] = plan
+                plans[slot] = plan
+            values.clear()
+            for key in plan.current:
+                values += windows[key][2].values()
         heads, current, needed, templates, gather, families, bounds = plan
         if not families:
             self._store(slot, families, ())
             return
-        windows = self._windows
-        values: list = []
-        for key in current:
-            values += windows[key][1].values()
         if needed is not None:  # only the values that have lines
             values = itemgetter(*needed)(values) if needed else ()
         args = list(heads)
@@ -328,6 +348,32 @@ class KpiRenderer:
                 filled.__getitem__, itertools.starmap(slice, itertools.pairwise(bounds))))
         self._store(slot, families, pieces)
 
+    def _at_zero(self, slot: tuple[str, str, int]) -> bool:
+        """A slot with previous windows only (its kinds' windows just moved on, say): its
+        lines at 0, formatted as they are (no plan: the next change of the slot is a new
+        window, and another plan). False, and nothing done, if it has a current window."""
+        scope, scope_id, group = slot
+        windows, zeros_of = self._windows, self._zeros
+        lines: dict[int, bytes] = {}
+        for kind in KIND_GROUPS[group]:
+            start, prev_start = self._starts[kind]
+            if (scope, scope_id, kind, start) in windows:
+                return False
+            prev_key = (scope, scope_id, kind, prev_start)
+            previous = windows.get(prev_key)
+            if previous is None:
+                continue
+            head = self._head(SCOPE_LABELS[scope], previous[1])
+            zeros = zeros_of.get(prev_key)
+            if zeros is None:
+                zeros = zeros_of[prev_key] = tuple(filter(
+                    None, map(self._series[(scope, kind, True)].__getitem__, previous[2])))
+            for family, template, _, _ in zeros:
+                prior = lines.get(family)
+                lines[family] = template % head if prior is None else prior + template % head
+        self._store(slot, tuple(lines), lines.values())
+        return True
+
     def _plan(self, slot: tuple[str, str, int]) -> _Plan:
         """How a slot's lines are made from its windows: per kind of its group, its current
         window's values, and the stored KPIs of its previous window at 0 where the current
@@ -343,7 +389,7 @@ class KpiRenderer:
         windows, zeros_of = self._windows, self._zeros
         heads: list[bytes] = []
         current: list[tuple] = []
-        rows: list[tuple] = []  # (family, template, key, template after SEP, *arg positions)
+        rows: list[tuple] = []  # (family, template, key, template after SEP, arg positions)
         needed: list[int] = []
         first = 2 * len(KIND_GROUPS[group])  # the first value text's place in the args
         position = 0  # in the current windows' values, in turn
@@ -353,10 +399,10 @@ class KpiRenderer:
             cur = windows.get(cur_key)
             prev_key = (scope, scope_id, kind, prev_start)
             previous = windows.get(prev_key)
-            cur_ids, cur_values = cur if cur is not None else (None, {})
+            _, cur_ids, cur_values = cur if cur is not None else (None, None, {})
             if previous is not None:
-                ids, values = previous
-                here = (len(heads),)
+                _, ids, values = previous
+                here = ((len(heads),),)
                 heads.append(self._head(names, ids))
                 zeros = zeros_of.get(prev_key)
                 if zeros is None:  # the window's stored and exported KPIs (map and filter run in C)
@@ -373,8 +419,8 @@ class KpiRenderer:
                 heads.append(self._head(names, cur_ids))
                 current.append(cur_key)
                 series = list(map(self._series[(scope, kind, False)].__getitem__, cur_values))
-                rows += map(add, filter(None, series), zip(
-                    itertools.repeat(here), itertools.count(first + len(needed))))
+                rows += map(add, filter(None, series), zip(zip(
+                    itertools.repeat(here), itertools.count(first + len(needed)))))
                 needed += itertools.compress(itertools.count(position), series)
                 position += len(series)
             else:
@@ -389,7 +435,7 @@ class KpiRenderer:
         else:
             kept = _positions(needed * 2 if len(needed) == 1 else needed)  # (a tuple, always)
         templates = tuple(map(getitem, rows, map((1, 3).__getitem__, starts)))
-        if SEP not in b"".join(heads) and b"".join(templates).count(SEP) == len(families):
+        if not self._sep_in_labels and SEP not in b"".join(heads):
             return _Plan(tuple(heads), tuple(current), kept, templates, _positions(gather),
                          families, None)
         # a label value has the separator: a template and the args' bounds per family
@@ -398,7 +444,7 @@ class KpiRenderer:
         for _, lines in itertools.groupby(rows, _FAMILY):
             lines = list(lines)
             per_family.append(b"".join(map(_TEMPLATE, lines)))
-            bounds.append(bounds[-1] + sum(len(line) - 4 for line in lines))
+            bounds.append(bounds[-1] + sum(len(line[4]) for line in lines))
         return _Plan(tuple(heads), tuple(current), kept, tuple(per_family),
                      _positions(gather), families, tuple(bounds))
 
@@ -440,6 +486,8 @@ class KpiRenderer:
         tail = "," + self._fragment(self._dims[key[0]], dims)[:-1] if dims else ""
         post = f'window="{WINDOW_KINDS[kind]}"{tail}}} '.replace("%", "%%")
         template = f"{name}{{%b{post}{'0.0' if zero else '%b'}\n".encode()
+        if SEP in template:  # a dimension's label value: every plan cuts per family from now
+            self._sep_in_labels = True
         return (family, template, key, SEP + template)
 
 
@@ -460,7 +508,7 @@ class _Plan(NamedTuple):
 _FAMILY = itemgetter(0)
 _TEMPLATE = itemgetter(1)
 _KEY = itemgetter(2)
-_ARGS = itemgetter(slice(4, None))  # a row's arg positions (:meth:`KpiRenderer._plan`)
+_ARGS = itemgetter(4)  # a row's arg positions (:meth:`KpiRenderer._plan`)
 _FLOATS = frozenset((float,))
 #: Between families in a slot's text, filled at once and cut there (unless a label has it).
 SEP = b"\x00"
