@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from functools import partial
 from operator import add, getitem, itemgetter, ne, not_, setitem
@@ -465,8 +466,7 @@ class KpiRenderer:
                 if family not in kept:
                     del chunks[family][number]
         # chunks[family][number] = piece, family by family (in C)
-        for _ in map(setitem, map(chunks.__getitem__, families), itertools.repeat(number), pieces):
-            pass
+        _drain(map(setitem, map(chunks.__getitem__, families), itertools.repeat(number), pieces))
         if families:
             self._slots[slot] = families
         else:
@@ -505,6 +505,7 @@ class _Plan(NamedTuple):
     bounds: tuple[int, ...] | None  # per family, where its args start in ``gather``
 
 
+_drain = deque(maxlen=0).extend  # runs an iterator to its end (in C)
 _FAMILY = itemgetter(0)
 _TEMPLATE = itemgetter(1)
 _KEY = itemgetter(2)
