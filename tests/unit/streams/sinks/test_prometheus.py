@@ -261,3 +261,76 @@ def test_restricted_registry_keeps_named_families_of_collectors_without_describe
     registry.register(Two())
     text = generate_latest(registry.restricted_registry({"salespulse_state_keys"})).decode()
     assert "salespulse_state_keys 7.0" in text and "duplicate" not in text
+
+
+def planned_again(renderer: KpiRenderer) -> bytes:
+    """The body after every slot's plan is made again from its windows (as a first render
+    makes them): a kept plan must give exactly what a new one gives."""
+    renderer._plans.clear()
+    for slot in list(renderer._numbers):
+        renderer._format(slot)
+    return renderer.render(renderer.capture())
+
+
+def test_a_kept_plan_gives_what_a_new_plan_gives_after_any_change() -> None:
+    """A slot's plan (its lines' templates, the positions of their labels and values) is kept
+    while its windows keep their keys in order and their labels: new values reuse it; other
+    keys, the same keys in another order, a new label or a window moving on make it again."""
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    first_minute = clock.t
+    for kind in (MINUTE, DAY):
+        put(stage, "rep", "ann", kind, {("calls_made",): 1.0, ("tool_uses", "crm"): 2.0,
+                                        ("tool_uses", "mail"): 3.0}, 1)
+        put(stage, "rep", "bob", kind, {("calls_made",): 4.0}, 1)
+        put(stage, "team", "east", kind, {("calls_made",): 5.0}, 1)
+    render(kept)
+    steps = [
+        # new values, the same keys: the plan stays
+        lambda: put(stage, "rep", "ann", DAY, {("calls_made",): 7.0, ("tool_uses", "crm"): 8.0,
+                                               ("tool_uses", "mail"): 9.0}, 2),
+        # as many keys, another one among them
+        lambda: put(stage, "rep", "ann", DAY, {("calls_made",): 7.0, ("tool_uses", "crm"): 8.0,
+                                               ("emails_sent",): 1.0}, 3),
+        # the same keys in another order
+        lambda: put(stage, "rep", "ann", DAY, {("emails_sent",): 2.0, ("tool_uses", "crm"): 8.0,
+                                               ("calls_made",): 7.0}, 4),
+        # a value that is not a float is written as its repr
+        lambda: put(stage, "rep", "bob", DAY, {("calls_made",): 6}, 2),
+        # another team label
+        lambda: put(stage, "rep", "bob", DAY, {("calls_made",): 6.0}, 3, team="west"),
+        # the minute moves on: last minute's lines at 0, then a value in the new minute
+        lambda: setattr(clock, "t", clock.t + 60),
+        lambda: put(stage, "rep", "ann", MINUTE, {("calls_made",): 2.0}, 1),
+        # a late partial of last minute with another key: its lines at 0 change
+        lambda: put(stage, "rep", "ann", MINUTE, {("calls_made",): 1.0, ("emails_sent",): 1.0},
+                    2, at=first_minute),
+        # labels holding the byte a slot's text is cut at between families
+        lambda: put(stage, "rep", "c\x00d", DAY, {("calls_made",): 1.0}, 1, team="t\x00"),
+        lambda: put(stage, "rep", "ann", DAY, {("tool_uses", "x\x00y"): 1.0,
+                                               ("calls_made",): 2.0}, 5),
+        lambda: put(stage, "rep", "ann", DAY, {("tool_uses", "x\x00y"): 3.0,
+                                               ("calls_made",): 4.0}, 6),
+    ]
+    for step in steps:
+        step()
+        body = kept.render(kept.capture())
+        assert body == planned_again(kept)
+        assert families(body.decode()) == from_scratch(readout, clock)
+    text = render(kept)
+    assert 'salespulse_rep_calls_made{rep="bob",team="west",window="day"} 6.0\n' in text
+    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="day"} 4.0\n' in text
+    assert 'tool="x\x00y"} 3.0\n' in text
+    assert 'salespulse_rep_emails_sent{rep="ann",team="east",window="minute"} 0.0\n' in text
+
+
+def test_a_value_that_is_not_a_float_is_written_as_its_repr_in_a_kept_plan() -> None:
+    clock, stage, readout = setup()
+    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
+    put(stage, "rep", "ann", DAY, {("calls_made",): 1.0}, 1)
+    assert 'window="day"} 1.0\n' in render(kept)
+    stage.windows[("rep", "ann", DAY, CAL.bounds("day", clock())[0])]._values = {
+        ("calls_made",): 1}  # (equal to 1.0, whose text is cached)
+    stage.touch(("rep", "ann", DAY, CAL.bounds("day", clock())[0]),
+                stage.windows[("rep", "ann", DAY, CAL.bounds("day", clock())[0])])
+    assert 'window="day"} 1\n' in render(kept)
