@@ -8,16 +8,20 @@ team and the organisation (the default catalog's KPIs, a few dimension values ea
 formatted), a scrape with nothing changed, one after a share of the reps changed (every window
 kind of each, as an event does), one after every rep changed, and one a minute later with
 nothing changed (every minute window moved on: this minute's is last minute's). ``salespulse bench`` times
-whole scrapes of a live worker; this isolates the renderer.
+whole scrapes of a live worker; this isolates the renderer. ``--tracemalloc`` also reports the
+renderer's memory in the first round (its cache after the first scrape, and the peak of an
+every-rep-changed render above what was held before it; that round's times include tracing).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import statistics
 import time
+import tracemalloc
 
 from metrics.catalog import Catalog
 from metrics.rollup import Parts
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teams", type=int, default=20)
     parser.add_argument("--changed", type=float, default=0.1, help="share of reps changed")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also the renderer's memory (traced; slows every scrape)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON line instead of the table (for `salespulse bench`)")
     args = parser.parse_args(argv)
@@ -106,26 +112,45 @@ def main(argv: list[str] | None = None) -> int:
     few = reps[: max(1, int(len(reps) * args.changed))]
     results: dict[str, list[tuple[float, float, int]]] = {}
     clock = [NOW]
+    memory: dict[str, float] = {}
     for _ in range(args.rounds):
         clock[0] = NOW
+        if args.tracemalloc and not memory:
+            tracemalloc.start()
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
         renderer = KpiRenderer(catalog, calendar, readout, clock=lambda: clock[0])
         results.setdefault("first scrape", []).append(_scrape(renderer))
+        if tracemalloc.is_tracing():
+            gc.collect()
+            memory["cache_mb"] = (tracemalloc.get_traced_memory()[0] - before) / 1e6
         results.setdefault("nothing changed", []).append(_scrape(renderer))
         change(stage, [k for rep in few for k in by_rep[rep]], rng)
         results.setdefault(f"{len(few)} reps changed", []).append(_scrape(renderer))
         change(stage, rep_keys, rng)
+        if tracemalloc.is_tracing():
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
         results.setdefault("every rep changed", []).append(_scrape(renderer))
+        if tracemalloc.is_tracing():
+            memory["every_rep_changed_peak_mb"] = (tracemalloc.get_traced_memory()[1] - held) / 1e6
+            tracemalloc.stop()
         clock[0] = NOW + 60.0  # the minute moves on (the stage has no window of the new one)
         results.setdefault("the minute moved on", []).append(_scrape(renderer))
     figures = summarise(results)
     if args.json:
         print(json.dumps({"reps": args.reps, "windows": len(stage.windows),
-                          "rounds": args.rounds, "scrapes": figures}))
+                          "rounds": args.rounds, "scrapes": figures, **memory}))
         return 0
     print(f"{args.reps} reps, {len(stage.windows)} windows, median of {args.rounds} rounds")
     for name, f in figures.items():
         print(f"  {name:<20} capture (loop) {f['capture_ms']:7.1f} ms   render (thread) "
               f"{f['render_ms']:7.1f} ms   {f['mb']:.1f} MB")
+    if memory:
+        print(f"  memory (traced, round 1): the cache after the first scrape "
+              f"{memory['cache_mb']:.1f} MB; an every-rep-changed render's peak above it "
+              f"{memory['every_rep_changed_peak_mb']:.1f} MB")
     return 0
 
 
