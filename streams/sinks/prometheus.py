@@ -34,6 +34,7 @@ SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
 #: window at once; fewer, larger pieces cost less to format, store and join).
 KIND_GROUPS: tuple[tuple[int, ...], ...] = ((KIND_INDEX["minute"],), tuple(
     i for i, kind in enumerate(WINDOW_KINDS) if kind != "minute"))
+MINUTE_GROUP = 0
 GROUP_OF: tuple[int, ...] = tuple(next(g for g, kinds in enumerate(KIND_GROUPS) if i in kinds)
                                   for i in range(len(WINDOW_KINDS)))
 
@@ -279,11 +280,14 @@ class KpiRenderer:
             if old is None or old[1] != entry[1]:  # new, or relabelled
                 plans.pop(slot, None)
                 zeros.pop(key, None)
-            elif key[3] == starts[key[2]][0]:  # current: its keys are compared with its slot's
-                was[key] = old[2]  # plan's when formatted (the new values are read then)
-            elif not _same_keys(old[2], entry[2]):  # previous: its lines at 0 are other ones
-                plans.pop(slot, None)
-                zeros.pop(key, None)
+            elif key[3] != starts[key[2]][0]:  # previous
+                if not _same_keys(old[2], entry[2]):  # its lines at 0 are other ones
+                    plans.pop(slot, None)
+                    zeros.pop(key, None)
+            elif slot[2] == MINUTE_GROUP:  # (formatted without a plan)
+                zeros.pop(key, None)  # (should it have been previous, the clock set back)
+            else:  # current: its keys are compared with its slot's plan's when formatted
+                was[key] = old[2]  # (the new values are read then)
             windows[key] = entry
             dirty.add(slot)
         old_starts = self._starts
@@ -304,6 +308,9 @@ class KpiRenderer:
         (:meth:`_plan`) filled with the value texts of its current windows, a few C-level
         calls for the whole slot (no Python work per line or family)."""
         self.formatted += 1
+        if slot[2] == MINUTE_GROUP:
+            self._direct(slot)
+            return
         windows, plans = self._windows, self._plans
         plan = plans.get(slot)
         values: list = []
@@ -319,7 +326,10 @@ class KpiRenderer:
                     break
                 values += new.values()
         if plan is None:
-            if self._at_zero(slot):
+            scope, scope_id, group = slot
+            if not any((scope, scope_id, kind, self._starts[kind][0]) in windows
+                       for kind in KIND_GROUPS[group]):
+                self._direct(slot)  # previous windows only
                 return
             plan = self._plan(slot)
             if plan.families:
@@ -349,31 +359,48 @@ class KpiRenderer:
                 filled.__getitem__, itertools.starmap(slice, itertools.pairwise(bounds))))
         self._store(slot, families, pieces)
 
-    def _at_zero(self, slot: tuple[str, str, int]) -> bool:
-        """A slot with previous windows only (its kinds' windows just moved on, say): its
-        lines at 0, formatted as they are (no plan: the next change of the slot is a new
-        window, and another plan). False, and nothing done, if it has a current window."""
+    def _direct(self, slot: tuple[str, str, int]) -> None:
+        """A slot's lines formatted as they are, line by line, without a plan: a minute
+        slot's (its window moves on every minute, and one kind's lines cost no more this way
+        than from a plan), or a slot with previous windows only (a window just moved on: its
+        next change is a new window, and another plan). Per kind of the slot's group: its
+        previous window's stored KPIs at 0 where the current window has none yet, then its
+        current window's values, each line its series' template filled with the labels and
+        the value's text."""
         scope, scope_id, group = slot
+        names = SCOPE_LABELS[scope]
         windows, zeros_of = self._windows, self._zeros
+        text = self._text.__getitem__
         lines: dict[int, bytes] = {}
         for kind in KIND_GROUPS[group]:
             start, prev_start = self._starts[kind]
-            if (scope, scope_id, kind, start) in windows:
-                return False
+            current = windows.get((scope, scope_id, kind, start))
             prev_key = (scope, scope_id, kind, prev_start)
             previous = windows.get(prev_key)
-            if previous is None:
-                continue
-            head = self._head(SCOPE_LABELS[scope], previous[1])
-            zeros = zeros_of.get(prev_key)
-            if zeros is None:
-                zeros = zeros_of[prev_key] = tuple(filter(
-                    None, map(self._series[(scope, kind, True)].__getitem__, previous[2])))
-            for family, template, _, _ in zeros:
-                prior = lines.get(family)
-                lines[family] = template % head if prior is None else prior + template % head
+            _, cur_ids, cur_values = current if current is not None else (None, None, {})
+            if previous is not None:
+                _, ids, values = previous
+                head = self._head(names, ids)
+                skip = cur_values if ids == cur_ids else ()
+                zeros = zeros_of.get(prev_key)
+                if zeros is None:
+                    zeros = zeros_of[prev_key] = tuple(filter(
+                        None, map(self._series[(scope, kind, True)].__getitem__, values)))
+                for family, template, key, _ in zeros:
+                    if key in skip:
+                        continue
+                    prior = lines.get(family)
+                    lines[family] = template % head if prior is None else prior + template % head
+            if current is not None:
+                head = self._head(names, cur_ids)
+                for series, value in zip(map(self._series[(scope, kind, False)].__getitem__,
+                                             cur_values), cur_values.values(), strict=True):
+                    if series:
+                        line = series[1] % (head, text(value) if type(value) is float else
+                                            repr(value).encode())
+                        prior = lines.get(series[0])
+                        lines[series[0]] = line if prior is None else prior + line
         self._store(slot, tuple(lines), lines.values())
-        return True
 
     def _plan(self, slot: tuple[str, str, int]) -> _Plan:
         """How a slot's lines are made from its windows: per kind of its group, its current
