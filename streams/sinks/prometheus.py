@@ -20,7 +20,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import add, getitem, itemgetter, ne, not_, setitem
 from typing import Any, NamedTuple
@@ -304,9 +304,11 @@ class KpiRenderer:
         was.clear()
 
     def _format(self, slot: tuple[str, str, int]) -> None:
-        """The lines of one slot (scope, id, group of window kinds), per family: its plan
-        (:meth:`_plan`) filled with the value texts of its current windows, a few C-level
-        calls for the whole slot (no Python work per line or family)."""
+        """The lines of one slot (scope, id, group of window kinds), per family: the longer
+        kinds' from the slot's plan (:meth:`_plan`), filled with the value texts of its
+        current windows in a few C-level calls for the whole slot (no Python work per line
+        or family); the minute's and those of previous windows only as they are
+        (:meth:`_direct`)."""
         self.formatted += 1
         if slot[2] == MINUTE_GROUP:
             self._direct(slot)
@@ -325,39 +327,34 @@ class KpiRenderer:
                     plan = None
                     break
                 values += new.values()
+        fixed: tuple[tuple[int, ...], list[bytes]] | None = None
         if plan is None:
             scope, scope_id, group = slot
             if not any((scope, scope_id, kind, self._starts[kind][0]) in windows
                        for kind in KIND_GROUPS[group]):
                 self._direct(slot)  # previous windows only
                 return
-            plan = self._plan(slot)
-            if plan.families:
+            plan, fixed = self._plan(slot)
+            if plan.every:
                 plans[slot] = plan
             values.clear()
             for key in plan.current:
                 values += windows[key][2].values()
-        heads, current, needed, templates, gather, families, bounds = plan
-        if not families:
-            self._store(slot, families, ())
-            return
-        if needed is not None:  # only the values that have lines
-            values = itemgetter(*needed)(values) if needed else ()
-        args = list(heads)
-        texts = self._text.__getitem__
-        if _FLOATS.issuperset(map(type, values)):
-            args += map(texts, values)
-        else:
-            args += [texts(v) if type(v) is float else repr(v).encode() for v in values]
-        filled = itemgetter(*gather)(args)  # every line's labels and value, family by family
-        if bounds is None:  # the whole slot at once, cut where each family starts
-            pieces: Iterable[bytes] = itertools.islice(
-                (b"".join(templates) % filled).split(SEP), 1, None)
-        else:  # (a label value has the separator) family by family
-            filled = filled if type(filled) is tuple else (filled,)
-            pieces = map(bytes.__mod__, templates, map(
-                filled.__getitem__, itertools.starmap(slice, itertools.pairwise(bounds))))
-        self._store(slot, families, pieces)
+        heads, current, needed, templates, gather, families, bounds, every = plan
+        if families:
+            if needed is not None:  # only the values that have lines
+                values = itemgetter(*needed)(values) if needed else ()
+            args = list(heads)
+            texts = self._text.__getitem__
+            if _FLOATS.issuperset(map(type, values)):
+                args += map(texts, values)
+            else:
+                args += [texts(v) if type(v) is float else repr(v).encode() for v in values]
+            self._store(slot, every, families, _fill(templates, gather, bounds, args))
+        elif not every:
+            self._store(slot, every, every, ())
+        if fixed is not None:
+            self._store(slot, every, *fixed)
 
     def _direct(self, slot: tuple[str, str, int]) -> None:
         """A slot's lines formatted as they are, line by line, without a plan: a minute
@@ -400,9 +397,10 @@ class KpiRenderer:
                                             repr(value).encode())
                         prior = lines.get(series[0])
                         lines[series[0]] = line if prior is None else prior + line
-        self._store(slot, tuple(lines), lines.values())
+        families = tuple(lines)
+        self._store(slot, families, families, lines.values())
 
-    def _plan(self, slot: tuple[str, str, int]) -> _Plan:
+    def _plan(self, slot: tuple[str, str, int]) -> tuple[_Plan, tuple | None]:
         """How a slot's lines are made from its windows: per kind of its group, its current
         window's values, and the stored KPIs of its previous window at 0 where the current
         window has none yet (a gauge drops to the new window's value at the boundary even
@@ -411,13 +409,16 @@ class KpiRenderer:
         the separator in front, filled from the slot's args: the labels of each kind's
         previous and current window (``heads``), then the texts of the current windows'
         values that have lines (``needed``: their positions in the windows' values in turn;
-        None: all of them). Built with C-level calls per window kind, not per line."""
+        None: all of them). Built with C-level calls per window kind, not per line. The
+        families with lines at 0 only are not in the plan: their pieces are returned, filled
+        once (they change only with the plan)."""
         scope, scope_id, group = slot
         names = SCOPE_LABELS[scope]
         windows, zeros_of = self._windows, self._zeros
         heads: list[bytes] = []
         current: list[tuple] = []
         rows: list[tuple] = []  # (family, template, key, template after SEP, arg positions)
+        live: set[int] = set()  # the families with a current value
         needed: list[int] = []
         first = 2 * len(KIND_GROUPS[group])  # the first value text's place in the args
         position = 0  # in the current windows' values, in turn
@@ -447,39 +448,36 @@ class KpiRenderer:
                 heads.append(self._head(names, cur_ids))
                 current.append(cur_key)
                 series = list(map(self._series[(scope, kind, False)].__getitem__, cur_values))
-                rows += map(add, filter(None, series), zip(zip(
+                lines = list(filter(None, series))
+                live.update(map(_FAMILY, lines))
+                rows += map(add, lines, zip(zip(
                     itertools.repeat(here), itertools.count(first + len(needed)))))
                 needed += itertools.compress(itertools.count(position), series)
                 position += len(series)
             else:
                 heads.append(b"")
         rows.sort(key=_FAMILY)
-        order = list(map(_FAMILY, rows))
-        starts = list(map(ne, itertools.chain((-1,), order), order))  # a family's first line
-        families = tuple(itertools.compress(order, starts))
-        gather = list(itertools.chain.from_iterable(map(_ARGS, rows)))
+        joined = not self._sep_in_labels and SEP not in b"".join(heads)
+        mask = list(map(live.__contains__, map(_FAMILY, rows)))
+        fixed = None
+        if not all(mask):  # families at 0 only: filled now, once
+            zero_rows = list(itertools.compress(rows, map(not_, mask)))
+            rows = list(itertools.compress(rows, mask))
+            templates, gather, families, bounds = _fill_of(zero_rows, joined)
+            fixed = (families, _fill(templates, gather, bounds, heads))
         if len(needed) == position:
             kept: bytes | tuple[int, ...] | None = None  # every value has lines
         else:
             kept = _positions(needed * 2 if len(needed) == 1 else needed)  # (a tuple, always)
-        templates = tuple(map(getitem, rows, map((1, 3).__getitem__, starts)))
-        if not self._sep_in_labels and SEP not in b"".join(heads):
-            return _Plan(tuple(heads), tuple(current), kept, templates, _positions(gather),
-                         families, None)
-        # a label value has the separator: a template and the args' bounds per family
-        per_family: list[bytes] = []
-        bounds = [0]
-        for _, lines in itertools.groupby(rows, _FAMILY):
-            lines = list(lines)
-            per_family.append(b"".join(map(_TEMPLATE, lines)))
-            bounds.append(bounds[-1] + sum(len(line[4]) for line in lines))
-        return _Plan(tuple(heads), tuple(current), kept, tuple(per_family),
-                     _positions(gather), families, tuple(bounds))
+        templates, gather, families, bounds = _fill_of(rows, joined)
+        every = families + fixed[0] if fixed is not None else families
+        return _Plan(tuple(heads), tuple(current), kept, templates, gather, families, bounds,
+                     every), fixed
 
     def _store(self, slot: tuple[str, str, int], families: tuple[int, ...],
-               pieces: Iterable[bytes]) -> None:
-        """Put a slot's new lines per family in the cache (``pieces``: one per family, in
-        order), and take out those it has no more."""
+               these: tuple[int, ...], pieces: Iterable[bytes]) -> None:
+        """Put a slot's new lines of ``these`` families in the cache (``pieces``: one per
+        family, in order), and take out those it has no more (``families``: all it has)."""
         chunks = self._chunks
         number = self._numbers.get(slot)
         if number is None:
@@ -493,7 +491,7 @@ class KpiRenderer:
                 if family not in kept:
                     del chunks[family][number]
         # chunks[family][number] = piece, family by family (in C)
-        _drain(map(setitem, map(chunks.__getitem__, families), itertools.repeat(number), pieces))
+        _drain(map(setitem, map(chunks.__getitem__, these), itertools.repeat(number), pieces))
         if families:
             self._slots[slot] = families
         else:
@@ -528,8 +526,40 @@ class _Plan(NamedTuple):
     #: one template per family
     templates: tuple[bytes, ...]
     gather: bytes | tuple[int, ...]  # the positions of every line's args, in that order
-    families: tuple[int, ...]  # the families it has lines in, in that order
+    families: tuple[int, ...]  # the families it has current values in, in that order
     bounds: tuple[int, ...] | None  # per family, where its args start in ``gather``
+    every: tuple[int, ...]  # every family it has lines in (and at 0 only)
+
+
+def _fill_of(rows: list[tuple], joined: bool) -> tuple[
+        tuple[bytes, ...], bytes | tuple[int, ...], tuple[int, ...], tuple[int, ...] | None]:
+    """The templates, arg positions, families and (unless ``joined``) per family bounds of
+    rows sorted by family (:meth:`KpiRenderer._plan`)."""
+    order = list(map(_FAMILY, rows))
+    starts = list(map(ne, itertools.chain((-1,), order), order))  # a family's first line
+    families = tuple(itertools.compress(order, starts))
+    gather = _positions(list(itertools.chain.from_iterable(map(_ARGS, rows))))
+    if joined:
+        return tuple(map(getitem, rows, map((1, 3).__getitem__, starts))), gather, families, None
+    # a label value has the separator: a template and the args' bounds per family
+    per_family: list[bytes] = []
+    bounds = [0]
+    for _, lines in itertools.groupby(rows, _FAMILY):
+        lines = list(lines)
+        per_family.append(b"".join(map(_TEMPLATE, lines)))
+        bounds.append(bounds[-1] + sum(len(line[4]) for line in lines))
+    return tuple(per_family), gather, families, tuple(bounds)
+
+
+def _fill(templates: tuple[bytes, ...], gather: bytes | tuple[int, ...],
+          bounds: tuple[int, ...] | None, args: Sequence[bytes]) -> Iterable[bytes]:
+    """The pieces (one per family) of a fill (:func:`_fill_of`) from its slot's args."""
+    filled = itemgetter(*gather)(args)  # every line's labels and value, family by family
+    if bounds is None:  # the whole slot at once, cut where each family starts
+        return itertools.islice((b"".join(templates) % filled).split(SEP), 1, None)
+    filled = filled if type(filled) is tuple else (filled,)
+    return map(bytes.__mod__, templates, map(
+        filled.__getitem__, itertools.starmap(slice, itertools.pairwise(bounds))))
 
 
 _drain = deque(maxlen=0).extend  # runs an iterator to its end (in C)
