@@ -9,7 +9,10 @@ kinds together) and family: a scrape formats again only the slots with a current
 window changed since the last scrape (the stage numbers every change of a window, its ``seq``),
 or of a kind whose window moved on, and joins the cached lines family by family. Each line is
 its series' template (names and labels, formatted once) filled with the scope's labels and
-the value. Across the workers of a group each series is exported by exactly one of them;
+the value. The longer kinds' slots keep a plan (their lines' templates, sorted by family, and
+where each line's labels and value come from) while their windows keep their keys: a change of
+values then fills the whole slot with one ``%`` and cuts it into its families, with no Python
+work per line. Across the workers of a group each series is exported by exactly one of them;
 after a rebalance a worker stops exporting what it gave away. The service's own counters are
 :mod:`streams.exposition`.
 """
@@ -152,8 +155,8 @@ class KpiRenderer:
         self._numbers: dict[tuple, int] = {}  # slot -> its number
         self._count = itertools.count()
         self._slots: dict[tuple, tuple[int, ...]] = {}  # slot -> the families it has lines in
-        #: window key -> the lines at 0 it may give as a previous window (_lines), kept until
-        #: its values change: the previous window rarely does, the current one at every event
+        #: window key -> the lines at 0 it may give as a previous window (_plan, _direct),
+        #: kept until its keys change: the previous window rarely does
         self._zeros: dict[tuple, tuple[tuple, ...]] = {}
         self._text = _Texts()
         #: slot -> how its lines are made from its windows (:meth:`_plan`), while its windows
