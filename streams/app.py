@@ -575,7 +575,7 @@ class Service:
         class Metrics(View):
             async def get(self, request: Request) -> Response:
                 # Capture on the loop, format in a thread: a render formats only the windows
-                # changed since the last one (1,000 reps all changed: ~0.13-0.17 s; none: ~6 ms,
+                # changed since the last one (1,000 reps all changed: ~0.11-0.12 s; none: ~6 ms,
                 # docs/benchmark.md), and in a thread it slows event processing, never stops it.
                 # ?name[]=<metric> (repeatable) renders only those families, as
                 # prometheus_client's own exposition does: a cheap poll of one metric.
