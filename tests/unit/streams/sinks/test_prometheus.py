@@ -16,7 +16,7 @@ CAT = Catalog()
 CAL = Calendar("UTC")
 T0 = datetime(2026, 5, 4, 9, 0, 30, tzinfo=UTC).timestamp()  # mid-minute
 GRACE = 300.0
-MINUTE, DAY = KIND_INDEX["minute"], KIND_INDEX["day"]
+MINUTE, HOUR, DAY = KIND_INDEX["minute"], KIND_INDEX["hour"], KIND_INDEX["day"]
 
 
 class Clock:
@@ -305,6 +305,10 @@ def test_a_kept_plan_gives_what_a_new_plan_gives_after_any_change() -> None:
         # a late partial of last minute with another key: its lines at 0 change
         lambda: put(stage, "rep", "ann", MINUTE, {("calls_made",): 1.0, ("emails_sent",): 1.0},
                     2, at=first_minute),
+        # an hour window, then the hour moves on: the longer kinds' plans are made again
+        lambda: put(stage, "rep", "ann", HOUR, {("calls_made",): 3.0, ("emails_sent",): 1.0}, 1),
+        lambda: setattr(clock, "t", clock.t + 3600),
+        lambda: put(stage, "rep", "ann", HOUR, {("calls_made",): 1.0}, 1),
         # labels holding the byte a slot's text is cut at between families
         lambda: put(stage, "rep", "c\x00d", DAY, {("calls_made",): 1.0}, 1, team="t\x00"),
         lambda: put(stage, "rep", "ann", DAY, {("tool_uses", "x\x00y"): 1.0,
@@ -321,7 +325,8 @@ def test_a_kept_plan_gives_what_a_new_plan_gives_after_any_change() -> None:
     assert 'salespulse_rep_calls_made{rep="bob",team="west",window="day"} 6.0\n' in text
     assert 'salespulse_rep_calls_made{rep="ann",team="east",window="day"} 4.0\n' in text
     assert 'tool="x\x00y"} 3.0\n' in text
-    assert 'salespulse_rep_emails_sent{rep="ann",team="east",window="minute"} 0.0\n' in text
+    assert 'salespulse_rep_emails_sent{rep="ann",team="east",window="hour"} 0.0\n' in text
+    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="hour"} 1.0\n' in text
 
 
 def test_a_value_that_is_not_a_float_is_written_as_its_repr_in_a_kept_plan() -> None:
