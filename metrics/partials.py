@@ -43,8 +43,12 @@ class Partial(msgspec.Struct, array_like=True):
     @property
     def parts(self) -> Parts:
         """The parts, keyed by shared key tuples (see :func:`shared_key`)."""
+        keys = self.keys
+        if len(_SHARED) + len(keys) > SHARED_KEYS_MAX:
+            _SHARED.clear()
+        # decoded keys are tuples: each taken as the shared one, or made it (in C)
         return Parts(
-            sums=dict(zip(map(shared_key, self.keys), self.values, strict=True)),
+            sums=dict(zip(map(_SHARED.setdefault, keys, keys), self.values, strict=True)),
             samples=dict(self.samples),
             sketches={s[0]: Sketch.decode(s[1:]) for s in self.sketches},
         )

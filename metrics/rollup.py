@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 
-from metrics.catalog import Catalog
+from metrics.catalog import STORED, Catalog
 from metrics.extremes import combine, is_extreme
 from metrics.extremes import parse as parse_extreme
 from metrics.leads import UNASSIGNED
@@ -141,35 +142,59 @@ def _ratios(catalog: Catalog) -> tuple[tuple[str, str, str, int], ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=16)  # per catalog (hashed by identity): finish() runs per window and change
+def _plan(catalog: Catalog) -> tuple[tuple[str, ...], tuple[tuple[str, str, bool, float], ...],
+                                     tuple[tuple[str, tuple[str, ...], Callable, bool], ...]]:
+    """What :func:`finish` derives, read from the catalog once: the distinct counts; the
+    sampled KPIs (name, series, whether a mean, quantile); the expressions (name, the names
+    they read, evaluator, whether the first name is stored: then only a scope with keys of
+    it at the start has any)."""
+    distinct = tuple(k.name for k in catalog.distinct)
+    sampled = tuple((k.name, catalog.series_of(k), k.aggregation == "mean", k.quantile or 0.0)
+                    for k in catalog.sampled)
+    expressions = tuple(
+        (name, names, evaluate, catalog.by_name[names[0]].aggregation in STORED)
+        for name, (names, evaluate) in catalog.expressions.items())
+    return distinct, sampled, expressions
+
+
+_FIRST = itemgetter(0)
+
+
 def finish(catalog: Catalog, parts: Parts) -> Values:
     """A scope's KPI values keyed (kpi, *dims): sums, ratios of sums, quantiles and means."""
     values = dict(parts.sums)
-    for kpi in catalog.distinct:
-        _distinct(values, kpi.name)
+    distinct, sampled, expressions = _plan(catalog)
+    names = set(map(_FIRST, values))  # the KPIs with keys at the start (in C)
+    for name in distinct:
+        if name in names:
+            _distinct(values, name)
     _derive(values, _ratios(catalog))
-    for kpi in catalog.sampled:
-        series = catalog.series_of(kpi)
-        raw = parts.samples.get(series)  # type: ignore[arg-type]
+    samples, sketches = parts.samples, parts.sketches
+    for name, series, mean, quantile in sampled:
+        raw = samples.get(series)
         if raw:
-            if kpi.aggregation == "mean":
-                values[(kpi.name,)] = sum(raw) / len(raw)
+            if mean:
+                values[(name,)] = sum(raw) / len(raw)
             else:
                 ordered = sorted(raw)
-                values[(kpi.name,)] = ordered[int(kpi.quantile * (len(ordered) - 1))]  # type: ignore[operator]
+                values[(name,)] = ordered[int(quantile * (len(ordered) - 1))]
             continue
-        sketch = parts.sketches.get(series)  # type: ignore[arg-type]
+        sketch = sketches.get(series)
         if sketch is None or not sketch.count:
             continue
-        if kpi.aggregation == "mean":
-            values[(kpi.name,)] = sketch.sum / sketch.count
+        if mean:
+            values[(name,)] = sketch.sum / sketch.count
         else:
-            values[(kpi.name,)] = sketch.quantile(kpi.quantile)  # type: ignore[arg-type,assignment]
-    for series, obs in parts.samples.items():
+            values[(name,)] = sketch.quantile(quantile)  # type: ignore[assignment]
+    for series, obs in samples.items():
         if obs and is_extreme(series):
             _, kpi, dims = parse_extreme(series)
             values[(kpi, *dims)] = obs[-1]
-    for name, (names, evaluate) in catalog.expressions.items():
-        _evaluate(values, name, names, evaluate)
+    for name, reads, evaluate, stored in expressions:
+        if stored and reads[0] not in names:
+            continue  # no key of its first KPI: nothing to evaluate
+        _evaluate(values, name, reads, evaluate)
     return values
 
 

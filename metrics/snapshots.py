@@ -38,6 +38,8 @@ class SnapshotFormat:
                      frozenset(k.scopes))
             for k in catalog.kpis if k.exported
         }
+        #: (kind, scope or None) -> {exported KPI of that window and scope: its key's length}
+        self._lengths: dict[tuple[int, str | None], dict[str, int]] = {}
 
     def key(self, scope: str, scope_id: str, kind: int, start: float) -> bytes:
         return f"{scope}/{scope_id}/{WINDOW_KINDS[kind]}/{rfc3339(start, self.tz)}".encode()
@@ -45,24 +47,24 @@ class SnapshotFormat:
     def kpis(self, kind: int, values: dict[tuple, float], scope: str | None = None) -> dict[str, Any]:
         """``{(kpi, *dims): value}`` as the record's ``kpis`` object (exported KPIs only, of
         ``scope`` when given: eNPS never appears in a rep's record)."""
-        window = WINDOW_KINDS[kind]
-        specs = self._kpis
-        kept = []
-        for key, v in values.items():
-            spec = specs.get(key[0])
-            if spec is None or window not in spec[0] or len(key) != 1 + spec[1]:
-                continue
-            if scope is not None and scope not in spec[2]:
-                continue
-            kept.append((key, v))
+        lengths = self._lengths.get((kind, scope))
+        if lengths is None:
+            window = WINDOW_KINDS[kind]
+            lengths = self._lengths[(kind, scope)] = {
+                name: 1 + dims for name, (windows, dims, scopes) in self._kpis.items()
+                if window in windows and (scope is None or scope in scopes)}
+        get = lengths.get
+        kept = [key for key in values if get(key[0]) == len(key)]
         # In the order of the keys as strings (dimension values are strings but for the odd
-        # user KPI): sorting the keys themselves is that order, without a key function.
-        if all(type(d) is str for key, _ in kept for d in key):
+        # user KPI): sorting the keys themselves is that order, without a key function (and
+        # a list of tuples whose first items are all strings sorts fastest).
+        if all(type(d) is str for key in kept if len(key) > 1 for d in key):
             kept.sort()
         else:
-            kept.sort(key=lambda kv: tuple(map(str, kv[0])))
+            kept.sort(key=lambda key: tuple(map(str, key)))
         out: dict[str, Any] = {}
-        for key, v in kept:
+        for key in kept:
+            v = values[key]
             if len(key) == 1:
                 out[key[0]] = v
                 continue

@@ -49,7 +49,8 @@ def _rest(key: tuple) -> tuple:
 
 class SplitIndex:
     __slots__ = ("n_values", "n_samples", "extras", "targets", "absent", "group_keys",
-                 "group_samples", "groups", "rep_teams", "team_groups", "team_parts", "org")
+                 "group_rests", "group_samples", "groups", "rep_teams", "team_groups",
+                 "team_parts", "org")
 
     def __init__(self) -> None:
         self.n_values = 0  # keys of the window's sums indexed so far
@@ -62,6 +63,8 @@ class SplitIndex:
         #: ("team", id)
         self.absent: set[tuple[str, str]] = set()
         self.group_keys: dict[Group, list[tuple]] = {}  # in the window's order
+        #: each group's keys as its parts key them, (kpi, *dims): parallel to group_keys
+        self.group_rests: dict[Group, list[tuple]] = {}
         self.group_samples: dict[Group, list[tuple]] = {}
         self.groups: dict[Group, Parts] = {}  # the parts each group gave last
         self.rep_teams: dict[str, dict[str, None]] = {}  # rep -> the teams of its groups
@@ -157,27 +160,47 @@ class SplitIndex:
     # -- the index -------------------------------------------------------------------------
     def _index(self, keys: Iterable[tuple], sample_keys: Iterable[tuple],
                team_of: Callable[[str | None], str]) -> None:
+        rests = self.group_rests
         for table, source in ((self.group_keys, keys), (self.group_samples, sample_keys)):
             for key in source:
                 rep, team = key[1], key[2]
                 group = (rep, team if team is not None else team_of(rep))
                 entry = table.get(group)
                 if entry is None:
-                    table[group] = [key]
+                    entry = table[group] = []
+                    if table is self.group_keys:
+                        rests[group] = []
                     self.team_groups.setdefault(group[1], set()).add(group)
                     if rep is not None:
                         self.rep_teams.setdefault(rep, {})[group[1]] = None
-                else:
-                    entry.append(key)
+                entry.append(key)
+                if table is self.group_keys:
+                    rest = _RESTS.get(key)
+                    rests[group].append(rest if rest is not None else _rest(key))
 
     def _group(self, group: Group, values: Mapping[tuple, float],
                samples: Mapping[tuple, list[float]], extras: Mapping[tuple, float]) -> Parts | None:
         """A group's parts as :func:`split` builds a rep's (sums, raw samples, extremes), or
         None when none of its keys holds a value."""
         parts = Parts()
-        sums = parts.sums
         found = False
-        for key in self.group_keys.get(group, ()):
+        keys = self.group_keys.get(group, ())
+        # Most groups: every key holds a value (a computed one, extras, over the window's
+        # own), each its own rest: the parts' sums in one pass in C, the state's own floats,
+        # in the keys' order.
+        if keys:
+            got = list(map(values.get, keys))
+            if extras:
+                got = list(map(extras.get, keys, got))
+            if None not in got:
+                rests = self.group_rests[group]
+                sums = dict(zip(rests, got, strict=True))
+                if len(sums) == len(rests):
+                    parts.sums = sums
+                    found = True
+                    keys = ()
+        sums = parts.sums
+        for key in keys:
             v = extras.get(key, _MISSING) if extras else _MISSING
             if v is _MISSING:
                 v = values.get(key, _MISSING)
@@ -213,8 +236,15 @@ class SplitIndex:
         new_sums = new.sums if new is not None else {}
         old_sums = old.sums if old is not None else {}
         t_sums, o_sums = tp.sums, org.sums
+        old_get = old_sums.get
         for rest, v in new_sums.items():
-            d = v - old_sums.get(rest, 0.0)
+            was = old_get(rest)
+            if was is None:
+                d = v
+            elif v == was:
+                continue  # most of a changed group's sums: moving by 0.0 changes nothing
+            else:
+                d = v - was
             t_sums[rest] = t_sums.get(rest, 0.0) + d
             o_sums[rest] = o_sums.get(rest, 0.0) + d
         for rest, v in old_sums.items():

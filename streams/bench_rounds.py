@@ -26,7 +26,8 @@ Figures are microseconds per changed scope window (rep, team and org windows the
 gives), the median over ``--runs`` runs of ``--rounds`` timed rounds each; each run builds
 its state again from the same seed, so two versions of the code compare run by run. The box
 is shared: interleave runs of the two versions and say the load average (printed).
-``--profile FILE`` writes a cProfile of the timed rounds.
+The garbage collector is tuned as in a worker (``streams.cli``). ``--profile FILE`` writes a
+cProfile of the timed rounds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import hashlib
 import json
 import os
 import statistics
@@ -47,6 +49,7 @@ from metrics.events import BUNDLE_DECODER, Validator
 from metrics.snapshots import SnapshotFormat
 from metrics.state import PartitionState
 from metrics.windows import Calendar
+from streams.cli import _tune_gc
 from streams.demo.mix import SalesFloor
 from streams.ingest import IngestStage
 from streams.publisher import Publisher
@@ -61,6 +64,9 @@ from streams.sinks.prometheus import KpiRenderer
 NOW = datetime(2026, 5, 6, 14, 30, 5, tzinfo=UTC).timestamp()
 STEPS = ("publisher", "rollup apply", "rollup echo", "finish", "readout", "sales.metrics",
          "redis", "/metrics capture", "/metrics render")
+
+
+DIGESTS = ("rollup", "sales.metrics", "redis", "boards", "/metrics")
 
 
 class Clock:
@@ -106,6 +112,7 @@ class Floor:
             Layout(settings.app_id), fmt, self.catalog, interval=1.0, grace_seconds=grace,
             overdue=dict, clock=self.clock)
         self.redis._script_sha = self.redis._boards_sha = "0" * 40
+        self.digest: Any = None  # output -> hashlib object: --digest
         self.renderer = KpiRenderer(self.catalog, self.calendar, self.readout, clock=self.clock)
         self.floor = SalesFloor(reps, teams, seed=7,
                                 start=datetime.fromtimestamp(NOW - backlog * 0.01 - 2, UTC))
@@ -168,11 +175,9 @@ class Floor:
         updates = self.metrics_reader.changed()
         times.append(t())
         fmt, now = self.fmt, self.clock.t
-        size = 0
-        for u in updates:
-            size += len(fmt.key(u.scope, u.id, u.kind, u.start))
-            size += len(fmt.value(u.scope, u.id, u.team, u.kind, u.start, u.end, u.values,
-                                  final=u.final, now=now))
+        metrics_records = [(fmt.key(u.scope, u.id, u.kind, u.start),
+                            fmt.value(u.scope, u.id, u.team, u.kind, u.start, u.end, u.values,
+                                      final=u.final, now=now)) for u in updates]
         times.append(t())
         sink = self.redis
         redis_updates = self.redis_reader.changed()
@@ -193,6 +198,23 @@ class Floor:
         if timings is not None:
             for name, a, b in zip(STEPS, times, times[1:], strict=False):
                 timings[name] = timings.get(name, 0.0) + (b - a)
+        if self.digest is not None:
+            # What every rep's outputs of the round hold, in order. (Not those of teams and
+            # the organisation: their sums are moved by differences in an order that varies
+            # from one process to the next, so they are equal only up to rounding.)
+            digest = self.digest
+            for _, key, value, partition in records:
+                if key.startswith(b"rep/"):
+                    digest["rollup"].update(b"%d %s %s\n" % (partition, key, value or b"-"))
+            for key, value in metrics_records:
+                if key.startswith(b"rep/"):
+                    digest["sales.metrics"].update(key + b" " + value + b"\n")
+            digest["redis"].update(repr([c for c in calls if "rep" in c[2]]).encode())
+            digest["boards"].update(repr(boards).encode())
+            for line in body.splitlines(keepends=True):
+                if b'rep="' in line:
+                    digest["/metrics"].update(line)
+        size = sum(len(k) + len(v) for k, v in metrics_records)
         return {"records": len(records), "record_bytes": sum(len(r[2] or b"") for r in records),
                 "windows": len(updates), "rep_windows": sum(u.scope == "rep" for u in updates),
                 "metrics_bytes": size, "redis_calls": len(calls), "board_args": len(boards),
@@ -203,6 +225,8 @@ def run_once(args: argparse.Namespace, settings: Settings,
              profile: cProfile.Profile | None) -> dict[str, Any]:
     began = time.perf_counter()
     floor = Floor(args.reps, args.teams, args.backlog, settings)
+    if args.digest:
+        floor.digest = {k: hashlib.sha256() for k in DIGESTS}
     floor.round(None)  # the first round: every window read whole, indexes built
     floor.arrive(int(args.rate * args.spacing), args.spacing)
     floor.round(None)  # the first live round: what a backlog leaves behind is read
@@ -220,6 +244,8 @@ def run_once(args: argparse.Namespace, settings: Settings,
             counts[k] = counts.get(k, 0) + v
     windows = counts["windows"]
     return {"setup_s": setup, "rounds": args.rounds,
+            "digest": " ".join(f"{k}={floor.digest[k].hexdigest()[:12]}" for k in DIGESTS)
+            if floor.digest is not None else None,
             "counts": {k: v / args.rounds for k, v in counts.items()},
             "us_per_window": {k: v / windows * 1e6 for k, v in timings.items()},
             "ms_per_round": {k: v / args.rounds * 1e3 for k, v in timings.items()}}
@@ -235,8 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", metavar="FILE", help="cProfile of the timed rounds")
+    parser.add_argument("--digest", action="store_true",
+                        help="print a digest of every output of the timed rounds (roll-up "
+                        "records, sales.metrics records, Redis calls, /metrics bodies): two "
+                        "versions of the code that give the same digest output the same")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of the table")
     args = parser.parse_args(argv)
+    _tune_gc()  # as a worker does
     settings = Settings()
     profile = cProfile.Profile() if args.profile else None
     runs = [run_once(args, settings, profile) for _ in range(args.runs)]
@@ -259,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in STEPS:
         each = " ".join(f"{r['us_per_window'][s]:6.1f}" for r in runs)
         print(f"  {s:<18}{per_window[s]:10.1f}{per_round[s]:10.1f}   {each}")
+    if args.digest:
+        print("  digests of the outputs: " + " | ".join(sorted({r["digest"] for r in runs})))
     chain = [s for s in STEPS if not s.startswith("/metrics")]
     print(f"  {'round (no scrape)':<18}{sum(per_window[s] for s in chain):10.1f}"
           f"{sum(per_round[s] for s in chain):10.1f}")

@@ -139,11 +139,18 @@ class Readout:
             chosen = stage.changed_since(reader.seen)
             chosen.reverse()
         out = []
+        append = out.append
         for (scope, scope_id, kind, start), w in chosen:
+            cached = w.update
+            if cached is not None and cached[0] == w.seq:
+                append(cached[1])  # another reader's, of the same change
+                continue
             # a rep whose every source dropped it (tombstones) has no team label left
             team = (w.team() or UNASSIGNED) if scope == "rep" else None
-            out.append(WindowUpdate(scope, scope_id, team, kind, start, w.end,
-                                    w.values(catalog), w.closed))
+            update = WindowUpdate(scope, scope_id, team, kind, start, w.end,
+                                  w.values(catalog), w.closed)
+            w.update = (w.seq, update)
+            append(update)
         reader.seen = upto
         self._drop_read()
         return out

@@ -61,7 +61,7 @@ WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
 class ScopeWindow:
     """One team's (or the org's) window: the newest partial of every source partition."""
 
-    __slots__ = ("partition", "end", "sources", "_values", "seq", "closed")
+    __slots__ = ("partition", "end", "sources", "_values", "seq", "closed", "update")
 
     #: sources: source partition -> ((epoch, version), parts, team label)
 
@@ -72,6 +72,9 @@ class ScopeWindow:
         self._values: dict[tuple, float] | None = None
         self.seq = 0  # the stage's change number of its last change (streams.readout)
         self.closed = False  # past its end plus twice the grace: final, nothing changes it
+        #: (seq, streams.readout.WindowUpdate) as the first reader of this change built it:
+        #: the next readers take it as it is (a change renumbers the window)
+        self.update: tuple[int, Any] | None = None
 
     def put(self, partial: Partial) -> bool:
         current = self.sources.get(partial.source)
@@ -150,7 +153,7 @@ class RollupStage:
         self.windows: dict[WindowKey, ScopeWindow] = {}
         #: the keys of the windows in the order of their last change (seq): a reader takes
         #: what changed since its last read from the end, without a pass over every window
-        self.recent: dict[WindowKey, None] = {}
+        self.recent: dict[WindowKey, ScopeWindow] = {}
         #: the windows closed and not yet dropped (streams.readout drops them once read)
         self.finals: dict[WindowKey, None] = {}
         #: the keys of the windows dropped, in order: a reader that keeps copies (the /metrics
@@ -180,7 +183,7 @@ class RollupStage:
         window.seq = self.next_seq()
         recent = self.recent
         recent.pop(wkey, None)
-        recent[wkey] = None
+        recent[wkey] = window
 
     def drop(self, keys: Iterable[WindowKey]) -> None:
         """Forget these windows (given away, or closed and read by every reader)."""
@@ -209,12 +212,11 @@ class RollupStage:
         """The windows changed after change number ``seen``, each once (:attr:`recent` is a
         dict), newest first."""
         out = []
-        windows = self.windows
-        for key in reversed(self.recent):
-            window = windows[key]
-            if window.seq <= seen:
+        append = out.append
+        for item in reversed(self.recent.items()):  # (key, window): no lookup of the key
+            if item[1].seq <= seen:
                 break
-            out.append((key, window))
+            append(item)
         return out
 
     # -- ownership -----------------------------------------------------------------------

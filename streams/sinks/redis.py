@@ -147,6 +147,9 @@ class RedisSink:
         self.clock = clock
         #: window -> the rep KPIs (no dimensions) ranked in leaderboards of that window
         self.ranked = ranked_kpis(catalog)
+        #: window -> (kpi, its values key (kpi,)) of :attr:`ranked`: the keys made once
+        self._ranked_keys = {window: tuple((kpi, (kpi,)) for kpi in kpis)
+                             for window, kpis in self.ranked.items()}
         self.up = False
         self.down_since: float | None = clock()
         self.last_error: str | None = None
@@ -410,11 +413,12 @@ class RedisSink:
         wkey = (u.id, u.kind, u.start)
         before_team, before, _ = self._ranked.get(wkey, (team, {}, u.end))
         moved = before_team != team
-        for kpi in self.ranked[window]:
-            value = u.values.get((kpi,))
+        get, before_get = u.values.get, before.get
+        for kpi, key in self._ranked_keys[window]:
+            value = get(key)
             if value is not None and not math.isfinite(value):
                 value = None
-            old = before.get((kpi,))
+            old = before_get(key)
             if value is None:
                 if old is not None:
                     boards += (layout.board(window, u.start, kpi), False,
