@@ -20,6 +20,7 @@ Lookup = Callable[[str], "float | None"]
 _BINARY: dict[type, Callable[[float, float], float]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
 }
+_SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 
 
 class ExpressionError(ValueError):
@@ -27,46 +28,47 @@ class ExpressionError(ValueError):
 
 
 def compile_expression(text: str) -> tuple[tuple[str, ...], Callable[[Lookup], float | None]]:
-    """The KPI names ``text`` reads (in order of appearance) and its evaluator."""
+    """The KPI names ``text`` reads (in order of appearance) and its evaluator.
+
+    The evaluator is one Python function, compiled once from the checked tree (a scope's
+    values are finished per window and change: a tree of closures cost a call per node): it
+    looks every name up, is None when one is missing, and computes the nodes in the tree's
+    order, None at a division by zero."""
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"not an arithmetic formula: {exc.msg}") from None
     names: list[str] = []
+    steps: list[str] = []  # one line per node, in the order the tree evaluates them
 
-    def build(node: ast.AST) -> Callable[[Lookup], float | None]:
+    def build(node: ast.AST) -> str:
+        """The node's variable in the generated function (its value)."""
         if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            value = float(node.value)
-            return lambda get: value
+            return repr(float(node.value))
         if isinstance(node, ast.Name):
-            name = node.id
-            if name not in names:
-                names.append(name)
-            return lambda get: get(name)
+            if node.id not in names:
+                names.append(node.id)
+            return f"n{names.index(node.id)}"
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             inner = build(node.operand)
             sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
-
-            def unary(get: Lookup) -> float | None:
-                v = inner(get)
-                return None if v is None else sign * v
-            return unary
+            steps.append(f"t{len(steps)} = {sign!r} * {inner}")
+            return f"t{len(steps) - 1}"
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            op = _BINARY[type(node.op)]
             left, right = build(node.left), build(node.right)
-
-            def binary(get: Lookup) -> float | None:
-                a = left(get)
-                if a is None:
-                    return None
-                b = right(get)
-                if b is None or (op is operator.truediv and b == 0):
-                    return None
-                return op(a, b)
-            return binary
+            if type(node.op) is ast.Div:
+                steps.append(f"if {right} == 0: return None")
+            steps.append(f"t{len(steps)} = {left} {_SYMBOL[type(node.op)]} {right}")
+            return f"t{len(steps) - 1}"
         raise ExpressionError(f"{ast.unparse(node)!r} is not allowed (numbers, KPI names, + - * / only)")
 
-    fn = build(tree.body)
+    result = build(tree.body)
     if not names:
         raise ExpressionError("the formula names no KPI")
-    return tuple(names), fn
+    lines = ["def evaluate(get):"]
+    for i, name in enumerate(names):
+        lines += [f"    n{i} = get({name!r})", f"    if n{i} is None: return None"]
+    lines += [f"    {step}" for step in steps] + [f"    return {result}"]
+    scope: dict[str, object] = {}
+    exec(compile("\n".join(lines), f"<expression {text!r}>", "exec"), scope)  # noqa: S102
+    return tuple(names), scope["evaluate"]  # type: ignore[return-value]
