@@ -266,15 +266,15 @@ def _pad(current: list, samples: list) -> list[tuple[Mapping, Mapping]]:
 
 @lru_cache(maxsize=16)  # per catalog's ratios: _derive runs per window and change
 def _ratio_plan(ratios: tuple[tuple[str, str, str, int], ...]) -> tuple[
-        dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, str, int]]]]:
+        dict[str, list[tuple[str, str, tuple, tuple]]], dict[str, list[tuple[str, str, int]]]]:
     """The ratios by denominator (same dimensions) and by numerator (more dimensions)."""
-    by_den: dict[str, list[tuple[str, str]]] = {}
+    by_den: dict[str, list[tuple[str, str, tuple, tuple]]] = {}
     by_num: dict[str, list[tuple[str, str, int]]] = {}
     for name, num, den, extra in ratios:
         if extra:
             by_num.setdefault(num, []).append((name, den, extra))
-        else:
-            by_den.setdefault(den, []).append((name, num))
+        else:  # with the keys of a scope without dimensions (most), made once
+            by_den.setdefault(den, []).append((name, num, (name,), (num,)))
     return by_den, by_num
 
 
@@ -292,8 +292,12 @@ def _derive(values: Values, ratios: tuple[tuple[str, str, str, int], ...]) -> No
         kpi = key[0]
         if kpi in by_den and v:
             rest = key[1:]
-            for name, num in by_den[kpi]:
-                out[(name, *rest)] = get((num, *rest), 0.0) / v
+            if rest:
+                for name, num, _, _ in by_den[kpi]:
+                    out[(name, *rest)] = get((num, *rest), 0.0) / v
+            else:
+                for _, _, name_key, num_key in by_den[kpi]:
+                    out[name_key] = get(num_key, 0.0) / v
         if kpi in by_num:
             for name, den, extra in by_num[kpi]:
                 d = get((den, *key[1:-extra]))

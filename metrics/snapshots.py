@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from metrics.windows import WINDOW_KINDS, Calendar
 
 SCHEMA_VERSION = 1
 _JSON = msgspec.json.Encoder()
+_KEY = itemgetter(0)
 
 
 @functools.lru_cache(maxsize=4096)  # a round formats the same few window bounds, and its now
@@ -54,17 +56,16 @@ class SnapshotFormat:
                 name: 1 + dims for name, (windows, dims, scopes) in self._kpis.items()
                 if window in windows and (scope is None or scope in scopes)}
         get = lengths.get
-        kept = [key for key in values if get(key[0]) == len(key)]
+        kept = [item for item in values.items() if get(item[0][0]) == len(item[0])]
         # In the order of the keys as strings (dimension values are strings but for the odd
-        # user KPI): sorting the keys themselves is that order, without a key function (and
-        # a list of tuples whose first items are all strings sorts fastest).
-        if all(type(d) is str for key in kept if len(key) > 1 for d in key):
-            kept.sort()
+        # user KPI): sorting by the keys themselves is that order (and tuples whose first
+        # items are all strings sort fastest).
+        if all(type(d) is str for key, _ in kept if len(key) > 1 for d in key):
+            kept.sort(key=_KEY)
         else:
-            kept.sort(key=lambda key: tuple(map(str, key)))
+            kept.sort(key=lambda kv: tuple(map(str, kv[0])))
         out: dict[str, Any] = {}
-        for key in kept:
-            v = values[key]
+        for key, v in kept:
             if len(key) == 1:
                 out[key[0]] = v
                 continue
