@@ -49,8 +49,8 @@ class Partial(msgspec.Struct, array_like=True):
         # decoded keys are tuples: each taken as the shared one, or made it (in C)
         return Parts(
             sums=dict(zip(map(_SHARED.setdefault, keys, keys), self.values, strict=True)),
-            samples=dict(self.samples),
-            sketches={s[0]: Sketch.decode(s[1:]) for s in self.sketches},
+            samples=dict(self.samples) if self.samples else {},
+            sketches={s[0]: Sketch.decode(s[1:]) for s in self.sketches} if self.sketches else {},
         )
 
 

@@ -258,8 +258,9 @@ class Publisher:
             parts = merge(p for _, p in entries) if len(entries) > 1 else entries[0][1]
             skey = (partition, rep, kind, start)
             # keys are only ever added to a window, so equal parts iterate in equal order
-            digest = hash((team, tuple(parts.sums.items()),
-                           tuple((k, tuple(v)) for k, v in parts.samples.items())))
+            sums, samples = parts.sums, parts.samples
+            digest = hash((team, tuple(sums), tuple(sums.values()),
+                           tuple((k, tuple(v)) for k, v in samples.items()) if samples else ()))
             if self._rep_sent.get(skey) == digest:
                 continue  # unchanged since its last partial
             self._rep_sent[skey] = digest
