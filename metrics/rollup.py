@@ -143,14 +143,14 @@ def _ratios(catalog: Catalog) -> tuple[tuple[str, str, str, int], ...]:
 
 
 @lru_cache(maxsize=16)  # per catalog (hashed by identity): finish() runs per window and change
-def _plan(catalog: Catalog) -> tuple[tuple[str, ...], tuple[tuple[str, str, bool, float], ...],
+def _plan(catalog: Catalog) -> tuple[tuple[str, ...], tuple[tuple[tuple, str, bool, float], ...],
                                      tuple[tuple[str, tuple[str, ...], Callable, bool], ...]]:
     """What :func:`finish` derives, read from the catalog once: the distinct counts; the
-    sampled KPIs (name, series, whether a mean, quantile); the expressions (name, the names
+    sampled KPIs (key, series, whether a mean, quantile); the expressions (name, the names
     they read, evaluator, whether the first name is stored: then only a scope with keys of
     it at the start has any)."""
     distinct = tuple(k.name for k in catalog.distinct)
-    sampled = tuple((k.name, catalog.series_of(k), k.aggregation == "mean", k.quantile or 0.0)
+    sampled = tuple(((k.name,), catalog.series_of(k), k.aggregation == "mean", k.quantile or 0.0)
                     for k in catalog.sampled)
     expressions = tuple(
         (name, names, evaluate, catalog.by_name[names[0]].aggregation in STORED)
@@ -171,22 +171,22 @@ def finish(catalog: Catalog, parts: Parts) -> Values:
             _distinct(values, name)
     _derive(values, _ratios(catalog))
     samples, sketches = parts.samples, parts.sketches
-    for name, series, mean, quantile in sampled:
+    for key, series, mean, quantile in sampled:  # (the key made once, shared by every window)
         raw = samples.get(series)
         if raw:
             if mean:
-                values[(name,)] = sum(raw) / len(raw)
+                values[key] = sum(raw) / len(raw)
             else:
                 ordered = sorted(raw)
-                values[(name,)] = ordered[int(quantile * (len(ordered) - 1))]
+                values[key] = ordered[int(quantile * (len(ordered) - 1))]
             continue
         sketch = sketches.get(series)
         if sketch is None or not sketch.count:
             continue
         if mean:
-            values[(name,)] = sketch.sum / sketch.count
+            values[key] = sketch.sum / sketch.count
         else:
-            values[(name,)] = sketch.quantile(quantile)  # type: ignore[assignment]
+            values[key] = sketch.quantile(quantile)  # type: ignore[assignment]
     for series, obs in samples.items():
         if obs and is_extreme(series):
             _, kpi, dims = parse_extreme(series)
