@@ -33,9 +33,9 @@ The garbage collector is tuned as in a worker (``streams.cli``); its passes are 
 own (``gc.callbacks``): which step pays for one depends on what all the steps before it
 allocated. ``--profile FILE`` writes a cProfile of the timed rounds. ``--digest`` prints a
 digest of the reps' outputs of the timed rounds (roll-up records, ``sales.metrics`` records,
-Redis calls and leaderboard changes, /metrics lines): a change that keeps them must keep it
-(run with ``PYTHONHASHSEED=0``; teams' and the organisation's sums are moved by differences
-in an order that varies between processes, so they are equal only up to rounding).
+Redis calls and leaderboard changes, /metrics lines, each sorted): a change that keeps them
+must keep it (run with ``PYTHONHASHSEED=0``; teams' and the organisation's sums are moved by
+differences in an order that varies between processes, so they are equal only up to rounding).
 """
 
 from __future__ import annotations
@@ -215,10 +215,12 @@ class Floor:
                 scopes.setdefault((u.scope, u.id), []).append(u)
         calls = [sink._call(group, now) for group in scopes.values()]
         times.append(t())
-        boards: list[Any] = []
+        boards: list[tuple[str, int, list[Any]]] = []
         for u in redis_updates:
             if u.scope == "rep" and not u.final:
-                sink._rank(u, boards)
+                changes: list[Any] = []
+                sink._rank(u, changes)
+                boards.append((u.id, u.kind, changes))
         times.append(t())
         captured = self.renderer.capture()
         times.append(t())
@@ -231,25 +233,27 @@ class Floor:
                 timings[name] = timings.get(name, 0.0) + (b - a) - in_gc
                 timings[GC] = timings.get(GC, 0.0) + in_gc
         if self.digest is not None:
-            # What every rep's outputs of the round hold, in order. (Not those of teams and
-            # the organisation: their sums are moved by differences in an order that varies
-            # from one process to the next, so they are equal only up to rounding.)
+            # What every rep's outputs of the round hold, each sorted: the order of reps in
+            # a round follows sets of (rep, team) pairs, whose order varies from one process
+            # to the next (hash(None)). Not those of teams and the organisation: their sums
+            # are moved by differences in that order, so they are equal up to rounding only.
             digest = self.digest
-            for _, key, value, partition in records:
-                if key.startswith(b"rep/"):
-                    digest["rollup"].update(b"%d %s %s\n" % (partition, key, value or b"-"))
-            for key, value in metrics_records:
-                if key.startswith(b"rep/"):
-                    digest["sales.metrics"].update(key + b" " + value + b"\n")
-            digest["redis"].update(repr([c for c in calls if "rep" in c[2]]).encode())
-            digest["boards"].update(repr(boards).encode())
-            for line in body.splitlines(keepends=True):
-                if b'rep="' in line:
-                    digest["/metrics"].update(line)
+            for line in sorted(b"%d %s %s\n" % (partition, key, value or b"-")
+                               for _, key, value, partition in records if key.startswith(b"rep/")):
+                digest["rollup"].update(line)
+            for key, value in sorted(r for r in metrics_records if r[0].startswith(b"rep/")):
+                digest["sales.metrics"].update(key + b" " + value + b"\n")
+            for line in sorted(repr(c).encode() for c in calls if "rep" in c[2]):
+                digest["redis"].update(line)
+            for line in sorted(repr(b).encode() for b in boards):
+                digest["boards"].update(line)
+            for line in sorted(x for x in body.splitlines(keepends=True) if b'rep="' in x):
+                digest["/metrics"].update(line)
         size = sum(len(k) + len(v) for k, v in metrics_records)
         return {"records": len(records), "record_bytes": sum(len(r[2] or b"") for r in records),
                 "windows": len(updates), "rep_windows": sum(u.scope == "rep" for u in updates),
-                "metrics_bytes": size, "redis_calls": len(calls), "board_args": len(boards),
+                "metrics_bytes": size, "redis_calls": len(calls),
+                "board_args": sum(len(b[2]) for b in boards),
                 "body_bytes": len(body)}
 
 
