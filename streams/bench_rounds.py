@@ -92,7 +92,8 @@ class Clock:
 class Floor:
     """A worker's aggregate and roll-up stages and its sinks, fed by the demo floor in process."""
 
-    def __init__(self, reps: int, teams: int, backlog: int, settings: Settings) -> None:
+    def __init__(self, reps: int, teams: int, backlog: int, settings: Settings,
+                 behind: bool = False) -> None:
         self.catalog, self.calendar = Catalog(), Calendar("UTC")
         self.partitions = settings.partitions
         grace = settings.grace_seconds
@@ -108,7 +109,8 @@ class Floor:
         self.input_offsets: dict[str, int] = {}
         self.publisher = Publisher(partitions=self.partitions, rollup_topic="rollup",
                                    interval=settings.rollup_interval_seconds, clock=self.clock,
-                                   team_interval=settings.rollup_team_interval_seconds)
+                                   team_interval=settings.rollup_team_interval_seconds,
+                                   behind=lambda: behind)
         self.stage = RollupStage(self.catalog, topic="rollup", partitions=self.partitions,
                                  grace_seconds=grace, consumer_factory=None,  # type: ignore[arg-type]
                                  clock=self.clock)
@@ -260,7 +262,7 @@ class Floor:
 def run_once(args: argparse.Namespace, settings: Settings,
              profile: cProfile.Profile | None) -> dict[str, Any]:
     began = time.perf_counter()
-    floor = Floor(args.reps, args.teams, args.backlog, settings)
+    floor = Floor(args.reps, args.teams, args.backlog, settings, behind=args.behind)
     if args.digest:
         floor.digest = {k: hashlib.sha256() for k in DIGESTS}
     floor.round(None)  # the first round: every window read whole, indexes built
@@ -297,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", metavar="FILE", help="cProfile of the timed rounds")
+    parser.add_argument("--behind", action="store_true",
+                        help="the publisher as in a worker that is behind (or has not settled "
+                        "since it was: streams.pacing): every changed window read whole")
     parser.add_argument("--digest", action="store_true",
                         help="print a digest of every output of the timed rounds (roll-up "
                         "records, sales.metrics records, Redis calls, /metrics bodies): two "
