@@ -56,12 +56,13 @@ DROP_LOG_MAX = 100_000
 MARK_DECODER = msgspec.msgpack.Decoder(float)
 
 WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
+_UNSET = object()
 
 
 class ScopeWindow:
     """One team's (or the org's) window: the newest partial of every source partition."""
 
-    __slots__ = ("partition", "end", "sources", "_values", "seq", "closed", "update")
+    __slots__ = ("partition", "end", "sources", "_values", "_team", "seq", "closed", "update")
 
     #: sources: source partition -> ((epoch, version), parts, team label)
 
@@ -70,6 +71,7 @@ class ScopeWindow:
         self.end = end
         self.sources: dict[int, tuple[tuple[int, int], Parts, str | None]] = {}
         self._values: dict[tuple, float] | None = None
+        self._team: str | None | object = _UNSET  # team(), until the sources change
         self.seq = 0  # the stage's change number of its last change (streams.readout)
         self.closed = False  # past its end plus twice the grace: final, nothing changes it
         #: (seq, streams.readout.WindowUpdate) as the first reader of this change built it:
@@ -83,12 +85,15 @@ class ScopeWindow:
             return False  # a stale copy from a worker that lost the partition
         self.sources[partial.source] = (version, partial.parts, partial.team)
         self._values = None
+        # one source (most rep windows): its label, known now; else read again when asked
+        self._team = (partial.team or None) if len(self.sources) == 1 else _UNSET
         return True
 
     def remove(self, source: int) -> bool:
         if self.sources.pop(source, None) is None:
             return False
         self._values = None
+        self._team = _UNSET
         return True
 
     def values(self, catalog: Catalog) -> dict[tuple, float]:
@@ -111,7 +116,13 @@ class ScopeWindow:
         return (scope_id,) if scope == "team" else ()
 
     def team(self) -> str | None:
-        """A rep's team label: from the source holding its sums (its own partition), else any."""
+        """A rep's team label: from the source holding its sums (its own partition), else any
+        (kept until the sources change: the readout and every scrape read it)."""
+        if self._team is _UNSET:
+            self._team = self._label()
+        return self._team  # type: ignore[return-value]
+
+    def _label(self) -> str | None:
         sources = self.sources
         if len(sources) == 1:  # most rep windows (read at every scrape of a changed window)
             for _, _, team in sources.values():
