@@ -145,13 +145,19 @@ class Floor:
             by_topic.setdefault(rec.topic, []).append(
                 SimpleNamespace(key=rec.key, value=rec.value, offset=offset, headers=()))
             n += 1
-        for topic, batch in by_topic.items():
-            for i in range(0, len(batch), 500):  # a poll's worth
-                asyncio.run(self.ingest.process(topic, 0, batch[i:i + 500]))
+
+        async def ingest() -> None:
+            for topic, batch in by_topic.items():
+                for i in range(0, len(batch), 500):  # a poll's worth
+                    await self.ingest.process(topic, 0, batch[i:i + 500])
+
+        asyncio.run(ingest())
         for partition, value in self.sent:
             self.states[partition].apply(BUNDLE_DECODER.decode(value), self.offsets[partition])
             self.offsets[partition] += 1
         self.sent.clear()
+        # the feed's garbage (its event loop's cycles, the records) is not the next round's
+        gc.collect()
         return n
 
     def arrive(self, events: int, seconds: float) -> None:
