@@ -141,15 +141,14 @@ class Readout:
         out = []
         append = out.append
         for (scope, scope_id, kind, start), w in chosen:
-            cached = w.update
-            if cached is not None and cached[0] == w.seq:
-                append(cached[1])  # another reader's, of the same change
+            if w.update_seq == w.seq:
+                append(w.update)  # another reader's, of the same change
                 continue
             # a rep whose every source dropped it (tombstones) has no team label left
             team = (w.team() or UNASSIGNED) if scope == "rep" else None
             update = WindowUpdate(scope, scope_id, team, kind, start, w.end,
                                   w.values(catalog), w.closed)
-            w.update = (w.seq, update)
+            w.update, w.update_seq = update, w.seq
             append(update)
         reader.seen = upto
         self._drop_read()

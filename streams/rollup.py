@@ -62,7 +62,8 @@ _UNSET = object()
 class ScopeWindow:
     """One team's (or the org's) window: the newest partial of every source partition."""
 
-    __slots__ = ("partition", "end", "sources", "_values", "_team", "seq", "closed", "update")
+    __slots__ = ("partition", "end", "sources", "_values", "_team", "seq", "closed", "update",
+                 "update_seq")
 
     #: sources: source partition -> ((epoch, version), parts, team label)
 
@@ -74,9 +75,10 @@ class ScopeWindow:
         self._team: str | None | object = _UNSET  # team(), until the sources change
         self.seq = 0  # the stage's change number of its last change (streams.readout)
         self.closed = False  # past its end plus twice the grace: final, nothing changes it
-        #: (seq, streams.readout.WindowUpdate) as the first reader of this change built it:
-        #: the next readers take it as it is (a change renumbers the window)
-        self.update: tuple[int, Any] | None = None
+        #: the streams.readout.WindowUpdate of change ``update_seq``, as the first reader of
+        #: it built it: the next readers take it as it is (a change renumbers the window)
+        self.update: Any = None
+        self.update_seq = -1  # (no change numbered yet)
 
     def put(self, partial: Partial) -> bool:
         current = self.sources.get(partial.source)
