@@ -40,11 +40,14 @@ def compile_expression(text: str) -> tuple[tuple[str, ...], Callable[[Lookup], f
         raise ExpressionError(f"not an arithmetic formula: {exc.msg}") from None
     names: list[str] = []
     steps: list[str] = []  # one line per node, in the order the tree evaluates them
+    constants: list[float] = []
 
     def build(node: ast.AST) -> str:
         """The node's variable in the generated function (its value)."""
         if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return repr(float(node.value))
+            # bound as a name, not written as its repr: 1e999 is inf, whose repr is no literal
+            constants.append(float(node.value))
+            return f"c{len(constants) - 1}"
         if isinstance(node, ast.Name):
             if node.id not in names:
                 names.append(node.id)
@@ -69,6 +72,6 @@ def compile_expression(text: str) -> tuple[tuple[str, ...], Callable[[Lookup], f
     for i, name in enumerate(names):
         lines += [f"    n{i} = get({name!r})", f"    if n{i} is None: return None"]
     lines += [f"    {step}" for step in steps] + [f"    return {result}"]
-    scope: dict[str, object] = {}
+    scope: dict[str, object] = {f"c{i}": value for i, value in enumerate(constants)}
     exec(compile("\n".join(lines), f"<expression {text!r}>", "exec"), scope)  # noqa: S102
     return tuple(names), scope["evaluate"]  # type: ignore[return-value]

@@ -70,3 +70,12 @@ def test_names_in_order_of_appearance() -> None:
 def test_anything_but_arithmetic_over_names_is_refused(text: str) -> None:
     with pytest.raises(ExpressionError):
         compile_expression(text)
+
+
+def test_a_constant_beyond_the_float_range_is_infinity_not_an_error() -> None:
+    # 1e999 parses to inf, whose repr ("inf") is no Python literal: written into the compiled
+    # function as its text it was a NameError at the first evaluation
+    names, evaluate = compile_expression("a * 1e999 - 2.5")
+    assert names == ("a",)
+    assert evaluate(lambda name: 2.0) == math.inf
+    assert evaluate(lambda name: -1.0) == -math.inf
