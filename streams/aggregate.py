@@ -140,7 +140,7 @@ class AggregateStage:
         self._lock = asyncio.Lock()
         #: a costly flush holds off the next (streams.pacing): its cost is the loop's time
         #: spent serialising, not delivery's
-        self._flushes = Rounds(0.0, pacing)
+        self._flushes = self.rounds = Rounds(0.0, pacing)
         self._flushed_behind = False  # the last flush was made in a backlog
         #: a flush of a caught-up worker (:meth:`idle_flush_due`) waits this long after the last
         self.flush_seconds = flush_seconds

@@ -40,7 +40,7 @@ from streams import allocator
 from streams.aggregate import AggregateStage, StaleState
 from streams.api import Api
 from streams.delivery import DeliveryGuard
-from streams.exposition import HealthCollector, LeadCollector
+from streams.exposition import HealthCollector, LeadCollector, RoundsCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
@@ -351,6 +351,12 @@ class Service:
                             rereads=lambda: getattr(self.app.consumer, "holes_reread", 0))
         )
         self.registry.register(LeadCollector(self.leads))
+        rounds = {"rollup_partials": self.aggregate.publisher.rounds,
+                  "state_snapshot": self.aggregate.rounds,
+                  "sales_metrics": self.sinks[0].rounds}
+        if self.redis is not None:
+            rounds["redis"] = self.redis.rounds
+        self.registry.register(RoundsCollector(rounds))
         self.api = Api(
             redis_sink.client(s.redis_url, s.redis_timeout_seconds, max_connections=s.api_max_streams + 32)
             if s.redis_url else None,

@@ -1,9 +1,9 @@
-"""`GET /metrics`: the service's own health and lead families (the KPI families are
-:mod:`streams.sinks.prometheus`), read from the stages at scrape time."""
+"""`GET /metrics`: the service's own health, lead and output-round families (the KPI
+families are :mod:`streams.sinks.prometheus`), read from the stages at scrape time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import (
@@ -161,3 +161,43 @@ class LeadCollector(Collector):
         yield CounterMetricFamily(
             "salespulse_lead_alerts_sent", "lead.response_sla_breached alerts sent by this worker.",
             value=monitor.alerts_sent)
+
+
+class RoundsCollector(Collector):
+    """The output rounds (:mod:`streams.pacing`): per kind, how many ran, the event loop's time
+    they took, the time their sends waited for the producer, the work they read, and how long
+    the pace holds the next one back. What an event waits for on its way to ``/metrics``, Redis
+    and ``sales.metrics`` is mostly these rounds' spacing; a round that costs much of the loop
+    is spaced out (README, Performance)."""
+
+    def __init__(self, rounds: Mapping[str, Any]) -> None:
+        self.rounds = rounds  # kind -> streams.pacing.Rounds
+
+    def collect(self) -> Iterator[Metric]:
+        count = CounterMetricFamily(
+            "salespulse_output_rounds", "Output rounds run, by kind.", labels=["round"])
+        seconds = CounterMetricFamily(
+            "salespulse_output_round_seconds",
+            "Event-loop time the output rounds took, by kind (seconds).", labels=["round"])
+        waited = CounterMetricFamily(
+            "salespulse_output_round_wait_seconds",
+            "Time the output rounds' sends waited for room in the producer, by kind (seconds).",
+            labels=["round"])
+        units = CounterMetricFamily(
+            "salespulse_output_round_units",
+            "Work the output rounds read, by kind: state keys (rollup_partials, while whole "
+            "windows are read) or windows (sales_metrics, redis).", labels=["round"])
+        pace = GaugeMetricFamily(
+            "salespulse_output_round_pace_seconds",
+            "How long after the last round of a kind the pace lets the next run, at the "
+            "earliest: its cost times the pacing factor, or its interval (seconds; a round "
+            "also waits for its own timer).", labels=["round"])
+        for kind, r in self.rounds.items():
+            count.add_metric([kind], r.count)
+            seconds.add_metric([kind], r.seconds)
+            waited.add_metric([kind], r.waited_seconds)
+            units.add_metric([kind], r.units)
+            gap = r.pace()
+            if gap is not None:
+                pace.add_metric([kind], gap)
+        yield from (count, seconds, waited, units, pace)

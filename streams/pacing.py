@@ -183,9 +183,21 @@ class Rounds:
         #: round is due at once, whatever its work)
         self.start = start
         self._counted = float("-inf")  # when the work was last counted
+        #: totals since start, for the service's own metrics (streams.exposition)
+        self.count = 0  # rounds done
+        self.seconds = 0.0  # the loop's time they took
+        self.waited_seconds = 0.0  # the time their sends waited for the producer
+        self.units = 0  # the units of work they read (keys, windows)
 
     def next_at(self) -> float:
         return self.pacing.next_round(self.last, self.interval, self.cost, self.waited, self.live)
+
+    def pace(self) -> float | None:
+        """How far after the last round the pace puts the next one now (seconds; None before
+        the first round): with the round's cost, what an event waits for it at most."""
+        if self.count == 0:
+            return None
+        return max(self.next_at(), self._held) - self.last
 
     def due(self, now: float, work: Callable[[], int] | None = None) -> bool:
         """Whether the round may run; ``work``: counts the units the round would read (called
@@ -209,5 +221,9 @@ class Rounds:
         """A round began at ``now``, took ``cost`` of the loop and read ``work`` units."""
         self.last, self.cost, self.waited = now, cost, waited
         self._held = float("-inf")
+        self.count += 1
+        self.seconds += cost
+        self.waited_seconds += waited
+        self.units += work
         if work >= self.learn_from and work > 0:
             self.unit_cost = cost / work

@@ -78,6 +78,16 @@ def test_activity_kpis_exact_with_duplicates_and_out_of_order(bootstrap: str, lo
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(f"http://127.0.0.1:{worker.port}{page}", timeout=5)
             assert err.value.code == 404, page
+        # The output rounds that carried them are on /metrics: each kind ran, took loop time
+        # and read work, and has a pace (0 for a round whose timer alone paces it).
+        for kind in ("rollup_partials", "state_snapshot", "sales_metrics", "redis"):
+            assert value(samples, "salespulse_output_rounds_total", round=kind) >= 1, kind
+            assert value(samples, "salespulse_output_round_seconds_total", round=kind) > 0, kind
+            assert value(samples, "salespulse_output_round_pace_seconds", round=kind) >= 0, kind
+        # the roll-up partials' interval at least (SALESPULSE_ROLLUP_INTERVAL_SECONDS)
+        assert value(samples, "salespulse_output_round_pace_seconds", round="rollup_partials") >= 0.1
+        for kind in ("sales_metrics", "redis"):  # windows (the publisher's keys: while behind)
+            assert value(samples, "salespulse_output_round_units_total", round=kind) > 0, kind
         # All events lie in the current day, hence also in the current week, month and quarter.
         for window in ("week", "month", "quarter"):
             assert value(samples, "salespulse_org_calls_made", window=window) == oracle.v[("org", "calls_made")]
