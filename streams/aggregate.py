@@ -140,7 +140,7 @@ class AggregateStage:
         self._lock = asyncio.Lock()
         #: a costly flush holds off the next (streams.pacing): its cost is the loop's time
         #: spent serialising, not delivery's
-        self._flushes = self.rounds = Rounds(0.0, pacing)
+        self.rounds = Rounds(0.0, pacing)
         self._flushed_behind = False  # the last flush was made in a backlog
         #: a flush of a caught-up worker (:meth:`idle_flush_due`) waits this long after the last
         self.flush_seconds = flush_seconds
@@ -295,8 +295,8 @@ class AggregateStage:
         backlog's last snapshot was written waited the interval: ~15 % of the benchmark's
         backlog)."""
         if self._flushed_behind:
-            return self._flushes.last
-        return self._flushes.last + self.flush_seconds
+            return self.rounds.last
+        return self.rounds.last + self.flush_seconds
 
     def holding(self) -> bool:
         """Whether records wait for a snapshot to be acknowledged."""
@@ -304,7 +304,7 @@ class AggregateStage:
 
     def _due(self, idle: bool) -> bool:
         now = time.monotonic()
-        return self._flushes.due(now) or (idle and now >= self.idle_flush_at())
+        return self.rounds.due(now) or (idle and now >= self.idle_flush_at())
 
     async def flush(self, force: bool = False, idle: bool = False) -> None:
         """Snapshot every dirty partition, await delivery, then ack the records it covers.
@@ -379,8 +379,8 @@ class AggregateStage:
                 if publishing:
                     self.publisher.spent(published, waited)  # type: ignore[union-attr]
             self.flushes += 1
-            self._flushes.done(time.monotonic(), cost)
-            self._flushed_behind = self._flushes.pacing.behind()
+            self.rounds.done(time.monotonic(), cost)
+            self._flushed_behind = self.rounds.pacing.behind()
 
     async def publish(self) -> None:
         """A publication round (when one is due) of the partitions whose epoch is durable,

@@ -46,10 +46,6 @@ class StopWatchdog:
             self._timer.daemon = True
             self._timer.start()
 
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
     def pending_tasks(self) -> str:
         """Every task of the loop not done yet, each with its stack (read from this thread:
         the loop is stuck, or nearly so; a set changed meanwhile is read again)."""

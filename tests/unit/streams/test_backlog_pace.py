@@ -89,7 +89,7 @@ def test_a_caught_up_worker_snapshots_after_the_interval_not_ten_times_the_last_
         table, stage = applied(flush_seconds=0.5, behind=[False])
         await stage.flush(force=True)
         # the last snapshot of a backlog cost 1 s of the loop: the paced one waits 10 s
-        stage._flushes.done(time.monotonic(), cost=1.0)
+        stage.rounds.done(time.monotonic(), cost=1.0)
         stage.state_for(0).apply(calls(20, 20), 1)
         first = Held()
         stage.hold(0, first)
@@ -145,7 +145,7 @@ def test_an_idle_flush_that_waited_for_a_running_one_does_not_snapshot_again_at_
         async with stage._lock:  # a flush is running: the idle one waits for it
             waiting = asyncio.ensure_future(stage.flush(idle=True))
             await asyncio.sleep(0)
-            stage._flushes.done(time.monotonic(), cost=0.1)  # ... and it snapshotted
+            stage.rounds.done(time.monotonic(), cost=0.1)  # ... and it snapshotted
         await waiting
         assert table.written == [] and stage.holding()  # the next one is an interval away
 

@@ -91,7 +91,7 @@ def test_a_stop_that_hangs_exits_hard_naming_what_held_it() -> None:
     assert "stuck_forever" in done.stderr  # the pending task, with its stack
 
 
-def test_a_stop_that_ends_in_time_disarms_nothing_and_exits_normally() -> None:
+def test_a_stop_that_ends_in_time_exits_normally_with_the_watchdog_armed() -> None:
     script = textwrap.dedent("""
         import asyncio
         from streams.stop_watchdog import StopWatchdog
