@@ -275,7 +275,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if added:
                 gap.merge_overlaps()
         offset = self._acked_up_to(tp)
-        if offset is None and self._acked[tp]:
+        if offset is None and (self._acked[tp] or self._held_by_stale(tp)):
             self._note_hole(tp)
         else:
             self._holes.pop(tp, None)
@@ -314,9 +314,25 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._acked_index[tp].difference_update(ordered[: end + 1])
         return ordered[end] + 1
 
+    def _held_by_stale(self, tp: TP) -> bool:
+        """The committed offset is covered by a message of an older generation, not acked: Faust's
+        stream skips such a message without acking it. With nothing later acked (it was the
+        partition's last batch) no ack would ever show the hole, and its records would wait
+        for the partition's next record to be applied and committed."""
+        committed = self._committed_offset[tp]
+        if committed is None:
+            return False
+        generation = self.app.consumer_generation_id
+        return any(
+            m.first_offset <= committed and not m.acked and m.generation_id != generation
+            for last, messages in (self._batches.get(tp) or {}).items() if last >= committed
+            for m in messages
+        )
+
     def _note_hole(self, tp: TP) -> None:
-        """Later offsets are acked but the committed one is not: fine while a message of this
-        generation that holds it is in flight. If none does (Faust's stream skips a message of
+        """Later offsets are acked but the committed one is not (or a skipped message of an older
+        generation holds it, :meth:`_held_by_stale`): fine while a message of this generation
+        that holds it is in flight. If none does (Faust's stream skips a message of
         a stale generation without acking it; a range forgotten at a revoke), nothing will ever
         ack it and the partition would never commit again: re-read it (``_reread_holes``)."""
         committed = self._committed_offset[tp]

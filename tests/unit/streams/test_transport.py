@@ -206,6 +206,31 @@ def test_a_commit_held_by_a_message_no_one_will_ack_is_re_read(consumer, monkeyp
     assert _commit(c) == 200
 
 
+def test_a_skipped_last_batch_of_an_older_generation_is_re_read(consumer, monkeypatch) -> None:
+    """The same skip, of the partition's last batch: nothing later is acked, so no ack shows the
+    hole. It used to wait for the partition's next record; it is re-read from the held offset."""
+    c, loop, seeks = _reread_setup(consumer, monkeypatch)
+    _deliver(c, loop, 100, 149, None)  # generation 0
+    c.app.consumer_generation_id = 1  # skipped by the stream; no record comes after it
+    assert _commit(c) is None
+    _drain(c, loop)
+    assert seeks == [(TP0, 100)]
+    assert c.holes_reread == 1
+    m1b = _deliver(c, loop, 100, 149, None)  # the re-read, this generation
+    m1b.generation_id = 1
+    m1b.ack(c)
+    assert _commit(c) == 150
+
+
+def test_a_last_batch_in_flight_is_left_alone(consumer, monkeypatch) -> None:
+    """The last batch of the current generation, not acked yet, is in flight: no hole."""
+    c, loop, seeks = _reread_setup(consumer, monkeypatch)
+    _deliver(c, loop, 100, 149, None)  # generation 0, the current one, in flight
+    assert _commit(c) is None
+    _drain(c, loop)
+    assert seeks == [] and c.holes_reread == 0
+
+
 def test_a_commit_held_by_a_message_in_flight_is_left_alone(consumer, monkeypatch) -> None:
     c, loop, seeks = _reread_setup(consumer, monkeypatch)
     _deliver(c, loop, 100, 149, None)  # in flight, this generation
