@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from functools import partial
@@ -148,13 +149,14 @@ class KpiRenderer:
         #: window key -> (the seq it was rendered at, label values, values): as captured
         self._windows: dict[tuple, tuple[int, tuple, dict]] = {}
         self._starts: tuple[tuple[float, float], ...] = ()
-        #: family number -> slot number -> that slot's lines of the family, encoded: a scrape
-        #: joins these into its body, the one copy of the text it makes (docs/benchmark.md).
-        #: A slot (scope, id, kind group) is numbered while it has lines: an int is cheap to hash.
-        self._chunks: list[dict[int, bytes]] = [{} for _ in self._order]
-        self._numbers: dict[tuple, int] = {}  # slot -> its number
-        self._count = itertools.count()
-        self._slots: dict[tuple, tuple[int, ...]] = {}  # slot -> the families it has lines in
+        #: family number -> its slots' lines, encoded, one piece per slot (scope, id, kind
+        #: group) at the slot's place in the family (b"" at a free place): a scrape writes
+        #: these as they are (docs/benchmark.md). A list, stored into by place: no hashing,
+        #: and 8 bytes a piece where a dict took ~36.
+        self._chunks: list[list[bytes]] = [[] for _ in self._order]
+        self._free: list[list[int]] = [[] for _ in self._order]  # family -> its free places
+        #: slot -> the families it has lines in, and its place in each (in that order)
+        self._slots: dict[tuple, tuple[tuple[int, ...], array]] = {}
         #: window key -> the lines at 0 it may give as a previous window (_plan, _direct),
         #: kept until its keys change: the previous window rarely does
         self._zeros: dict[tuple, tuple[tuple, ...]] = {}
@@ -163,8 +165,6 @@ class KpiRenderer:
         #: keep their keys and labels
         self._plans: dict[tuple, _Plan] = {}
         self._sep_in_labels = False  # whether a series' template has the separator
-        #: during a render: current window key -> its values before (their keys: the plan's)
-        self._was: dict[tuple, dict] = {}
         self.formatted = 0  # slots formatted so far: unchanged windows are not formatted again
 
     def _fragment(self, names: tuple[str, ...], values: tuple) -> str:
@@ -255,7 +255,7 @@ class KpiRenderer:
                 if names is not None and families[self._order[family]] not in names:
                     continue
                 parts.append(heads[family])
-                parts.extend(chunks.values())
+                parts += chunks
             return parts
 
     def _apply(self, captured: Captured) -> None:
@@ -276,7 +276,7 @@ class KpiRenderer:
             slot = (key[0], key[1], GROUP_OF[key[2]])
             dirty.add(slot)
             plans.pop(slot, None)
-        starts, was = captured.starts, self._was
+        starts = captured.starts
         for key, entry in captured.changed.items():
             slot = (key[0], key[1], GROUP_OF[key[2]])
             old = windows.get(key)
@@ -289,8 +289,9 @@ class KpiRenderer:
                     zeros.pop(key, None)
             elif slot[2] == MINUTE_GROUP:  # (formatted without a plan)
                 zeros.pop(key, None)  # (should it have been previous, the clock set back)
-            else:  # current: its keys are compared with its slot's plan's when formatted
-                was[key] = old[2]  # (the new values are read then)
+            elif not _same_keys(old[2], entry[2]):  # current, other keys than its plan's
+                plans.pop(slot, None)  # (a kept plan was made from the keys of ``old``)
+                zeros.pop(key, None)  # (should it have been a previous window)
             windows[key] = entry
             dirty.add(slot)
         old_starts = self._starts
@@ -304,7 +305,6 @@ class KpiRenderer:
             self._starts = captured.starts
         for slot in dirty:
             self._format(slot)
-        was.clear()
 
     def _format(self, slot: tuple[str, str, int]) -> None:
         """The lines of one slot (scope, id, group of window kinds), per family: the longer
@@ -319,17 +319,9 @@ class KpiRenderer:
         windows, plans = self._windows, self._plans
         plan = plans.get(slot)
         values: list = []
-        if plan is not None:
-            was = self._was
+        if plan is not None:  # its windows' keys are its plan's (:meth:`_apply`)
             for key in plan.current:
-                new = windows[key][2]
-                old = was.get(key)
-                if old is not None and not _same_keys(old, new):  # other keys: plan again
-                    self._zeros.pop(key, None)  # (should it have been a previous window)
-                    plans.pop(slot)
-                    plan = None
-                    break
-                values += new.values()
+                values += windows[key][2].values()
         fixed: tuple[tuple[int, ...], list[bytes]] | None = None
         if plan is None:
             scope, scope_id, group = slot
@@ -353,11 +345,11 @@ class KpiRenderer:
                 args += map(texts, values)
             else:
                 args += [texts(v) if type(v) is float else repr(v).encode() for v in values]
-            self._store(slot, every, families, _fill(templates, gather, bounds, args))
+            self._store(slot, every, _fill(templates, gather, bounds, args))
         elif not every:
-            self._store(slot, every, every, ())
-        if fixed is not None:
-            self._store(slot, every, *fixed)
+            self._store(slot, every, ())
+        if fixed is not None:  # (after the families with current values: ``every``)
+            self._store(slot, every, fixed[1], len(families))
 
     def _direct(self, slot: tuple[str, str, int]) -> None:
         """A slot's lines formatted as they are, line by line, without a plan: a minute
@@ -400,8 +392,7 @@ class KpiRenderer:
                                             repr(value).encode())
                         prior = lines.get(series[0])
                         lines[series[0]] = line if prior is None else prior + line
-        families = tuple(lines)
-        self._store(slot, families, families, lines.values())
+        self._store(slot, tuple(lines), lines.values())
 
     def _plan(self, slot: tuple[str, str, int]) -> tuple[_Plan, tuple | None]:
         """How a slot's lines are made from its windows: per kind of its group, its current
@@ -478,27 +469,45 @@ class KpiRenderer:
                      every), fixed
 
     def _store(self, slot: tuple[str, str, int], families: tuple[int, ...],
-               these: tuple[int, ...], pieces: Iterable[bytes]) -> None:
-        """Put a slot's new lines of ``these`` families in the cache (``pieces``: one per
-        family, in order), and take out those it has no more (``families``: all it has)."""
-        chunks = self._chunks
-        number = self._numbers.get(slot)
-        if number is None:
-            if not families:
-                return
-            number = self._numbers[slot] = next(self._count)
-        old = self._slots.get(slot, ())
-        if old is not families and old != families:  # (mostly the same plan, or families)
-            kept = frozenset(families)
-            for family in old:
-                if family not in kept:
-                    del chunks[family][number]
-        # chunks[family][number] = piece, family by family (in C)
-        _drain(map(setitem, map(chunks.__getitem__, these), itertools.repeat(number), pieces))
-        if families:
-            self._slots[slot] = families
+               pieces: Iterable[bytes], start: int = 0) -> None:
+        """Put a slot's new lines in the cache: ``pieces``, one per family of
+        ``families[start:]``, in order (``families``: all it has lines in now; the places of
+        those it has no more are freed)."""
+        held = self._slots.get(slot)
+        if held is not None and (held[0] is families or held[0] == families):
+            places = held[1]  # (mostly the same plan, or families)
+        elif families or held is not None:
+            places = self._place(slot, held, families)
         else:
-            del self._slots[slot], self._numbers[slot]
+            return
+        # chunks[family][place] = piece, family by family (in C)
+        _drain(map(setitem, map(self._chunks.__getitem__, itertools.islice(families, start, None)),
+                   itertools.islice(places, start, None), pieces))
+
+    def _place(self, slot: tuple[str, str, int], held: tuple | None,
+               families: tuple[int, ...]) -> array:
+        """A slot's places in its families now: kept in those it had lines in before, a free
+        (or new) place in the others; the places of the families it left are freed."""
+        chunks, free = self._chunks, self._free
+        old = dict(zip(*held, strict=True)) if held is not None else {}
+        places = array("I")
+        for family in families:
+            place = old.pop(family, None)
+            if place is None:
+                if free[family]:
+                    place = free[family].pop()
+                else:
+                    place = len(chunks[family])
+                    chunks[family].append(b"")
+            places.append(place)
+        for family, place in old.items():
+            chunks[family][place] = b""
+            free[family].append(place)
+        if families:
+            self._slots[slot] = (families, places)
+        else:
+            del self._slots[slot]
+        return places
 
     def _series_of(self, scope: str, kind: int, zero: bool, key: tuple) -> tuple:
         """The line of the value ``key`` (kpi, *dims) of a slot of this scope and kind:
@@ -585,7 +594,7 @@ def _positions(gather: list[int]) -> bytes | tuple[int, ...]:
 
 def _same_keys(old: Mapping, new: Mapping) -> bool:
     """Whether two value dicts have the same keys in the same order."""
-    return old is new or (len(old) == len(new) and tuple(old) == tuple(new))
+    return old is new or (len(old) == len(new) and list(old) == list(new))
 
 
 class _Series(dict):

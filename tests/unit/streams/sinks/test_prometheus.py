@@ -267,7 +267,7 @@ def planned_again(renderer: KpiRenderer) -> bytes:
     """The body after every slot's plan is made again from its windows (as a first render
     makes them): a kept plan must give exactly what a new one gives."""
     renderer._plans.clear()
-    for slot in list(renderer._numbers):
+    for slot in list(renderer._slots):
         renderer._format(slot)
     return renderer.render(renderer.capture())
 
