@@ -3,14 +3,21 @@
 ``python -m streams.bench_render [--reps 1000] [--changed 0.1]``: fills a roll-up stage
 (:mod:`streams.rollup`) with the current and previous window of every kind for every rep,
 team and the organisation (the default catalog's KPIs, a few dimension values each, about
-150,000 series at 1,000 reps, like ``salespulse bench``), then times what a scrape runs:
-``capture`` on the event loop and ``render`` in a thread, for a first scrape (everything
-formatted), a scrape with nothing changed, one after a share of the reps changed (every window
-kind of each, as an event does), one after every rep changed, and one a minute later with
-nothing changed (every minute window moved on: this minute's is last minute's). ``salespulse bench`` times
-whole scrapes of a live worker; this isolates the renderer. ``--tracemalloc`` also reports the
-renderer's memory in the first round (its cache after the first scrape, and the peak of an
-every-rep-changed render above what was held before it; that round's times include tracing).
+150,000 series at 1,000 reps, like ``salespulse bench``), then times what a scrape costs the
+worker, as the /metrics handler (:mod:`streams.app`) runs it: ``capture`` on the event loop,
+``parts`` in a thread, and the writes of the body on the loop (the cached pieces joined into
+~256 KiB writes, :func:`streams.sinks.prometheus.write_pieces`; the socket's own send is not
+timed). It does so for a first scrape (everything formatted), a scrape with nothing changed,
+one after a share of the reps changed (every window kind of each, as an event does), one after
+every rep changed, and one a minute later with nothing changed (every minute window moved on:
+this minute's is last minute's). ``joined_ms`` is the measure used before 2026-11-30 (branch
+``render3``): capture + parts + one ``b"".join`` of the whole body, which the handler never
+makes. The garbage collector keeps CPython's default thresholds (as before; a worker's,
+``streams.cli``, collect young objects ~70 times less often but each time over more of them:
+in this bench that made an every-rep-changed scrape no cheaper). ``salespulse bench`` times whole scrapes of a live worker; this isolates the
+renderer. ``--tracemalloc`` also reports the renderer's memory in the first round (its cache
+after the first scrape, and the peak of an every-rep-changed render above what was held before
+it; that round's times include tracing).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from metrics.rollup import Parts
 from metrics.windows import WINDOW_KINDS, Calendar
 from streams.readout import Readout
 from streams.rollup import RollupStage, ScopeWindow
-from streams.sinks.prometheus import KpiRenderer
+from streams.sinks.prometheus import KpiRenderer, write_pieces
 
 NOW = 1_780_000_000.0 + 1800.0  # mid-hour, mid-minute: every kind has a previous window
 DIMENSION_VALUES = ("a", "b", "c")
@@ -79,13 +86,20 @@ def change(stage: RollupStage, keys: list[tuple], rng: random.Random) -> None:
         stage.touch(key, window)
 
 
-def _scrape(renderer: KpiRenderer) -> tuple[float, float, int]:
+def _scrape(renderer: KpiRenderer) -> tuple[float, float, float, float, int]:
+    """(capture, parts, writes, one join of the body) in seconds, and the body's size."""
     t0 = time.perf_counter()
-    captured = renderer.capture()
+    captured = renderer.capture()  # on the loop
     t1 = time.perf_counter()
-    text = renderer.render(captured)
+    parts = renderer.parts(captured)  # in a thread
     t2 = time.perf_counter()
-    return t1 - t0, t2 - t1, len(text)
+    size = 0
+    for piece in write_pieces(parts):  # on the loop, as the handler writes the body
+        size += len(piece)
+    t3 = time.perf_counter()
+    b"".join(parts)  # (the measure before: one join of the whole body)
+    t4 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, t4 - t3, size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         by_rep.setdefault(key[1], []).append(key)
     reps = sorted(by_rep)
     few = reps[: max(1, int(len(reps) * args.changed))]
-    results: dict[str, list[tuple[float, float, int]]] = {}
+    results: dict[str, list[tuple[float, float, float, float, int]]] = {}
     clock = [NOW]
     memory: dict[str, float] = {}
     for _ in range(args.rounds):
@@ -145,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.reps} reps, {len(stage.windows)} windows, median of {args.rounds} rounds")
     for name, f in figures.items():
-        print(f"  {name:<20} capture (loop) {f['capture_ms']:7.1f} ms   render (thread) "
-              f"{f['render_ms']:7.1f} ms   {f['mb']:.1f} MB")
+        print(f"  {name:<20} capture (loop) {f['capture_ms']:6.1f} + render (thread) "
+              f"{f['render_ms']:6.1f} + writes (loop) {f['write_ms']:5.1f} = {f['total_ms']:6.1f} ms"
+              f"   (with one join: {f['joined_ms']:6.1f} ms)   {f['mb']:.1f} MB")
     if memory:
         print(f"  memory (traced, round 1): the cache after the first scrape "
               f"{memory['cache_mb']:.1f} MB; an every-rep-changed render's peak above it "
@@ -154,14 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def summarise(results: dict[str, list[tuple[float, float, int]]]) -> dict[str, dict[str, float]]:
-    """Per kind of scrape: median capture and render in ms, body size in MB."""
+def summarise(results: dict[str, list[tuple[float, float, float, float, int]]]
+              ) -> dict[str, dict[str, float]]:
+    """Per kind of scrape: median capture, render (``parts``) and writes in ms, their sum
+    (``total_ms``: what the scrape cost the worker), the measure before (``joined_ms``: capture,
+    render and one join of the body), and the body's size in MB."""
     out = {}
     for name, runs in results.items():
-        capture = statistics.median(r[0] for r in runs) * 1000
-        render = statistics.median(r[1] for r in runs) * 1000
-        out[name] = {"capture_ms": capture, "render_ms": render, "total_ms": capture + render,
-                     "mb": runs[0][2] / 1e6}
+        capture, render, write, join = (statistics.median(r[i] for r in runs) * 1000
+                                        for i in range(4))
+        out[name] = {"capture_ms": capture, "render_ms": render, "write_ms": write,
+                     "total_ms": capture + render + write, "joined_ms": capture + render + join,
+                     "mb": runs[0][4] / 1e6}
     return out
 
 

@@ -71,19 +71,18 @@ def requested_names(query: Mapping[str, str]) -> frozenset[str] | None:
 WRITE_BYTES = 256 * 1024
 
 
-def write_pieces(parts: Iterable[bytes], size: int = WRITE_BYTES) -> Iterator[bytes]:
-    """The pieces of a body, joined into writes of about ``size`` bytes each (the last may be
-    shorter): the body itself is never whole in memory."""
-    batch: list[bytes] = []
-    held = 0
-    for part in parts:
-        batch.append(part)
-        held += len(part)
-        if held >= size:
-            yield b"".join(batch)
-            batch, held = [], 0
-    if batch:
-        yield b"".join(batch)
+def write_pieces(parts: Sequence[bytes], size: int = WRITE_BYTES) -> Iterator[bytes]:
+    """The pieces of a body, joined into writes of about ``size`` bytes each: the body itself
+    is never whole in memory. Each write joins a slice of the pieces, as many as made ``size``
+    on average in the writes before it (16 in the first): no Python work per piece (a body of
+    1,000 reps has ~75,000; one loop over them cost the event loop ~8 ms a scrape)."""
+    first, total, written, count = 0, len(parts), 0, 16
+    while first < total:
+        write = b"".join(parts[first:first + count])
+        first += count
+        written += len(write)
+        yield write
+        count = max(1, size * first // written) if written else 2 * count
 
 
 def _escape(value: str) -> str:

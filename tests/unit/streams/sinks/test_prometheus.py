@@ -230,10 +230,14 @@ def test_a_scrape_gets_the_cached_pieces_themselves_not_copies() -> None:
 
 
 def test_write_pieces_join_parts_into_writes_of_about_the_size_in_order() -> None:
-    parts = [b"a" * 3, b"b" * 4, b"c" * 2, b"d" * 5, b"e"]
-    writes = list(write_pieces(parts, size=6))
-    assert writes == [b"aaabbbb", b"ccddddd", b"e"]
+    parts = [bytes([65 + i % 26]) * 10 for i in range(1000)]
+    writes = list(write_pieces(parts, size=100))
     assert b"".join(writes) == b"".join(parts)
+    assert len(writes[0]) == 160  # 16 pieces, then as many as made the size on average
+    assert {len(w) for w in writes[1:-1]} == {100} and len(writes[-1]) == 40  # (what is left)
+    mixed = [b"a" * 3, b"", b"b" * 400, b"c" * 2, b"d" * 5, b"e"] * 50
+    assert b"".join(write_pieces(mixed, size=64)) == b"".join(mixed)
+    assert b"".join(write_pieces([b""] * 40, size=6)) == b""
     assert list(write_pieces([], size=6)) == []
 
 
