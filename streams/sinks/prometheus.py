@@ -479,9 +479,10 @@ class KpiRenderer:
             places = self._place(slot, held, families)
         else:
             return
+        if start:
+            families, places = families[start:], places[start:]
         # chunks[family][place] = piece, family by family (in C)
-        _drain(map(setitem, map(self._chunks.__getitem__, itertools.islice(families, start, None)),
-                   itertools.islice(places, start, None), pieces))
+        _drain(map(setitem, map(self._chunks.__getitem__, families), places, pieces))
 
     def _place(self, slot: tuple[str, str, int], held: tuple | None,
                families: tuple[int, ...]) -> array:
@@ -533,8 +534,8 @@ class _Plan(NamedTuple):
     heads: tuple[bytes, ...]  # per kind of the slot's group: previous and current labels
     current: tuple[tuple, ...]  # the keys of its current windows, whose value texts follow
     needed: bytes | tuple[int, ...] | None  # the positions of the values that have lines
-    #: every line's template, family by family, SEP before each family's first; or (bounds)
-    #: one template per family
+    #: every line's template, family by family, SEP before each family's first but the
+    #: slot's first; or (bounds) one template per family
     templates: tuple[bytes, ...]
     gather: bytes | tuple[int, ...]  # the positions of every line's args, in that order
     families: tuple[int, ...]  # the families it has current values in, in that order
@@ -550,7 +551,8 @@ def _fill_of(rows: list[tuple], joined: bool) -> tuple[
     starts = list(map(ne, itertools.chain((-1,), order), order))  # a family's first line
     families = tuple(itertools.compress(order, starts))
     gather = _positions(list(itertools.chain.from_iterable(map(_ARGS, rows))))
-    if joined:
+    if joined:  # the separator before each family's first line but the slot's first
+        starts[:1] = [False] * len(starts[:1])
         return tuple(map(getitem, rows, map((1, 3).__getitem__, starts))), gather, families, None
     # a label value has the separator: a template and the args' bounds per family
     per_family: list[bytes] = []
@@ -567,7 +569,7 @@ def _fill(templates: tuple[bytes, ...], gather: bytes | tuple[int, ...],
     """The pieces (one per family) of a fill (:func:`_fill_of`) from its slot's args."""
     filled = itemgetter(*gather)(args)  # every line's labels and value, family by family
     if bounds is None:  # the whole slot at once, cut where each family starts
-        return itertools.islice((b"".join(templates) % filled).split(SEP), 1, None)
+        return (b"".join(templates) % filled).split(SEP)
     filled = filled if type(filled) is tuple else (filled,)
     return map(bytes.__mod__, templates, map(
         filled.__getitem__, itertools.starmap(slice, itertools.pairwise(bounds))))
