@@ -1825,10 +1825,10 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
         if render.get("scrapes"):
             _say(f"/metrics render alone (streams.bench_render, {render.get('reps')} reps, "
                  f"{render.get('windows'):,} windows, median of {render.get('rounds')}): capture "
-                 "on the loop + render in a thread")
+                 "on the loop + render in a thread + the body's writes on the loop")
             for name, f in render["scrapes"].items():
-                _say(f"  {name:<22} {f['capture_ms']:7.1f} + {f['render_ms']:7.1f} ms "
-                     f"= {f['total_ms']:7.1f} ms, {f['mb']:.1f} MB")
+                _say(f"  {name:<22} {f['capture_ms']:7.1f} + {f['render_ms']:7.1f} + "
+                     f"{f.get('write_ms', 0.0):5.1f} ms = {f['total_ms']:7.1f} ms, {f['mb']:.1f} MB")
         else:
             _say(f"/metrics render alone: {render.get('note')}")
     memory = report.get("memory")
