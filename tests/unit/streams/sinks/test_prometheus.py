@@ -233,10 +233,14 @@ def test_write_pieces_join_parts_into_writes_of_about_the_size_in_order() -> Non
     parts = [bytes([65 + i % 26]) * 10 for i in range(1000)]
     writes = list(write_pieces(parts, size=100))
     assert b"".join(writes) == b"".join(parts)
-    assert len(writes[0]) == 160  # 16 pieces, then as many as made the size on average
+    assert len(writes[0]) == 160  # 16 pieces, then as many as would have made the size
     assert {len(w) for w in writes[1:-1]} == {100} and len(writes[-1]) == 40  # (what is left)
     mixed = [b"a" * 3, b"", b"b" * 400, b"c" * 2, b"d" * 5, b"e"] * 50
     assert b"".join(write_pieces(mixed, size=64)) == b"".join(mixed)
+    small_then_large = [b"s"] * 100 + [b"L" * 1000] * 100  # a write follows the pieces' size
+    writes = list(write_pieces(small_then_large, size=4000))
+    assert b"".join(writes) == b"".join(small_then_large)
+    assert {len(w) for w in writes[-5:-1]} == {4000}
     assert b"".join(write_pieces([b""] * 40, size=6)) == b""
     assert list(write_pieces([], size=6)) == []
 
