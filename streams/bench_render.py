@@ -12,12 +12,14 @@ one after a share of the reps changed (every window kind of each, as an event do
 every rep changed, and one a minute later with nothing changed (every minute window moved on:
 this minute's is last minute's). ``joined_ms`` is the measure used before 2026-11-30 (branch
 ``render3``): capture + parts + one ``b"".join`` of the whole body, which the handler never
-makes. The garbage collector keeps CPython's default thresholds (as before; a worker's,
-``streams.cli``, collect young objects ~70 times less often but each time over more of them:
-in this bench that made an every-rep-changed scrape no cheaper). ``salespulse bench`` times whole scrapes of a live worker; this isolates the
-renderer. ``--tracemalloc`` also reports the renderer's memory in the first round (its cache
-after the first scrape, and the peak of an every-rep-changed render above what was held before
-it; that round's times include tracing).
+makes. ``cpu_total_ms`` is the CPU time of the three steps (``time.thread_time``): on a box
+shared with other work it moves less than the wall clock. The garbage collector keeps
+CPython's default thresholds (as before; a worker's, ``streams.cli``, collect young objects ~70
+times less often but each time over more of them: in this bench that made an every-rep-changed
+scrape no cheaper). ``salespulse bench`` times whole scrapes of a live worker; this isolates
+the renderer. ``--tracemalloc`` also reports the renderer's memory in the first round (its
+cache after the first scrape, and the peak of an every-rep-changed render above what was held
+before it; that round's times include tracing).
 """
 
 from __future__ import annotations
@@ -86,20 +88,21 @@ def change(stage: RollupStage, keys: list[tuple], rng: random.Random) -> None:
         stage.touch(key, window)
 
 
-def _scrape(renderer: KpiRenderer) -> tuple[float, float, float, float, int]:
-    """(capture, parts, writes, one join of the body) in seconds, and the body's size."""
-    t0 = time.perf_counter()
+def _scrape(renderer: KpiRenderer) -> tuple[float, ...]:
+    """(capture, parts, writes, one join of the body) in seconds of the wall clock, the same
+    three steps in seconds of this thread's CPU time, and the body's size."""
+    c0, t0 = time.thread_time(), time.perf_counter()
     captured = renderer.capture()  # on the loop
-    t1 = time.perf_counter()
+    c1, t1 = time.thread_time(), time.perf_counter()
     parts = renderer.parts(captured)  # in a thread
-    t2 = time.perf_counter()
+    c2, t2 = time.thread_time(), time.perf_counter()
     size = 0
     for piece in write_pieces(parts):  # on the loop, as the handler writes the body
         size += len(piece)
-    t3 = time.perf_counter()
+    c3, t3 = time.thread_time(), time.perf_counter()
     b"".join(parts)  # (the measure before: one join of the whole body)
     t4 = time.perf_counter()
-    return t1 - t0, t2 - t1, t3 - t2, t4 - t3, size
+    return t1 - t0, t2 - t1, t3 - t2, t4 - t3, c1 - c0, c2 - c1, c3 - c2, size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         by_rep.setdefault(key[1], []).append(key)
     reps = sorted(by_rep)
     few = reps[: max(1, int(len(reps) * args.changed))]
-    results: dict[str, list[tuple[float, float, float, float, int]]] = {}
+    results: dict[str, list[tuple[float, ...]]] = {}
     clock = [NOW]
     memory: dict[str, float] = {}
     for _ in range(args.rounds):
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, f in figures.items():
         print(f"  {name:<20} capture (loop) {f['capture_ms']:6.1f} + render (thread) "
               f"{f['render_ms']:6.1f} + writes (loop) {f['write_ms']:5.1f} = {f['total_ms']:6.1f} ms"
-              f"   (with one join: {f['joined_ms']:6.1f} ms)   {f['mb']:.1f} MB")
+              f"   (with one join: {f['joined_ms']:6.1f} ms; CPU {f['cpu_total_ms']:6.1f} ms)"
+              f"   {f['mb']:.1f} MB")
     if memory:
         print(f"  memory (traced, round 1): the cache after the first scrape "
               f"{memory['cache_mb']:.1f} MB; an every-rep-changed render's peak above it "
@@ -169,18 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def summarise(results: dict[str, list[tuple[float, float, float, float, int]]]
-              ) -> dict[str, dict[str, float]]:
+def summarise(results: dict[str, list[tuple[float, ...]]]) -> dict[str, dict[str, float]]:
     """Per kind of scrape: median capture, render (``parts``) and writes in ms, their sum
     (``total_ms``: what the scrape cost the worker), the measure before (``joined_ms``: capture,
-    render and one join of the body), and the body's size in MB."""
+    render and one join of the body), the three steps' CPU time (``cpu_total_ms``: less moved
+    by other processes on a shared box than the wall clock), and the body's size in MB."""
     out = {}
     for name, runs in results.items():
-        capture, render, write, join = (statistics.median(r[i] for r in runs) * 1000
-                                        for i in range(4))
+        capture, render, write, join, *cpu = (statistics.median(r[i] for r in runs) * 1000
+                                              for i in range(7))
         out[name] = {"capture_ms": capture, "render_ms": render, "write_ms": write,
                      "total_ms": capture + render + write, "joined_ms": capture + render + join,
-                     "mb": runs[0][4] / 1e6}
+                     "cpu_total_ms": sum(cpu), "mb": runs[0][7] / 1e6}
     return out
 
 
