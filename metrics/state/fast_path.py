@@ -12,6 +12,8 @@ per-window path instead (:mod:`metrics.state.replay`), with the same accumulator
 
 from __future__ import annotations
 
+from typing import Any
+
 from metrics.events import DATA_TYPES, LANE_LEAD, Bundle, RepUpdated, UserEvent
 from metrics.labels import REP, TEAM
 from metrics.state.sightings import SEQ_BITS
@@ -44,7 +46,7 @@ class FastPath:
         src = (bundle.topic, bundle.partition, bundle.lane)
         src_hw = self.sources.get(src, -1)
         src_wm = self.source_times.get(src, float("-inf"))
-        accumulators = self.catalog.accumulators
+        wm = self.watermark  # kept in step with self.watermark (only this loop moves it)
         grace = self.grace
         pending = self._pending
         base_seq = offset << SEQ_BITS
@@ -53,23 +55,26 @@ class FastPath:
         gated = self.label_caps is not None
         reps_in, teams_in = self.labels[REP], self.labels[TEAM]
         admit = self._admit
-        special = self._hooks
         roster = self.roster
+        plans = self._plans
         first = self.dedup.first  # producer duplicates (metrics.dedup)
+        # the bucket of the last (minute, first open kind): events of a bundle mostly share it
+        last_slot: tuple[int, int] | None = None
+        bucket: dict[tuple, float] = {}
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
                 continue
             src_hw = ev.offset
-            if t <= self.watermark - horizon:
+            if t <= wm - horizon:
                 self.late += 1
                 continue
             minute = int(t // 60.0)
-            if not first(ev.source, ev.id, 0, minute, base_seq | index, self.watermark):
+            if not first(ev.source, ev.id, 0, minute, base_seq | index, wm):
                 self.duplicates += 1
                 continue
-            if t > self.watermark:
-                self.watermark = t
+            if t > wm:
+                self.watermark = wm = t
             if t > src_wm:
                 src_wm = t
             data = ev.data
@@ -80,14 +85,16 @@ class FastPath:
                     continue  # a type this worker's catalog does not declare
                 cls = type(data)
             counts[cls] = counts.get(cls, 0) + 1
+            plan = plans.get(cls)
+            if plan is None:
+                plan = plans[cls] = self._plan(cls)
+            accumulate, hook, has_rep, has_team = plan
             if cls is RepUpdated:
                 self._roster_update(data, t)  # type: ignore[arg-type]
-            etype = TYPE_OF[cls]
-            accumulate = accumulators.get(etype)
             if accumulate is None:
                 continue
-            rep = getattr(data, "rep_id", None)
-            team = getattr(data, "team_id", None)  # None: resolved from the roster when read
+            rep = data.rep_id if has_rep else None  # type: ignore[attr-defined]
+            team = data.team_id if has_team else None  # None: resolved from the roster when read
             first_open = 0  # windows are nested: if a kind is late, so are all smaller ones
             if (minute + 1) * 60.0 + grace <= src_wm:
                 first_open = self._first_open_kind(t, src_wm)
@@ -108,15 +115,18 @@ class FastPath:
                 entry = roster.get(rep)
                 if entry is not None:  # the team in effect at the event's time (a label already)
                     team = entry.team if t >= entry.time else entry.team_at(t)
-            hook = special.get(cls)
             if hook is not None:
                 hook(self, data, t, rep, team, offset, replaying, src_wm)
+                last_slot = None  # it may have folded the pending hits
             if replaying:
                 self._apply_slow(data, accumulate, rep, team, t, offset, replaying, src_wm)
+                last_slot = None  # folded the pending hits
                 continue
-            bucket = pending.get((minute, first_open))
-            if bucket is None:
-                bucket = pending[(minute, first_open)] = {}
+            if last_slot is None or last_slot[0] != minute or last_slot[1] != first_open:
+                last_slot = (minute, first_open)
+                bucket = pending.get(last_slot)  # type: ignore[assignment]
+                if bucket is None:
+                    bucket = pending[last_slot] = {}
             if accumulate(data, rep, team, bucket, admit) and first_open:
                 self.late += 1
         for cls, n in counts.items():
@@ -125,6 +135,13 @@ class FastPath:
             self.sources[src] = src_hw
             self.source_times[src] = src_wm
         self.applied = offset
+
+    def _plan(self, cls: type) -> tuple[Any, Any, bool, bool]:
+        """What the fast path does with an event of data type ``cls``, looked up once per type:
+        (its accumulator or None, its hook or None, whether it has ``rep_id``, ``team_id``)."""
+        fields = cls.__struct_fields__  # type: ignore[attr-defined]
+        return (self.catalog.accumulators.get(TYPE_OF[cls]), self._hooks.get(cls),
+                "rep_id" in fields, "team_id" in fields)
 
     def skip(self, offset: int) -> None:
         """Record ``offset`` as applied without effect: an undecodable record, dead-lettered by

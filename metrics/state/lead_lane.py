@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import msgspec
 
-from metrics.events import Bundle
+from metrics.events import DATA_TYPES, Bundle
 from metrics.labels import REP, TEAM
 from metrics.leads import LEAD_LANE_TYPES, Response, is_touch, lead_part
 from metrics.state.sightings import SEQ_BITS
 
 LEAD_LANE_SALT = 0x9E3779B97F4A7C15  # lead-lane copies of an event are deduplicated apart
+#: the data types of the lead lane's types (each has ``lead_id``, ``rep_id`` and ``team_id``)
+LEAD_LANE_CLASSES = frozenset(DATA_TYPES[t] for t in LEAD_LANE_TYPES)
 RESPONSE_SERIES = "lead_response_seconds"
 
 
@@ -31,34 +33,38 @@ class LeadLane:
         book = self.leads
         gated = self.label_caps is not None
         reps_in, teams_in = self.labels[REP], self.labels[TEAM]
+        horizon, wait_horizon = self.horizon, self.wait_horizon
+        first = self.dedup.first  # producer duplicates (metrics.dedup), apart from the KPI lane
+        wm = self.watermark  # kept in step with self.watermark (only this loop moves it)
         for index, ev in enumerate(bundle.events):
             t = ev.time
             if ev.offset <= src_hw and self._forwarded_again(ev, t, src, LEAD_LANE_SALT):
                 continue
             src_hw = ev.offset
-            if t <= self.watermark - self.horizon:
+            if t <= wm - horizon:
                 continue  # counted late in the KPI lane
-            if not self._first_sighting(ev, t, base_seq | index, LEAD_LANE_SALT):
+            if not first(ev.source, ev.id, LEAD_LANE_SALT, int(t // 60.0), base_seq | index, wm):
+                continue  # a duplicate (counted in the KPI lane)
+            if t > wm:
+                self.watermark = wm = t
+            data = ev.data
+            if type(data) not in LEAD_LANE_CLASSES:
                 continue
-            if t > self.watermark:
-                self.watermark = t
-            lead_id = getattr(ev.data, "lead_id", None)
-            if lead_id is None or ev.type not in LEAD_LANE_TYPES:
+            lead_id = data.lead_id  # type: ignore[attr-defined]
+            if lead_id is None:
                 continue
             if gated:
                 # Admit the labels a response may carry (the touch's rep, a team) here, where
                 # a replay passes too, even when this lead's part already holds the record.
-                data = ev.data
-                team = getattr(data, "team_id", None)
+                team = data.team_id  # type: ignore[attr-defined]
                 if team is not None and team not in teams_in:
                     self.admit(TEAM, team)
-                rep = getattr(data, "rep_id", None)
+                rep = data.rep_id  # type: ignore[attr-defined]
                 if rep is not None and rep not in reps_in and is_touch(data):
                     self.admit(REP, rep)
             if replaying and self.lead_stamps.get(lead_part(lead_id), -1) >= offset:
                 continue  # this lead's part already holds the record
-            old, new = book.apply(lead_id, ev.data, t, self.watermark - self.wait_horizon,
-                                  self.watermark - self.horizon)
+            old, new = book.apply(lead_id, data, t, wm - wait_horizon, wm - horizon)
             if old is not None:
                 self._file_response(old, offset, replaying, retract=True)
             if new is not None:

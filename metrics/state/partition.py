@@ -77,6 +77,8 @@ class PartitionState(FastPath, Replay, Sightings, LeadLane, Windows, Roster, Lab
         self.opportunities = OpportunityBook()
         #: event class -> what it does besides the catalog's sums (opportunities, sampled fields)
         self._hooks = hooks(catalog)
+        #: event class -> what the fast path does with it (metrics.state.fast_path)
+        self._plans: dict[type, tuple[Any, Any, bool, bool]] = {}
         self.watermark = float("-inf")
         self._next_window_expiry = float("-inf")  # the earliest clock at which a window expires
         self._leads_expired_at = float("-inf")
