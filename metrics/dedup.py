@@ -257,6 +257,11 @@ class DedupLedger:
         self._purged_at = float("-inf")
         self._loaded: list[tuple[int, int, bytes, bytes]] = []
         self._minute_bytes: dict[int, bytes] = {}
+        # the minute of the last new id, its 4 bytes and its open chunk: a bundle's events
+        # mostly share a minute (forgotten whenever open chunks are sealed or dropped)
+        self._at: int | None = None
+        self._at_bytes = b""
+        self._at_chunk: _Chunk | None = None
 
     def live_from(self, watermark: float) -> float:
         """The first event-time minute whose ids are still remembered."""
@@ -275,9 +280,9 @@ class DedupLedger:
             first = self.recent.get(ident)
             if first is not None:
                 return first >= seq  # its own record replayed (already durable), or a duplicate
-        mbytes = self._minute_bytes.get(minute)
-        if mbytes is None:
-            mbytes = self._minute_bytes[minute] = minute_bytes(minute)
+        if minute != self._at:
+            self._at_minute(minute)
+        mbytes = self._at_bytes
         ids = self.ids
         h = ident[0] << 8 | ident[1]
         key = h & ids.mask
@@ -296,12 +301,20 @@ class DedupLedger:
             return False
         if ids.size > ids.limit:
             ids.grow()
-        chunk = self.open.get(minute)
+        chunk = self._at_chunk
         if chunk is None:
-            chunk = self._open_chunk(minute)
+            chunk = self._at_chunk = self._open_chunk(minute)
         chunk.idents += ident
         chunk.seqs.append(seq)
         return True
+
+    def _at_minute(self, minute: int) -> None:
+        """Make ``minute`` the one whose bytes and open chunk (None until its first new id)
+        :meth:`first` has at hand."""
+        mbytes = self._minute_bytes.get(minute)
+        if mbytes is None:
+            mbytes = self._minute_bytes[minute] = minute_bytes(minute)
+        self._at, self._at_bytes, self._at_chunk = minute, mbytes, self.open.get(minute)
 
     def _open_chunk(self, minute: int) -> _Chunk:
         n = self.chunks.get(minute, 0)
@@ -321,6 +334,7 @@ class DedupLedger:
         """The open chunks that got ids, as parts; seals the rest. ``next_seq``: the first
         sequence of the records after ``stamp``."""
         out = []
+        self._at = None  # chunks may be sealed
         for minute in sorted(self.open):
             chunk = self.open[minute]
             n = len(chunk.seqs)
@@ -339,6 +353,7 @@ class DedupLedger:
         of their ids is reclaimed at most once per sixteenth of a horizon (or minute)."""
         if watermark < self.next_expiry:
             return []
+        self._at = None  # chunks may be dropped
         keys = []
         for minute in [m for m in self.chunks if (m + 1) * 60.0 + self.horizon <= watermark]:
             keys.extend(f"{ID_PART}{minute}/{n}" for n in range(self.chunks.pop(minute)))

@@ -19,6 +19,13 @@ far steadier than wall time on a shared machine. The garbage collector is tuned 
 (``streams.cli``). Nothing is sent anywhere: the sends collect the bundles. The events the
 states processed are counted, and a run in which any went missing fails (exit status 1): a
 faster path that dropped events would show.
+
+Instructions instead of time: ``--upto`` stops a single run after a stage (``setup``: only the
+events and the service are made), so that the instruction counts of runs under valgrind
+(``valgrind --tool=cachegrind --cache-sim=no python -m streams.bench_contenders.hotpath
+--repeat 1 --upto ...``) differ by exactly one stage's work. Counts move by well under 1 %
+between runs however loaded the machine is (docs/benchmark.md, "Both stages cheaper per
+event").
 """
 
 from __future__ import annotations
@@ -69,8 +76,16 @@ def service() -> Any:
     return Service(Settings())
 
 
-async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]], folds: int) -> dict[str, float]:
+UPTO = ("setup", "ingest", "apply", "fold", "snapshot")
+
+
+async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]], folds: int,
+                   upto: str = "snapshot") -> dict[str, float]:
+    """Time each stage (process CPU); stop after stage ``upto`` (:data:`UPTO`)."""
     svc = service()
+    if upto == "setup":
+        gc.collect()
+        return {}
     ingest, aggregate = svc.ingest, svc.aggregate
     aggregate.publisher = None
     forwarded: list[tuple[int, bytes]] = []
@@ -89,6 +104,8 @@ async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]], folds: 
         keyed.append(_by_partition(forwarded))
         forwarded.clear()
     t_ingest = clock() - began
+    if upto == "ingest":
+        return {"ingest": t_ingest}
     offsets = [0] * PARTITIONS
     deliveries = []
     for poll in keyed:
@@ -106,10 +123,14 @@ async def run_once(batches: list[tuple[str, int, list[ConsumerRecord]]], folds: 
         for partition, recs in deliveries[i : i + every]:
             aggregate.apply(partition, recs)
         t_apply += clock() - began
+        if upto == "apply":
+            continue
         began = clock()
         for state in aggregate.states.values():
             _ = state.windows  # folds the pending hits, as a flush or a publication round does
         t_fold += clock() - began
+    if upto in ("apply", "fold"):
+        return {"apply": t_apply, "fold": t_fold}
     gc.collect()
     began = clock()
     parts = 0
@@ -136,9 +157,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--folds", type=int, default=8,
                         help="fold the pending hits this many times during the apply (8)")
+    parser.add_argument("--upto", choices=UPTO, default="snapshot",
+                        help="stop each run after this stage (for instruction counts, see above)")
     args = parser.parse_args()
     _tune_gc()  # as a worker does (streams.cli)
     batches = polls(generate(args.events, 1000, 40), args.poll)
+    if args.upto != "snapshot":
+        for _ in range(args.repeat):
+            print(asyncio.run(run_once(batches, args.folds, args.upto)))
+        return
     best: dict[str, float] = {}
     for _ in range(args.repeat):
         out = asyncio.run(run_once(batches, args.folds))
