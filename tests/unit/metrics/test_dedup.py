@@ -5,7 +5,16 @@ from __future__ import annotations
 import random
 import tracemalloc
 
-from metrics.dedup import FILL, KEPT, MIN_BUCKETS, RECORD, RememberedIds, identity
+from metrics.dedup import (
+    FILL,
+    IDENT,
+    KEPT,
+    MIN_BUCKETS,
+    RECORD,
+    DedupLedger,
+    RememberedIds,
+    identity,
+)
 
 
 def test_identities_are_told_apart_by_source_and_id_and_lane():
@@ -73,6 +82,33 @@ def test_buckets_split_as_ids_come_and_every_id_stays_found():
     assert restored.count == n and len(restored.buckets) == len(ids.buckets)
     assert all(restored.seen(ident, 100) for ident in idents)
     assert sorted(restored.live(102)) == sorted(ids.live(102))
+
+
+def _written(parts: list[tuple[str, bytes]]) -> dict[str, int]:
+    import msgspec
+
+    return {key: len(msgspec.msgpack.decode(raw)[2]) // IDENT for key, raw in parts}
+
+
+def test_the_ledger_files_each_new_id_in_the_open_chunk_of_its_minute():
+    """The ledger keeps the last minute's open chunk at hand (metrics.dedup): an id sighted after
+    that chunk was sealed by a snapshot, or after its minute was forgotten, goes to a new chunk
+    that the next snapshot writes; a duplicate opens none."""
+    ledger = DedupLedger(horizon=600.0)
+    wm = 100 * 60.0
+    assert ledger.first("s", "a", 0, 100, 1, wm) and ledger.first("s", "b", 0, 100, 2, wm)
+    assert not ledger.first("s", "a", 0, 100, 3, wm)  # a duplicate
+    assert _written(ledger.snapshot(1, 4)) == {"d/100/0": 2}
+    assert ledger.snapshot(2, 4) == [] and ledger.open == {}  # unchanged since: sealed
+    assert not ledger.first("s", "b", 0, 100, 4, wm)  # still remembered, opens no chunk
+    assert ledger.open == {} and ledger.chunks == {100: 1}
+    assert ledger.first("s", "c", 0, 100, 5, wm) and ledger.first("s", "d", 0, 101, 6, wm)
+    assert ledger.first("s", "e", 0, 100, 7, wm)  # back to minute 100: the same new chunk
+    assert _written(ledger.snapshot(3, 8)) == {"d/100/1": 2, "d/101/0": 1}
+    assert ledger.first("s", "f", 0, 100, 8, wm)
+    assert ledger.expire(wm + 700.0) == ["d/100/0", "d/100/1"]  # minute 100 forgotten
+    assert ledger.first("s", "a", 0, 100, 9, wm + 700.0)  # beyond the horizon: new again
+    assert _written(ledger.snapshot(4, 10)) == {"d/100/0": 1}  # minute 101: sealed since
 
 
 def _bytes_per_id(n: int, seed: int) -> float:

@@ -25,3 +25,13 @@ async def test_every_event_is_processed_once_through_the_real_stages():
     assert out["processed"] == 3_000
     assert out["bundles"] >= len(batches)  # at least one bundle per poll
     assert out["parts"] > 0
+
+
+async def test_a_run_stops_after_the_stage_asked_for():
+    """``--upto``: runs that differ by exactly one stage's work (for instruction counts)."""
+    batches = polls(generate(1_000, 20, 4), 250)
+    assert await run_once(batches, folds=1, upto="setup") == {}
+    assert set(await run_once(batches, folds=1, upto="ingest")) == {"ingest"}
+    apply_only = await run_once(batches, folds=1, upto="apply")
+    assert apply_only["fold"] == 0.0 and apply_only["apply"] > 0.0
+    assert set(await run_once(batches, folds=1, upto="fold")) == {"apply", "fold"}
