@@ -14,6 +14,8 @@ minutes a horizon after the watermark, leads after their horizons (``metrics.lea
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from itertools import repeat
+from operator import is_
 
 from metrics.windows import ALL_KIND_INDICES, WINDOW_KINDS
 
@@ -221,7 +223,7 @@ class Windows:
                 continue
             if not groups:
                 touched[wkey] = [what]
-            elif not any(g is what for g in groups):
+            elif not any(map(is_, groups, repeat(what))):  # the scan in C: groups pile up
                 groups.append(what)  # type: ignore[union-attr]
     # -- expiry --------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> int:
