@@ -6,7 +6,8 @@ high-water mark was forwarded again, unless the source's offsets went backwards 
 recreated, the group reset). A duplicate is the same (source, id) sighted before, in any
 minute of the dedup horizon. Each sighting is recorded with its sequence number (the record's
 offset and the event's index in it), so a record replayed after a crash is not mistaken for a
-duplicate of itself.
+duplicate of itself. Both lanes record a sighting with one call of the ledger,
+``DedupLedger.first`` (:mod:`metrics.state.fast_path`, :mod:`metrics.state.lead_lane`).
 """
 
 from __future__ import annotations
@@ -35,13 +36,4 @@ class Sightings:
             return True
         if not salt:
             self.offset_resets.append((src[0], src[1], self.sources.get(src, -1), ev.offset))
-        return False
-
-    def _first_sighting(self, ev: Any, t: float, seq: int, salt: int = 0) -> bool:
-        """Record the event's identity; False when it is a duplicate of an earlier record, in
-        any minute of the horizon (a re-sent event may carry a re-stamped ``time``)."""
-        if self.dedup.first(ev.source, ev.id, salt, int(t // 60.0), seq, self.watermark):
-            return True
-        if not salt:
-            self.duplicates += 1
         return False
