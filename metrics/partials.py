@@ -15,6 +15,8 @@ an earlier epoch, or an older version, and is ignored.
 
 from __future__ import annotations
 
+from array import array
+
 import msgspec
 
 from metrics.rollup import Parts
@@ -53,6 +55,49 @@ class Partial(msgspec.Struct, array_like=True):
             sketches={s[0]: Sketch.decode(s[1:]) for s in self.sketches} if self.sketches else {},
         )
 
+    def held(self) -> Held:
+        """The parts as the roll-up stage holds them (:class:`Held`)."""
+        keys = self.keys
+        if len(_SHARED) + len(keys) > SHARED_KEYS_MAX:
+            _SHARED.clear()
+        team = self.team
+        if team is not None:
+            team = _TEAMS.get(team) or _team(team)
+        return Held(
+            (self.epoch, self.version), team,
+            tuple(map(_SHARED.setdefault, keys, keys)), array("d", self.values),
+            dict(self.samples) if self.samples else None,
+            {s[0]: Sketch.decode(s[1:]) for s in self.sketches} if self.sketches else None,
+        )
+
+
+class Held:
+    """One source partition's partial of a scope window, as the roll-up stage keeps it until the
+    next one replaces it: the keys (shared tuples, :func:`shared_key`) and their sums packed in
+    an array (8 bytes a value, where a dict of float objects takes ~70), its raw observations
+    (a rep's) and sketches (a team's, the organisation's), its ``(epoch, version)`` and its team
+    label (one shared ``str`` per label). The finished values of a window
+    (:func:`metrics.rollup.finish`) are then the one copy of its values held as Python floats;
+    :meth:`parts` builds the dict form for a merge or a finish, when the window is read."""
+
+    __slots__ = ("version", "team", "keys", "sums", "samples", "sketches")
+
+    def __init__(self, version: tuple[int, int], team: str | None, keys: tuple[tuple, ...],
+                 sums: array, samples: dict[str, list[float]] | None,
+                 sketches: dict[str, Sketch] | None) -> None:
+        self.version = version
+        self.team = team
+        self.keys = keys
+        self.sums = sums  # parallel to keys
+        self.samples = samples
+        self.sketches = sketches
+
+    def parts(self) -> Parts:
+        """The mergeable parts (new dicts: :func:`metrics.rollup.finish` and ``merge`` read
+        them and change nothing in them, the roll-up stage drops them after)."""
+        return Parts(dict(zip(self.keys, self.sums, strict=True)),
+                     self.samples or {}, self.sketches or {})
+
 
 #: One tuple per distinct value key (kpi, *dims): a decoded partial's keys are new strings each
 #: time, and the roll-up stage keeps a partial of every scope, window and source (tens of
@@ -61,6 +106,19 @@ class Partial(msgspec.Struct, array_like=True):
 #: emptied if it ever grows past :data:`SHARED_KEYS_MAX` (only sharing is lost).
 _SHARED: dict[tuple, tuple] = {}
 SHARED_KEYS_MAX = 200_000
+
+
+#: One ``str`` per team label of the partials held (a decoded partial's label is a new string
+#: each time); emptied past :data:`TEAMS_MAX` (only sharing is lost).
+_TEAMS: dict[str, str] = {}
+TEAMS_MAX = 100_000
+
+
+def _team(team: str) -> str:
+    if len(_TEAMS) >= TEAMS_MAX:
+        _TEAMS.clear()
+    _TEAMS[team] = team
+    return team
 
 
 def shared_key(key: tuple | list) -> tuple:

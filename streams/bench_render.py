@@ -31,9 +31,10 @@ import random
 import statistics
 import time
 import tracemalloc
+from array import array
 
 from metrics.catalog import Catalog
-from metrics.rollup import Parts
+from metrics.partials import Held
 from metrics.windows import WINDOW_KINDS, Calendar
 from streams.readout import Readout
 from streams.rollup import RollupStage, ScopeWindow
@@ -70,7 +71,7 @@ def populate(stage: RollupStage, calendar: Calendar, reps: int, teams: int,
         for scope, scope_id, team in scopes:
             for s, e in ((start, end), (prev_start, start)):
                 window = ScopeWindow(0, e)
-                window.sources[0] = ((0, 1), Parts(), team)
+                window.sources[0] = Held((0, 1), team, (), array("d"), None, None)
                 window._values = _values(catalog, scope, rng)
                 key = (scope, scope_id, kind_index, s)
                 stage.windows[key] = window

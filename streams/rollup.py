@@ -42,8 +42,8 @@ from aiokafka.structs import TopicPartition
 
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
-from metrics.partials import DECODER, WATERMARK_KEY, Partial, partial_key
-from metrics.rollup import Parts, finish, merge
+from metrics.partials import DECODER, WATERMARK_KEY, Held, Partial, partial_key
+from metrics.rollup import finish, merge
 from streams.publisher import scope_partition
 
 log = logging.getLogger(__name__)
@@ -60,17 +60,16 @@ _UNSET = object()
 
 
 class ScopeWindow:
-    """One team's (or the org's) window: the newest partial of every source partition."""
+    """One scope's window: the newest partial of every source partition (:class:`Held`: its
+    sums packed), and its finished values once read."""
 
     __slots__ = ("partition", "end", "sources", "_values", "_team", "seq", "closed", "update",
                  "update_seq")
 
-    #: sources: source partition -> ((epoch, version), parts, team label)
-
     def __init__(self, partition: int, end: float) -> None:
         self.partition = partition  # the roll-up partition it came from
         self.end = end
-        self.sources: dict[int, tuple[tuple[int, int], Parts, str | None]] = {}
+        self.sources: dict[int, Held] = {}  # source partition -> its newest partial
         self._values: dict[tuple, float] | None = None
         self._team: str | None | object = _UNSET  # team(), until the sources change
         self.seq = 0  # the stage's change number of its last change (streams.readout)
@@ -82,13 +81,12 @@ class ScopeWindow:
 
     def put(self, partial: Partial) -> bool:
         current = self.sources.get(partial.source)
-        version = (partial.epoch, partial.version)
-        if current is not None and current[0] > version:
+        if current is not None and current.version > (partial.epoch, partial.version):
             return False  # a stale copy from a worker that lost the partition
-        self.sources[partial.source] = (version, partial.parts, partial.team)
+        held = self.sources[partial.source] = partial.held()
         self._values = None
         # one source (most rep windows): its label, known now; else read again when asked
-        self._team = (partial.team or None) if len(self.sources) == 1 else _UNSET
+        self._team = (held.team or None) if len(self.sources) == 1 else _UNSET
         return True
 
     def remove(self, source: int) -> bool:
@@ -102,8 +100,8 @@ class ScopeWindow:
         if self._values is None:
             sources = self.sources
             # most rep windows have one source (their own partition): finish reads it as is
-            parts = (next(iter(sources.values()))[1] if len(sources) == 1
-                     else merge(p for _, p, _ in sources.values()))
+            parts = (next(iter(sources.values())).parts() if len(sources) == 1
+                     else merge(h.parts() for h in sources.values()))
             self._values = finish(catalog, parts)
         return self._values
 
@@ -112,8 +110,8 @@ class ScopeWindow:
         if scope == "rep":
             sources = self.sources
             if len(sources) == 1:  # most rep windows (read at every scrape of a changed window)
-                for _, _, team in sources.values():
-                    return (scope_id, team or UNASSIGNED)
+                for held in sources.values():
+                    return (scope_id, held.team or UNASSIGNED)
             return (scope_id, self.team() or UNASSIGNED)
         return (scope_id,) if scope == "team" else ()
 
@@ -127,9 +125,9 @@ class ScopeWindow:
     def _label(self) -> str | None:
         sources = self.sources
         if len(sources) == 1:  # most rep windows (read at every scrape of a changed window)
-            for _, _, team in sources.values():
-                return team or None
-        labels = [(bool(p.sums), team) for _, p, team in sources.values() if team]
+            for held in sources.values():
+                return held.team or None
+        labels = [(bool(h.keys), h.team) for h in sources.values() if h.team]
         return max(labels, key=lambda x: x[0])[1] if labels else None
 
 

@@ -185,8 +185,9 @@ def test_a_window_of_one_source_finishes_its_parts_as_they_are_without_changing_
     one = window.values(CAT)
     assert one == finish(CAT, merge([parts]))
     assert one[("calls_made",)] == 3.0 and one[("call_connect_ratio",)] == pytest.approx(1 / 3)
-    assert window.sources[0][1].samples == {"lead_response_seconds": [30.0, 10.0, 20.0]}
-    assert window.sources[0][1].sums == {("calls_made",): 3.0, ("calls_connected",): 1.0}
+    held = window.sources[0].parts()
+    assert held.samples == {"lead_response_seconds": [30.0, 10.0, 20.0]}
+    assert held.sums == {("calls_made",): 3.0, ("calls_connected",): 1.0}
     other = Parts(sums={("calls_made",): 2.0}, samples={"lead_response_seconds": [40.0]})
     window.put(make_partial("rep", "ann", DAY, T0, T0 + 86400, 1, 1, other, "east"))
     assert window.values(CAT)[("calls_made",)] == 5.0
