@@ -61,10 +61,8 @@ class Partial(msgspec.Struct, array_like=True):
         if len(_SHARED) + len(keys) > SHARED_KEYS_MAX:
             _SHARED.clear()
         team = self.team
-        if team is not None:
-            team = _TEAMS.get(team) or _team(team)
         return Held(
-            (self.epoch, self.version), team,
+            self.epoch, self.version, None if team is None else shared_label(team),
             tuple(map(_SHARED.setdefault, keys, keys)), array("d", self.values),
             dict(self.samples) if self.samples else None,
             {s[0]: Sketch.decode(s[1:]) for s in self.sketches} if self.sketches else None,
@@ -75,16 +73,17 @@ class Held:
     """One source partition's partial of a scope window, as the roll-up stage keeps it until the
     next one replaces it: the keys (shared tuples, :func:`shared_key`) and their sums packed in
     an array (8 bytes a value, where a dict of float objects takes ~70), its raw observations
-    (a rep's) and sketches (a team's, the organisation's), its ``(epoch, version)`` and its team
+    (a rep's) and sketches (a team's, the organisation's), its epoch and version and its team
     label (one shared ``str`` per label). The finished values of a window
     (:func:`metrics.rollup.finish`) are then the one copy of its values held as Python floats;
     :meth:`parts` builds the dict form for a merge or a finish, when the window is read."""
 
-    __slots__ = ("version", "team", "keys", "sums", "samples", "sketches")
+    __slots__ = ("epoch", "version", "team", "keys", "sums", "samples", "sketches")
 
-    def __init__(self, version: tuple[int, int], team: str | None, keys: tuple[tuple, ...],
+    def __init__(self, epoch: int, version: int, team: str | None, keys: tuple[tuple, ...],
                  sums: array, samples: dict[str, list[float]] | None,
                  sketches: dict[str, Sketch] | None) -> None:
+        self.epoch = epoch
         self.version = version
         self.team = team
         self.keys = keys
@@ -108,17 +107,22 @@ _SHARED: dict[tuple, tuple] = {}
 SHARED_KEYS_MAX = 200_000
 
 
-#: One ``str`` per team label of the partials held (a decoded partial's label is a new string
-#: each time); emptied past :data:`TEAMS_MAX` (only sharing is lost).
-_TEAMS: dict[str, str] = {}
-TEAMS_MAX = 100_000
+#: One ``str`` per label the roll-up stage holds (team labels, scopes' ids: a decoded partial's
+#: are new strings each time, and a rep's are held by a dozen windows); emptied past
+#: :data:`LABELS_MAX` (only sharing is lost).
+_LABELS: dict[str, str] = {}
+LABELS_MAX = 200_000
 
 
-def _team(team: str) -> str:
-    if len(_TEAMS) >= TEAMS_MAX:
-        _TEAMS.clear()
-    _TEAMS[team] = team
-    return team
+def shared_label(label: str) -> str:
+    """The one shared ``str`` equal to ``label``."""
+    hit = _LABELS.get(label)
+    if hit is not None:
+        return hit
+    if len(_LABELS) >= LABELS_MAX:
+        _LABELS.clear()
+    _LABELS[label] = label
+    return label
 
 
 def shared_key(key: tuple | list) -> tuple:

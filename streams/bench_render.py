@@ -71,7 +71,7 @@ def populate(stage: RollupStage, calendar: Calendar, reps: int, teams: int,
         for scope, scope_id, team in scopes:
             for s, e in ((start, end), (prev_start, start)):
                 window = ScopeWindow(0, e)
-                window.sources[0] = Held((0, 1), team, (), array("d"), None, None)
+                window.sources[0] = Held(0, 1, team, (), array("d"), None, None)
                 window._values = _values(catalog, scope, rng)
                 key = (scope, scope_id, kind_index, s)
                 stage.windows[key] = window

@@ -42,7 +42,7 @@ from aiokafka.structs import TopicPartition
 
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
-from metrics.partials import DECODER, WATERMARK_KEY, Held, Partial, partial_key
+from metrics.partials import DECODER, WATERMARK_KEY, Held, Partial, partial_key, shared_label
 from metrics.rollup import finish, merge
 from streams.publisher import scope_partition
 
@@ -63,12 +63,15 @@ class ScopeWindow:
     """One scope's window: the newest partial of every source partition (:class:`Held`: its
     sums packed), and its finished values once read."""
 
-    __slots__ = ("partition", "end", "sources", "_values", "_team", "seq", "closed", "update",
-                 "update_seq")
+    __slots__ = ("partition", "end", "key", "sources", "_values", "_team", "seq", "closed",
+                 "update", "update_seq")
 
-    def __init__(self, partition: int, end: float) -> None:
+    def __init__(self, partition: int, end: float, key: WindowKey | None = None) -> None:
         self.partition = partition  # the roll-up partition it came from
         self.end = end
+        #: its key in the stage, (scope, id, kind, start): the one tuple (and strings) every
+        #: index of the stage holds for it (the key a partial is looked up with is its own)
+        self.key = key
         self.sources: dict[int, Held] = {}  # source partition -> its newest partial
         self._values: dict[tuple, float] | None = None
         self._team: str | None | object = _UNSET  # team(), until the sources change
@@ -81,7 +84,8 @@ class ScopeWindow:
 
     def put(self, partial: Partial) -> bool:
         current = self.sources.get(partial.source)
-        if current is not None and current.version > (partial.epoch, partial.version):
+        if current is not None \
+                and (current.epoch, current.version) > (partial.epoch, partial.version):
             return False  # a stale copy from a worker that lost the partition
         held = self.sources[partial.source] = partial.held()
         self._values = None
@@ -405,7 +409,7 @@ class RollupStage:
             if window is not None and not window.closed \
                     and (self.event_time or self.clock() < window.end + self.grace) \
                     and window.remove(int(source)):
-                self.touch(wkey, window)
+                self.touch(window.key or wkey, window)
             return
         partial = DECODER.decode(value)
         wkey = (partial.scope, partial.id, partial.kind, partial.start)
@@ -423,10 +427,12 @@ class RollupStage:
             return  # expired before we read it: its final record is already out
         window = self.windows.get(wkey)
         if window is None:
-            window = self.windows[wkey] = ScopeWindow(partition, partial.end)
+            wkey = (shared_label(partial.scope), shared_label(partial.id), partial.kind,
+                    partial.start)
+            window = self.windows[wkey] = ScopeWindow(partition, partial.end, wkey)
             self._next_close = min(self._next_close, partial.end + 2 * self.grace)
         if not window.closed and window.put(partial):
-            self.touch(wkey, window)
+            self.touch(window.key or wkey, window)
 
     # -- outputs (read through streams.readout) ---------------------------------------
     def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:
