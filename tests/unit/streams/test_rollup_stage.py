@@ -9,11 +9,11 @@ import pytest
 
 from metrics.catalog import Catalog
 from metrics.events import Bundle, CallCompleted, Event
-from metrics.partials import DECODER, make_partial
+from metrics.partials import DECODER, ENCODER, make_partial, partial_key
 from metrics.rollup import Parts, finish, merge, rollup
 from metrics.snapshots import SnapshotFormat
 from metrics.state import PartitionState
-from metrics.windows import KIND_INDEX, Calendar
+from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 from streams.publisher import Publisher
 from streams.readout import Readout
 from streams.rollup import RollupStage, ScopeWindow
@@ -275,3 +275,26 @@ def test_own_records_stay_on_top_of_older_ones_and_tombstones_read_from_the_topi
     assert ann_day() == 2.0  # ...and the newest own partial stays on top
     stage._apply(0, key, newer[0][2])
     assert not stage._echo
+
+
+def test_a_window_is_held_under_one_key_and_a_reps_id_once() -> None:
+    """Every index of the stage (its windows, their order of change) holds a window's key as
+    one tuple, and a rep's windows hold its id as one string: a partial's own decoded key and
+    strings are not kept (the stage holds tens of thousands of windows)."""
+    stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
+                        consumer_factory=None, clock=Clock(T0 + 100))  # type: ignore[arg-type]
+    parts = Parts(sums={("calls_made",): 1.0})
+    for version, (kind, source) in enumerate([(DAY, 0), (KIND_INDEX["hour"], 0), (DAY, 0),
+                                              (DAY, 1)], start=1):
+        start, end = CAL.bounds(WINDOW_KINDS[kind], T0)
+        partial = make_partial("rep", "ann", kind, start, end, source, version, parts, "east")
+        stage._apply(0, partial_key("rep", "ann", kind, start, source), ENCODER.encode(partial))
+    assert len(stage.windows) == 2
+    for key, window in stage.windows.items():
+        assert window.key is key
+        assert next(k for k in stage.recent if k == key) is key
+    ids = {id(k[1]) for k in stage.windows}
+    assert len(ids) == 1  # "ann" once
+    teams = {id(h.team) for w in stage.windows.values() for h in w.sources.values()}
+    assert len(teams) == 1  # "east" once, over three held partials
+    assert stage.values("rep", DAY, CAL.bounds("day", T0)[0])[("ann", "east")][("calls_made",)] == 2.0
