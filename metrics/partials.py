@@ -97,6 +97,10 @@ class Held:
         return Parts(dict(zip(self.keys, self.sums, strict=True)),
                      self.samples or {}, self.sketches or {})
 
+    def mergeable(self) -> tuple[zip, dict[str, list[float]], dict[str, Sketch]]:
+        """What :func:`metrics.rollup.merge_pairs` adds up: (key, sum) pairs, samples, sketches."""
+        return zip(self.keys, self.sums, strict=True), self.samples or {}, self.sketches or {}
+
 
 #: One tuple per distinct value key (kpi, *dims): a decoded partial's keys are new strings each
 #: time, and the roll-up stage keeps a partial of every scope, window and source (tens of

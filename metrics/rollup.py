@@ -28,7 +28,8 @@ from metrics.extremes import parse as parse_extreme
 from metrics.leads import UNASSIGNED
 from metrics.sketch import SKETCH_ACCURACY, Sketch
 
-__all__ = ["SKETCH_ACCURACY", "Parts", "ScopeValues", "finish", "merge", "rollup", "split"]
+__all__ = ["SKETCH_ACCURACY", "Parts", "ScopeValues", "finish", "merge", "merge_pairs", "rollup",
+           "split"]
 
 # rep key: (kpi, rep, team, *dims); team key: (kpi, team, *dims); org key: (kpi, *dims)
 Values = dict[tuple, float]
@@ -114,17 +115,25 @@ def split(
 
 def merge(parts: Iterable[Parts]) -> Parts:
     """The parts of one scope from several sources, added up (the inputs are not changed)."""
+    return merge_pairs((p.sums.items(), p.samples, p.sketches) for p in parts)
+
+
+def merge_pairs(parts: Iterable[tuple[Iterable[tuple[tuple, float]], Mapping[str, list[float]],
+                                      Mapping[str, Sketch]]]) -> Parts:
+    """:func:`merge` of parts given as (their sums' (key, value) pairs, samples, sketches):
+    parts held in another form (``metrics.partials.Held``) are merged without a dict each."""
     out = Parts()
     sums = out.sums
-    for p in parts:
-        for key, v in p.sums.items():
-            sums[key] = sums.get(key, 0.0) + v
-        for series, obs in p.samples.items():
+    get = sums.get
+    for pairs, samples, sketches in parts:
+        for key, v in pairs:
+            sums[key] = get(key, 0.0) + v
+        for series, obs in samples.items():
             if is_extreme(series):
                 out.samples[series] = combine(series, out.samples.get(series), obs)
             else:
                 out.samples.setdefault(series, []).extend(obs)
-        for series, sketch in p.sketches.items():
+        for series, sketch in sketches.items():
             mine = out.sketches.get(series)
             if mine is None:
                 mine = out.sketches[series] = Sketch()
@@ -161,9 +170,11 @@ def _plan(catalog: Catalog) -> tuple[tuple[str, ...], tuple[tuple[tuple, str, bo
 _FIRST = itemgetter(0)
 
 
-def finish(catalog: Catalog, parts: Parts) -> Values:
-    """A scope's KPI values keyed (kpi, *dims): sums, ratios of sums, quantiles and means."""
-    values = dict(parts.sums)
+def finish(catalog: Catalog, parts: Parts, *, owned: bool = False) -> Values:
+    """A scope's KPI values keyed (kpi, *dims): sums, ratios of sums, quantiles and means.
+    ``owned``: the parts' sums dict is the caller's to give (built for this call and not read
+    after it): it becomes the values, not copied."""
+    values = parts.sums if owned else dict(parts.sums)
     distinct, sampled, expressions = _plan(catalog)
     names = set(map(_FIRST, values))  # the KPIs with keys at the start (in C)
     for name in distinct:

@@ -43,7 +43,7 @@ from aiokafka.structs import TopicPartition
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.partials import DECODER, WATERMARK_KEY, Held, Partial, partial_key, shared_label
-from metrics.rollup import finish, merge
+from metrics.rollup import finish, merge_pairs
 from streams.publisher import scope_partition
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,15 @@ class ScopeWindow:
         if current is not None \
                 and (current.epoch, current.version) > (partial.epoch, partial.version):
             return False  # a stale copy from a worker that lost the partition
-        held = self.sources[partial.source] = partial.held()
+        self.hold(partial.source, partial.held())
+        return True
+
+    def hold(self, source: int, held: Held) -> None:
+        """``held`` as the source's partial (newest: the caller has compared the versions)."""
+        self.sources[source] = held
         self._values = None
         # one source (most rep windows): its label, known now; else read again when asked
         self._team = (held.team or None) if len(self.sources) == 1 else _UNSET
-        return True
 
     def remove(self, source: int) -> bool:
         if self.sources.pop(source, None) is None:
@@ -104,9 +108,10 @@ class ScopeWindow:
         if self._values is None:
             sources = self.sources
             # most rep windows have one source (their own partition): finish reads it as is
+            # built here for this finish (most rep windows have one source: no merge)
             parts = (next(iter(sources.values())).parts() if len(sources) == 1
-                     else merge(h.parts() for h in sources.values()))
-            self._values = finish(catalog, parts)
+                     else merge_pairs(h.mergeable() for h in sources.values()))
+            self._values = finish(catalog, parts, owned=True)
         return self._values
 
     def labels(self, scope: str, scope_id: str) -> tuple:
@@ -133,6 +138,19 @@ class ScopeWindow:
                 return held.team or None
         labels = [(bool(h.keys), h.team) for h in sources.values() if h.team]
         return max(labels, key=lambda x: x[0])[1] if labels else None
+
+
+def _window_of(key: bytes) -> tuple[WindowKey, int]:
+    """A partial's key (``metrics.partials.partial_key``) as its window's key and source."""
+    head, kind, start, source = key.decode().rsplit("/", 3)
+    scope, scope_id = head.split("/", 1)  # ids may contain "/"
+    return (scope, scope_id, int(kind), float(start)), int(source)
+
+
+def _digest(value: bytes | None) -> int:
+    """What the echo of an own record compares with its copy from the topic: the value's hash
+    (64 bits), and -1 for a tombstone."""
+    return -1 if value is None else hash(value)
 
 
 class RollupStage:
@@ -183,8 +201,10 @@ class RollupStage:
         self.takeovers = 0
         self._replaying: dict[TopicPartition, int] = {}
         #: records applied by :meth:`local` whose copies from the topic are still to come: key
-        #: -> their values in order (an overlay on what the topic has brought so far)
-        self._echo: dict[bytes, list[bytes | None]] = {}
+        #: -> their values' digests (:func:`_digest`) in order; their values are not kept (a
+        #: worker behind its roll-up topic would hold every partial it sent since): what they
+        #: brought is in the windows
+        self._echo: dict[bytes, list[int]] = {}
         self._wanted: set[int] = set()
         self._assigned: set[int] = set()
         self._changed = asyncio.Event()
@@ -275,9 +295,9 @@ class RollupStage:
             self._apply_record(partition, key, value)
             pending = echo.get(key)
             if pending is None:
-                echo[key] = [value]
+                echo[key] = [_digest(value)]
             else:
-                pending.append(value)
+                pending.append(_digest(value))
 
     def _reassign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         self._echo.clear()
@@ -382,14 +402,29 @@ class RollupStage:
         if pending is None:
             self._apply_record(partition, key, value)
             return
-        if pending[0] == value:
+        if pending[0] == _digest(value):
             del pending[0]  # applied when this worker published it (local)
             if not pending:
                 del self._echo[key]
             return
-        # an older record, or another worker's: then this worker's newest value on top again
+        # an older record, or another worker's: then this worker's newest value on top again,
+        # as the window held it (or, the newest own record a tombstone, that again)
+        wkey, source = _window_of(key)
+        window = self.windows.get(wkey)
+        mine = window.sources.get(source) if window is not None else None
         self._apply_record(partition, key, value)
-        self._apply_record(partition, key, pending[-1])
+        if mine is None:
+            self._apply_record(partition, key, None)
+            return
+        window = self.windows.get(wkey)
+        if window is None or window.closed:
+            return
+        current = window.sources.get(source)
+        if current is mine or current is not None \
+                and (current.epoch, current.version) > (mine.epoch, mine.version):
+            return
+        window.hold(source, mine)
+        self.touch(window.key or wkey, window)
 
     def _apply_record(self, partition: int, key: bytes, value: bytes | None) -> None:
         if key.startswith(_MARK):
@@ -399,16 +434,14 @@ class RollupStage:
             return
         self.partials_read += 1
         if value is None:
-            head, kind, start, source = key.decode().rsplit("/", 3)
-            scope, scope_id = head.split("/", 1)  # ids may contain "/"
-            wkey = (scope, scope_id, int(kind), float(start))
+            wkey, source = _window_of(key)
             window = self.windows.get(wkey)
             # A window closed past its grace can no longer change: a tombstone for it is the
             # source dropping it at expiry, and its parts stay for this stage's final record.
             # (Closing by event time, sources send no expiry tombstones: each is a retraction.)
             if window is not None and not window.closed \
                     and (self.event_time or self.clock() < window.end + self.grace) \
-                    and window.remove(int(source)):
+                    and window.remove(source):
                 self.touch(window.key or wkey, window)
             return
         partial = DECODER.decode(value)
