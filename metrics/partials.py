@@ -15,8 +15,6 @@ an earlier epoch, or an older version, and is ignored.
 
 from __future__ import annotations
 
-from array import array
-
 import msgspec
 
 from metrics.rollup import Parts
@@ -63,7 +61,7 @@ class Partial(msgspec.Struct, array_like=True):
         team = self.team
         return Held(
             self.epoch, self.version, None if team is None else shared_label(team),
-            tuple(map(_SHARED.setdefault, keys, keys)), array("d", self.values),
+            tuple(map(_SHARED.setdefault, keys, keys)), self.values,
             dict(self.samples) if self.samples else None,
             {s[0]: Sketch.decode(s[1:]) for s in self.sketches} if self.sketches else None,
         )
@@ -71,17 +69,17 @@ class Partial(msgspec.Struct, array_like=True):
 
 class Held:
     """One source partition's partial of a scope window, as the roll-up stage keeps it until the
-    next one replaces it: the keys (shared tuples, :func:`shared_key`) and their sums packed in
-    an array (8 bytes a value, where a dict of float objects takes ~70), its raw observations
-    (a rep's) and sketches (a team's, the organisation's), its epoch and version and its team
-    label (one shared ``str`` per label). The finished values of a window
-    (:func:`metrics.rollup.finish`) are then the one copy of its values held as Python floats;
-    :meth:`parts` builds the dict form for a merge or a finish, when the window is read."""
+    next one replaces it: the keys (shared tuples, :func:`shared_key`) beside the decoded list
+    of their sums (16 bytes a key, where a dict takes ~40 more), its raw observations (a rep's)
+    and sketches (a team's, the organisation's), its epoch and version and its team label (one
+    shared ``str`` per label). :meth:`parts` builds the dict form for a merge or a finish when
+    the window is read; a window of one source (most rep windows) finishes to values that share
+    the sums' float objects, so its values are held once."""
 
     __slots__ = ("epoch", "version", "team", "keys", "sums", "samples", "sketches")
 
     def __init__(self, epoch: int, version: int, team: str | None, keys: tuple[tuple, ...],
-                 sums: array, samples: dict[str, list[float]] | None,
+                 sums: list[float], samples: dict[str, list[float]] | None,
                  sketches: dict[str, Sketch] | None) -> None:
         self.epoch = epoch
         self.version = version

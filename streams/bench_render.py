@@ -31,7 +31,6 @@ import random
 import statistics
 import time
 import tracemalloc
-from array import array
 
 from metrics.catalog import Catalog
 from metrics.partials import Held
@@ -71,7 +70,7 @@ def populate(stage: RollupStage, calendar: Calendar, reps: int, teams: int,
         for scope, scope_id, team in scopes:
             for s, e in ((start, end), (prev_start, start)):
                 window = ScopeWindow(0, e)
-                window.sources[0] = Held(0, 1, team, (), array("d"), None, None)
+                window.sources[0] = Held(0, 1, team, (), [], None, None)
                 window._values = _values(catalog, scope, rng)
                 key = (scope, scope_id, kind_index, s)
                 stage.windows[key] = window
