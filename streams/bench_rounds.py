@@ -36,6 +36,10 @@ digest of the reps' outputs of the timed rounds (roll-up records, ``sales.metric
 Redis calls and leaderboard changes, /metrics lines, each sorted): a change that keeps them
 must keep it (run with ``PYTHONHASHSEED=0``; teams' and the organisation's sums are moved by
 differences in an order that varies between processes, so they are equal only up to rounding).
+``--memory`` traces allocations from the first round on and prints what the rounds left held
+(the publisher's split indexes, the roll-up stage's partials and values, the sinks' copies), by
+file and by line: deterministic, unlike a worker's snapshot (which catches whatever round is in
+flight); its timings are then tracemalloc's.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import json
 import os
 import statistics
 import time
+import tracemalloc
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -271,6 +276,10 @@ def run_once(args: argparse.Namespace, settings: Settings,
     floor = Floor(args.reps, args.teams, args.backlog, settings, behind=args.behind)
     if args.digest:
         floor.digest = {k: hashlib.sha256() for k in DIGESTS}
+    if args.memory:
+        gc.collect()
+        tracemalloc.start(1)
+        traced_from = tracemalloc.get_traced_memory()[0]
     floor.round(None)  # the first round: every window read whole, indexes built
     floor.arrive(int(args.rate * args.spacing), args.spacing)
     floor.round(None)  # the first live round: what a backlog leaves behind is read
@@ -287,12 +296,35 @@ def run_once(args: argparse.Namespace, settings: Settings,
         for k, v in got.items():
             counts[k] = counts.get(k, 0) + v
     windows = counts["windows"]
-    return {"setup_s": setup, "rounds": args.rounds,
+    memory = _memory(traced_from) if args.memory else None
+    held = len(floor.stage.windows)
+    return {"setup_s": setup, "rounds": args.rounds, "memory": memory, "windows": held,
             "digest": " ".join(f"{k}={floor.digest[k].hexdigest()[:12]}" for k in DIGESTS)
             if floor.digest is not None else None,
             "counts": {k: v / args.rounds for k, v in counts.items()},
             "us_per_window": {k: v / windows * 1e6 for k, v in timings.items()},
             "ms_per_round": {k: v / args.rounds * 1e3 for k, v in timings.items()}}
+
+
+def _memory(traced_from: int, top: int = 12) -> dict[str, Any]:
+    """What the rounds left allocated (the output side: publisher index, roll-up stage, sinks'
+    copies; the state was built before), by file and by line; tracing stops."""
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot()
+    traced, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+    def rows(by: str) -> list[tuple[float, int, str]]:
+        out = []
+        for stat in snapshot.statistics(by)[:top]:
+            frame = stat.traceback[0]
+            site = frame.filename.removeprefix(root) + (f":{frame.lineno}" if by == "lineno" else "")
+            out.append((stat.size / 1e6, stat.count, site))
+        return out
+
+    return {"traced_mb": (traced - traced_from) / 1e6, "peak_mb": (peak - traced_from) / 1e6,
+            "by_file": rows("filename"), "by_line": rows("lineno")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="print a digest of every output of the timed rounds (roll-up "
                         "records, sales.metrics records, Redis calls, /metrics bodies): two "
                         "versions of the code that give the same digest output the same")
+    parser.add_argument("--memory", action="store_true",
+                        help="trace allocations from the first round on and print what the "
+                        "rounds left (publisher index, roll-up stage, sinks), by file and line, "
+                        "of the last run (the timings are then tracemalloc's, not figures)")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of the table")
     args = parser.parse_args(argv)
     _tune_gc()  # as a worker does
@@ -340,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {s:<18}{per_window[s]:10.1f}{per_round[s]:10.1f}   {each}")
     if args.digest:
         print("  digests of the outputs: " + " | ".join(sorted({r["digest"] for r in runs})))
+    if args.memory:
+        mem = runs[-1]["memory"]
+        print(f"  traced after the rounds: {mem['traced_mb']:.1f} MB (peak {mem['peak_mb']:.1f}), "
+              f"{runs[-1]['windows']:,} roll-up windows; by file, then by line:")
+        for rows in (mem["by_file"], mem["by_line"]):
+            for mb, blocks, site in rows:
+                print(f"  {mb:8.2f} MB {blocks:>9,} blocks  {site}")
     chain = [s for s in shown if not s.startswith("/metrics") and s != "redis boards"]
     print(f"  {'round':<18}{sum(per_window[s] for s in chain):10.1f}"
           f"{sum(per_round[s] for s in chain):10.1f}   (every step above but the leaderboards "
