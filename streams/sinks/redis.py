@@ -157,8 +157,7 @@ class RedisSink:
         self.resyncs = 0
         self.windows_written = 0
         self.stale_deleted = 0
-        #: (rep, kind, start) -> (team, ranked values, window end) as last written to the
-        #: leaderboards (the values of the ranked KPIs only)
+        #: (rep, kind, start) -> (team, values, window end) as last written to the leaderboards
         self._ranked: dict[tuple[str, int, float], tuple[str, dict[tuple, float], float]] = {}
         self._pruned_at = clock()
         self._overdue_sent: dict[int, tuple[int, float]] = {}  # partition -> (digest, at)
@@ -415,13 +414,10 @@ class RedisSink:
         before_team, before, _ = self._ranked.get(wkey, (team, {}, u.end))
         moved = before_team != team
         get, before_get = u.values.get, before.get
-        ranked = {}  # the ranked values as read: what the next write compares with
         for kpi, key in self._ranked_keys[window]:
             value = get(key)
-            if value is not None:
-                ranked[key] = value
-                if not math.isfinite(value):
-                    value = None
+            if value is not None and not math.isfinite(value):
+                value = None
             old = before_get(key)
             if value is None:
                 if old is not None:
@@ -434,9 +430,7 @@ class RedisSink:
                 continue
             boards += (layout.board(window, u.start, kpi), value,
                        layout.board(window, u.start, kpi, team), value)
-        # not the window's values: under load a rep's values change every round, and the
-        # values last ranked (up to board_interval old) were a second copy of them all
-        self._ranked[wkey] = (team, ranked, u.end)
+        self._ranked[wkey] = (team, u.values, u.end)
 
     async def _delete_stale(self, live: list[WindowUpdate]) -> int:
         """Delete the keys and leaderboard entries of scopes this worker owns that no live
