@@ -28,8 +28,8 @@ from metrics.extremes import parse as parse_extreme
 from metrics.leads import UNASSIGNED
 from metrics.sketch import SKETCH_ACCURACY, Sketch
 
-__all__ = ["SKETCH_ACCURACY", "Parts", "ScopeValues", "finish", "merge", "merge_pairs", "rollup",
-           "split"]
+__all__ = ["RESTS", "SKETCH_ACCURACY", "Parts", "ScopeValues", "finish", "merge", "merge_pairs",
+           "new_rest", "rollup", "split"]
 
 # rep key: (kpi, rep, team, *dims); team key: (kpi, team, *dims); org key: (kpi, *dims)
 Values = dict[tuple, float]
@@ -53,6 +53,22 @@ class ScopeValues:
     org: Values = field(default_factory=dict)
 
 
+#: key (kpi, rep, team, *dims) -> its (kpi, *dims): one tuple per distinct key for every part
+#: that holds it (the state shares its key tuples across windows; the publisher's split indexes
+#: keep the parts of every rep and window), made once; emptied past :data:`RESTS_MAX` (only
+#: the sharing is lost).
+RESTS: dict[tuple, tuple] = {}
+RESTS_MAX = 500_000
+
+
+def new_rest(key: tuple) -> tuple:
+    """``key``'s (kpi, *dims), made and entered in :data:`RESTS` (not found there)."""
+    if len(RESTS) >= RESTS_MAX:
+        RESTS.clear()
+    rest = RESTS[key] = (key[0], *key[3:])
+    return rest
+
+
 def split(
     values: Mapping[tuple, float],
     samples: Mapping[tuple, list[float]] = {},  # noqa: B006 - read only
@@ -67,11 +83,14 @@ def split(
     teams: dict[str, Parts] = {}
     org = Parts()
     org_sums = org.sums
+    rests = RESTS
     for key, v in values.items():
-        kpi, rep, team, *dims = key
+        rest = rests.get(key)  # shared, and cheaper than unpacking the key
+        if rest is None:
+            rest = new_rest(key)
+        rep, team = key[1], key[2]
         if team is None:
             team = team_of(rep)
-        rest = (kpi, *dims)
         if rep is not None:
             rp = reps.get((rep, team))
             if rp is None:

@@ -25,27 +25,13 @@ from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
 
 from metrics.extremes import combine, is_extreme
-from metrics.rollup import Parts, split
+from metrics.rollup import RESTS, Parts, new_rest, split
 from metrics.sketch import Sketch
 
 Split = tuple[dict[tuple[str, str], Parts], dict[str, Parts], Parts]
 Group = tuple[str | None, str]  # (rep or None, team as split labels it)
 
 _MISSING = object()
-
-#: key (kpi, rep, team, *dims) -> its (kpi, *dims): one tuple per distinct key for every group
-#: and window that holds it (the state shares its key tuples across windows), made once;
-#: emptied past :data:`RESTS_MAX` (only the sharing is lost).
-_RESTS: dict[tuple, tuple] = {}
-RESTS_MAX = 500_000
-
-
-def _rest(key: tuple) -> tuple:
-    if len(_RESTS) >= RESTS_MAX:
-        _RESTS.clear()
-    rest = _RESTS[key] = (key[0], *key[3:])
-    return rest
-
 
 class SplitIndex:
     __slots__ = ("n_values", "n_samples", "extras", "targets", "absent", "group_keys",
@@ -175,8 +161,8 @@ class SplitIndex:
                         self.rep_teams.setdefault(rep, {})[group[1]] = None
                 entry.append(key)
                 if table is self.group_keys:
-                    rest = _RESTS.get(key)
-                    rests[group].append(rest if rest is not None else _rest(key))
+                    rest = RESTS.get(key)
+                    rests[group].append(rest if rest is not None else new_rest(key))
 
     def _group(self, group: Group, values: Mapping[tuple, float],
                samples: Mapping[tuple, list[float]], extras: Mapping[tuple, float]) -> Parts | None:
@@ -207,9 +193,9 @@ class SplitIndex:
                 if v is _MISSING:
                     continue
             found = True
-            rest = _RESTS.get(key)
+            rest = RESTS.get(key)
             if rest is None:
-                rest = _rest(key)
+                rest = new_rest(key)
             held = sums.get(rest)
             # the state's own float when the rest has one key (most): no copy of it is made
             sums[rest] = v if held is None else held + v  # type: ignore[assignment,operator]
