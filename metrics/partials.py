@@ -15,6 +15,8 @@ an earlier epoch, or an older version, and is ignored.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from metrics.rollup import Parts
@@ -116,27 +118,25 @@ _LABELS: dict[str, str] = {}
 LABELS_MAX = 200_000
 
 
-def shared_label(label: str) -> str:
-    """The one shared ``str`` equal to ``label``."""
-    hit = _LABELS.get(label)
+def _share(table: dict, value: Any, limit: int) -> Any:
+    """The one object in ``table`` equal to ``value`` (``value`` itself the first time)."""
+    hit = table.get(value)
     if hit is not None:
         return hit
-    if len(_LABELS) >= LABELS_MAX:
-        _LABELS.clear()
-    _LABELS[label] = label
-    return label
+    if len(table) >= limit:
+        table.clear()
+    table[value] = value
+    return value
+
+
+def shared_label(label: str) -> str:
+    """The one shared ``str`` equal to ``label``."""
+    return _share(_LABELS, label, LABELS_MAX)
 
 
 def shared_key(key: tuple | list) -> tuple:
     """The one shared tuple equal to ``key``."""
-    t = tuple(key)
-    hit = _SHARED.get(t)
-    if hit is not None:
-        return hit
-    if len(_SHARED) >= SHARED_KEYS_MAX:
-        _SHARED.clear()
-    _SHARED[t] = t
-    return t
+    return _share(_SHARED, tuple(key), SHARED_KEYS_MAX)
 
 
 def partial_key(scope: str, scope_id: str, kind: int, start: float, source: int) -> bytes:
