@@ -28,8 +28,8 @@ from metrics.extremes import parse as parse_extreme
 from metrics.leads import UNASSIGNED
 from metrics.sketch import SKETCH_ACCURACY, Sketch
 
-__all__ = ["RESTS", "SKETCH_ACCURACY", "Parts", "ScopeValues", "finish", "merge", "merge_pairs",
-           "new_rest", "rollup", "split"]
+__all__ = ["RESTS", "SKETCH_ACCURACY", "Parts", "ScopeValues", "finish", "finish_sums", "merge",
+           "merge_pairs", "new_rest", "rollup", "split"]
 
 # rep key: (kpi, rep, team, *dims); team key: (kpi, team, *dims); org key: (kpi, *dims)
 Values = dict[tuple, float]
@@ -189,18 +189,21 @@ def _plan(catalog: Catalog) -> tuple[tuple[str, ...], tuple[tuple[tuple, str, bo
 _FIRST = itemgetter(0)
 
 
-def finish(catalog: Catalog, parts: Parts, *, owned: bool = False) -> Values:
-    """A scope's KPI values keyed (kpi, *dims): sums, ratios of sums, quantiles and means.
-    ``owned``: the parts' sums dict is the caller's to give (built for this call and not read
-    after it): it becomes the values, not copied."""
-    values = parts.sums if owned else dict(parts.sums)
+def finish(catalog: Catalog, parts: Parts) -> Values:
+    """A scope's KPI values keyed (kpi, *dims): sums, ratios of sums, quantiles and means."""
+    return finish_sums(catalog, dict(parts.sums), parts.samples, parts.sketches)
+
+
+def finish_sums(catalog: Catalog, values: Values, samples: Mapping[str, list[float]],
+                sketches: Mapping[str, Sketch]) -> Values:
+    """:func:`finish` of parts given apart, their sums a dict the caller gives away (made for
+    this call and not read after it): it becomes the values, not copied."""
     distinct, sampled, expressions = _plan(catalog)
     names = set(map(_FIRST, values))  # the KPIs with keys at the start (in C)
     for name in distinct:
         if name in names:
             _distinct(values, name)
     _derive(values, _ratios(catalog))
-    samples, sketches = parts.samples, parts.sketches
     for key, series, mean, quantile in sampled:  # (the key made once, shared by every window)
         raw = samples.get(series)
         if raw:

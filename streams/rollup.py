@@ -43,7 +43,7 @@ from aiokafka.structs import TopicPartition
 from metrics.catalog import Catalog
 from metrics.leads import UNASSIGNED
 from metrics.partials import DECODER, WATERMARK_KEY, Held, Partial, partial_key, shared_label
-from metrics.rollup import finish, merge_pairs
+from metrics.rollup import finish_sums, merge_pairs
 from streams.publisher import scope_partition
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ MARK_DECODER = msgspec.msgpack.Decoder(float)
 
 WindowKey = tuple[str, str, int, float]  # (scope, id, kind, start)
 _UNSET = object()
+_NONE: dict = {}  # no samples, no sketches (read only)
 
 
 class ScopeWindow:
@@ -108,10 +109,15 @@ class ScopeWindow:
         if self._values is None:
             sources = self.sources
             # most rep windows have one source (their own partition): finish reads it as is
-            # built here for this finish (most rep windows have one source: no merge)
-            parts = (next(iter(sources.values())).parts() if len(sources) == 1
-                     else merge_pairs(h.mergeable() for h in sources.values()))
-            self._values = finish(catalog, parts, owned=True)
+            # the sums' dict is made here for this finish, and becomes the values
+            if len(sources) == 1:  # most rep windows: their own partition's partial, no merge
+                for held in sources.values():
+                    self._values = finish_sums(
+                        catalog, dict(zip(held.keys, held.sums, strict=True)),
+                        held.samples or _NONE, held.sketches or _NONE)
+            else:
+                parts = merge_pairs(h.mergeable() for h in sources.values())
+                self._values = finish_sums(catalog, parts.sums, parts.samples, parts.sketches)
         return self._values
 
     def labels(self, scope: str, scope_id: str) -> tuple:
