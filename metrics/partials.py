@@ -74,9 +74,9 @@ class Held:
     next one replaces it: the keys (shared tuples, :func:`shared_key`) beside the decoded list
     of their sums (16 bytes a key, where a dict takes ~40 more), its raw observations (a rep's)
     and sketches (a team's, the organisation's), its epoch and version and its team label (one
-    shared ``str`` per label). :meth:`parts` builds the dict form for a merge or a finish when
-    the window is read; a window of one source (most rep windows) finishes to values that share
-    the sums' float objects, so its values are held once."""
+    shared ``str`` per label). A merge reads it as (key, sum) pairs (:meth:`mergeable`); a
+    window of one source (most rep windows) finishes to values that share the sums' float
+    objects, so its values are held once. :meth:`parts` gives the dict form of one partial."""
 
     __slots__ = ("epoch", "version", "team", "keys", "sums", "samples", "sketches")
 
@@ -92,8 +92,8 @@ class Held:
         self.sketches = sketches
 
     def parts(self) -> Parts:
-        """The mergeable parts (new dicts: :func:`metrics.rollup.finish` and ``merge`` read
-        them and change nothing in them, the roll-up stage drops them after)."""
+        """This partial's parts as :class:`Parts` (new dicts; the stage itself reads
+        :meth:`mergeable`): what the partial carried, for a reader of one source's share."""
         return Parts(dict(zip(self.keys, self.sums, strict=True)),
                      self.samples or {}, self.sketches or {})
 
