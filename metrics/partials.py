@@ -15,6 +15,7 @@ an earlier epoch, or an older version, and is ignored.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -45,25 +46,18 @@ class Partial(msgspec.Struct, array_like=True):
     @property
     def parts(self) -> Parts:
         """The parts, keyed by shared key tuples (see :func:`shared_key`)."""
-        keys = self.keys
-        if len(_SHARED) + len(keys) > SHARED_KEYS_MAX:
-            _SHARED.clear()
-        # decoded keys are tuples: each taken as the shared one, or made it (in C)
         return Parts(
-            sums=dict(zip(map(_SHARED.setdefault, keys, keys), self.values, strict=True)),
+            sums=dict(zip(_shared_keys(self.keys), self.values, strict=True)),
             samples=dict(self.samples) if self.samples else {},
             sketches={s[0]: Sketch.decode(s[1:]) for s in self.sketches} if self.sketches else {},
         )
 
     def held(self) -> Held:
         """The parts as the roll-up stage holds them (:class:`Held`)."""
-        keys = self.keys
-        if len(_SHARED) + len(keys) > SHARED_KEYS_MAX:
-            _SHARED.clear()
         team = self.team
         return Held(
             self.epoch, self.version, None if team is None else shared_label(team),
-            tuple(map(_SHARED.setdefault, keys, keys)), self.values,
+            tuple(_shared_keys(self.keys)), self.values,
             dict(self.samples) if self.samples else None,
             {s[0]: Sketch.decode(s[1:]) for s in self.sketches} if self.sketches else None,
         )
@@ -132,6 +126,15 @@ def _share(table: dict, value: Any, limit: int) -> Any:
 def shared_label(label: str) -> str:
     """The one shared ``str`` equal to ``label``."""
     return _share(_LABELS, label, LABELS_MAX)
+
+
+def _shared_keys(keys: list[tuple]) -> Iterator[tuple]:
+    """The shared tuple of each of a decoded partial's keys (decoded keys are tuples: each is
+    taken as the shared one, or made it, in C); the table is emptied first if they could take
+    it past :data:`SHARED_KEYS_MAX`."""
+    if len(_SHARED) + len(keys) > SHARED_KEYS_MAX:
+        _SHARED.clear()
+    return map(_SHARED.setdefault, keys, keys)
 
 
 def shared_key(key: tuple | list) -> tuple:
