@@ -71,10 +71,10 @@ def populate(stage: RollupStage, calendar: Calendar, reps: int, teams: int,
         prev_start, _ = calendar.bounds(kind, start - 1.0)
         for scope, scope_id, team in scopes:
             for s, e in ((start, end), (prev_start, start)):
-                window = ScopeWindow(0, e)
+                key = (scope, scope_id, kind_index, s)
+                window = ScopeWindow(0, e, key)
                 window.sources[0] = Held(0, 1, team, (), [], None, None)
                 window._values = _values(catalog, scope, rng)
-                key = (scope, scope_id, kind_index, s)
                 stage.windows[key] = window
                 stage.touch(key, window)
                 if scope == "rep" and s == start:

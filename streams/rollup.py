@@ -67,7 +67,7 @@ class ScopeWindow:
     __slots__ = ("partition", "end", "key", "sources", "_values", "_team", "seq", "closed",
                  "update", "update_seq")
 
-    def __init__(self, partition: int, end: float, key: WindowKey | None = None) -> None:
+    def __init__(self, partition: int, end: float, key: WindowKey) -> None:
         self.partition = partition  # the roll-up partition it came from
         self.end = end
         #: its key in the stage, (scope, id, kind, start): the one tuple (and strings) every
@@ -123,10 +123,6 @@ class ScopeWindow:
     def labels(self, scope: str, scope_id: str) -> tuple:
         """The label values of the scope's series: (rep, team), (team,) or ()."""
         if scope == "rep":
-            sources = self.sources
-            if len(sources) == 1:  # most rep windows (read at every scrape of a changed window)
-                for held in sources.values():
-                    return (scope_id, held.team or UNASSIGNED)
             return (scope_id, self.team() or UNASSIGNED)
         return (scope_id,) if scope == "team" else ()
 
@@ -430,7 +426,7 @@ class RollupStage:
                 and (current.epoch, current.version) > (mine.epoch, mine.version):
             return
         window.hold(source, mine)
-        self.touch(window.key or wkey, window)
+        self.touch(window.key, window)
 
     def _apply_record(self, partition: int, key: bytes, value: bytes | None) -> None:
         if key.startswith(_MARK):
@@ -448,7 +444,7 @@ class RollupStage:
             if window is not None and not window.closed \
                     and (self.event_time or self.clock() < window.end + self.grace) \
                     and window.remove(source):
-                self.touch(window.key or wkey, window)
+                self.touch(window.key, window)
             return
         partial = DECODER.decode(value)
         wkey = (partial.scope, partial.id, partial.kind, partial.start)
@@ -471,7 +467,7 @@ class RollupStage:
             window = self.windows[wkey] = ScopeWindow(partition, partial.end, wkey)
             self._next_close = min(self._next_close, partial.end + 2 * self.grace)
         if not window.closed and window.put(partial):
-            self.touch(window.key or wkey, window)
+            self.touch(window.key, window)
 
     # -- outputs (read through streams.readout) ---------------------------------------
     def values(self, scope: str, kind: int, start: float) -> dict[tuple, dict[tuple, float]]:

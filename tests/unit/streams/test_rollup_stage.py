@@ -180,7 +180,7 @@ def test_a_window_of_one_source_finishes_its_parts_as_they_are_without_changing_
     samples = [30.0, 10.0, 20.0]
     parts = Parts(sums={("calls_made",): 3.0, ("calls_connected",): 1.0},
                   samples={"lead_response_seconds": samples})
-    window = ScopeWindow(0, T0 + 86400)
+    window = ScopeWindow(0, T0 + 86400, ("rep", "ann", DAY, T0))
     window.put(make_partial("rep", "ann", DAY, T0, T0 + 86400, 0, 1, parts, "east"))
     one = window.values(CAT)
     assert one == finish(CAT, merge([parts]))
