@@ -51,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_WAIT_EMPTY
@@ -314,6 +314,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._acked_index[tp].difference_update(ordered[: end + 1])
         return ordered[end] + 1
 
+    def _holding(self, tp: TP, committed: int) -> Iterator[BatchMessage]:
+        """The messages of ``tp`` in flight (not acked) that cover its ``committed`` offset."""
+        for last, messages in (self._batches.get(tp) or {}).items():
+            if last >= committed:
+                for m in messages:
+                    if m.first_offset <= committed and not m.acked:
+                        yield m
+
     def _held_by_stale(self, tp: TP) -> bool:
         """The committed offset is covered by a message of an older generation, not acked: Faust's
         stream skips such a message without acking it. With nothing later acked (it was the
@@ -323,11 +331,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if committed is None:
             return False
         generation = self.app.consumer_generation_id
-        return any(
-            m.first_offset <= committed and not m.acked and m.generation_id != generation
-            for last, messages in (self._batches.get(tp) or {}).items() if last >= committed
-            for m in messages
-        )
+        return any(m.generation_id != generation for m in self._holding(tp, committed))
 
     def _note_hole(self, tp: TP) -> None:
         """Later offsets are acked but the committed one is not (or a skipped message of an older
@@ -339,13 +343,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if committed is None:
             return
         generation = self.app.consumer_generation_id
-        for last, messages in (self._batches.get(tp) or {}).items():
-            if last >= committed and any(
-                m.first_offset <= committed and not m.acked and m.generation_id == generation
-                for m in messages
-            ):
-                self._holes.pop(tp, None)
-                return
+        if any(m.generation_id == generation for m in self._holding(tp, committed)):
+            self._holes.pop(tp, None)
+            return
         hole = self._holes.get(tp)
         if hole is None or hole[0] != committed:
             self._holes[tp] = (committed, time.monotonic() + HOLE_REREAD_SECONDS, 0)
