@@ -283,15 +283,14 @@ class KpiRenderer:
             if old is None or old[1] != entry[1]:  # new, or relabelled
                 plans.pop(slot, None)
                 zeros.pop(key, None)
-            elif key[3] != starts[key[2]][0]:  # previous
-                if not _same_keys(old[2], entry[2]):  # its lines at 0 are other ones
-                    plans.pop(slot, None)
-                    zeros.pop(key, None)
-            elif slot[2] == MINUTE_GROUP:  # (formatted without a plan)
+            elif slot[2] == MINUTE_GROUP and key[3] == starts[key[2]][0]:
+                # a current minute (formatted without a plan)
                 zeros.pop(key, None)  # (should it have been previous, the clock set back)
-            elif not _same_keys(old[2], entry[2]):  # current, other keys than its plan's
-                plans.pop(slot, None)  # (a kept plan was made from the keys of ``old``)
-                zeros.pop(key, None)  # (should it have been a previous window)
+            elif not _same_keys(old[2], entry[2]):
+                # other keys: a previous window's lines at 0 are other ones; a current one's
+                # kept plan was made from the keys of ``old`` (and it may have been previous)
+                plans.pop(slot, None)
+                zeros.pop(key, None)
             windows[key] = entry
             dirty.add(slot)
         old_starts = self._starts
