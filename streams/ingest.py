@@ -131,7 +131,10 @@ class IngestStage:
         for index, exc in errors:
             error = exc if isinstance(exc, RejectedEvent) else _unexpected(exc)
             await self.dead_letter(records[index], error, topic, partition)
-        by_dest: defaultdict[tuple[int, int], list[Event]] = defaultdict(list)
+        # per lane, the events of each destination partition (keyed by the partition alone:
+        # no tuple per event)
+        kpi_lane: defaultdict[int, list[Event]] = defaultdict(list)
+        lead_lane_of: defaultdict[int, list[Event]] = defaultdict(list)
         dest_of = self._dest_of
         if len(dest_of) > MAX_ROUTES:
             dest_of.clear()
@@ -149,7 +152,7 @@ class IngestStage:
                     break
             else:  # routed by its identity: not worth remembering
                 dest = crc32(f"{event.source}\x00{event.id}".encode()) % parts
-            by_dest[(dest, LANE_KPI)].append(event)
+            kpi_lane[dest].append(event)
             if lead_lane and data.lead_id:  # type: ignore[attr-defined]
                 # Speed to lead needs the lead's creation and its touches together: a second
                 # copy travels in the lead lane, routed by the lead.
@@ -157,16 +160,17 @@ class IngestStage:
                 dest = dest_of.get(lead_id)
                 if dest is None:
                     dest = dest_of[lead_id] = crc32(lead_id.encode()) % parts
-                by_dest[(dest, LANE_LEAD)].append(event)
+                lead_lane_of[dest].append(event)
         await self.delivered(topic, partition)
         sent: list[Any] = []
-        for (dest, lane), events in by_dest.items():
-            previous = None
-            for value in self.bundles(topic, partition, events, lane):
-                if previous is not None and isinstance(previous, asyncio.Future):
-                    await previous  # raises if refused: the next bundle must not overtake it
-                previous = await self.send(self.keyed_topic, key=None, value=value, partition=dest)
-                sent.append(previous)
+        for lane, by_dest in ((LANE_KPI, kpi_lane), (LANE_LEAD, lead_lane_of)):
+            for dest, events in by_dest.items():
+                previous = None
+                for value in self.bundles(topic, partition, events, lane):
+                    if previous is not None and isinstance(previous, asyncio.Future):
+                        await previous  # raises if refused: the next bundle must not overtake it
+                    previous = await self.send(self.keyed_topic, key=None, value=value, partition=dest)
+                    sent.append(previous)
         self._unsettled[(topic, partition)] = sent
         if records:
             self.position[(topic, partition)] = records[-1].offset + 1

@@ -61,11 +61,16 @@ class FastPath:
         # the bucket of the last (minute, first open kind): events of a bundle mostly share it
         last_slot: tuple[int, int] | None = None
         bucket: dict[tuple, float] = {}
-        for index, ev in enumerate(bundle.events):
+        events = bundle.events
+        # A bundle's offsets ascend: unless its first is at or below the source's high-water
+        # mark, none of its events was forwarded before (no check per event).
+        again = bool(events) and events[0].offset <= src_hw
+        for index, ev in enumerate(events):
             t = ev.time
-            if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
-                continue
-            src_hw = ev.offset
+            if again:
+                if ev.offset <= src_hw and self._forwarded_again(ev, t, src):
+                    continue
+                src_hw = ev.offset
             if t <= wm - horizon:
                 self.late += 1
                 continue
@@ -131,6 +136,8 @@ class FastPath:
                 self.late += 1
         for cls, n in counts.items():
             self.processed[TYPE_OF[cls]] += n
+        if events and not again:
+            src_hw = events[-1].offset
         if src_hw >= 0:
             self.sources[src] = src_hw
             self.source_times[src] = src_wm

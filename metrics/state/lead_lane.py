@@ -36,11 +36,14 @@ class LeadLane:
         horizon, wait_horizon = self.horizon, self.wait_horizon
         first = self.dedup.first  # producer duplicates (metrics.dedup), apart from the KPI lane
         wm = self.watermark  # kept in step with self.watermark (only this loop moves it)
-        for index, ev in enumerate(bundle.events):
+        events = bundle.events
+        again = bool(events) and events[0].offset <= src_hw  # offsets ascend (FastPath.apply)
+        for index, ev in enumerate(events):
             t = ev.time
-            if ev.offset <= src_hw and self._forwarded_again(ev, t, src, LEAD_LANE_SALT):
-                continue
-            src_hw = ev.offset
+            if again:
+                if ev.offset <= src_hw and self._forwarded_again(ev, t, src, LEAD_LANE_SALT):
+                    continue
+                src_hw = ev.offset
             if t <= wm - horizon:
                 continue  # counted late in the KPI lane
             if not first(ev.source, ev.id, LEAD_LANE_SALT, int(t // 60.0), base_seq | index, wm):
@@ -71,6 +74,8 @@ class LeadLane:
                 self._file_response(new, offset, replaying, retract=False)
             if old is not None or new is not None:
                 self._response_changes.add(lead_id)
+        if events and not again:
+            src_hw = events[-1].offset
         if src_hw >= 0:
             self.sources[src] = src_hw
 
