@@ -59,7 +59,8 @@ class FastPath:
         plans = self._plans
         first = self.dedup.first  # producer duplicates (metrics.dedup)
         # the bucket of the last (minute, first open kind): events of a bundle mostly share it
-        last_slot: tuple[int, int] | None = None
+        last_minute: int | None = None  # None: no bucket at hand
+        last_open = 0
         bucket: dict[tuple, float] = {}
         events = bundle.events
         # A bundle's offsets ascend: unless its first is at or below the source's high-water
@@ -122,16 +123,16 @@ class FastPath:
                     team = entry.team if t >= entry.time else entry.team_at(t)
             if hook is not None:
                 hook(self, data, t, rep, team, offset, replaying, src_wm)
-                last_slot = None  # it may have folded the pending hits
+                last_minute = None  # it may have folded the pending hits
             if replaying:
                 self._apply_slow(data, accumulate, rep, team, t, offset, replaying, src_wm)
-                last_slot = None  # folded the pending hits
+                last_minute = None  # folded the pending hits
                 continue
-            if last_slot is None or last_slot[0] != minute or last_slot[1] != first_open:
-                last_slot = (minute, first_open)
-                bucket = pending.get(last_slot)  # type: ignore[assignment]
+            if minute != last_minute or first_open != last_open:
+                last_minute, last_open = minute, first_open
+                bucket = pending.get((minute, first_open))  # type: ignore[assignment]
                 if bucket is None:
-                    bucket = pending[last_slot] = {}
+                    bucket = pending[(minute, first_open)] = {}
             if accumulate(data, rep, team, bucket, admit) and first_open:
                 self.late += 1
         for cls, n in counts.items():
