@@ -72,6 +72,10 @@ KILL_WARMUP = 3.0  # seconds of live load before the kill
 RECOVERY_TIMEOUT = 90.0  # beyond the session timeout
 #: the group.instance.id of the last two restarts (static membership)
 STATIC_INSTANCE = "bench-restart"
+#: the restarts of the survivor, in order: (worker key, signal, static membership); g4 and g5
+#: are one group member (SALESPULSE_INSTANCE_ID): g4 waits out the killed g3's session as any
+#: new member, g5 takes g4's place at once
+RESTARTS = (("g3", signal.SIGTERM, False), ("g4", signal.SIGKILL, True), ("g5", signal.SIGKILL, True))
 MIN_STATE_KEYS = 100_000  # SPEC §7: "serves again within 10 s for 100,000 state keys"
 
 
@@ -349,13 +353,11 @@ async def run_group(
              "then SIGKILL again with static membership ...")
         restarts = []
         current = survivor
-        # g4 and g5 are one group member (SALESPULSE_INSTANCE_ID): g4 waits out the killed g3's
-        # session as any new member; g5 takes g4's place at once
         static = {**env, "SALESPULSE_INSTANCE_ID": STATIC_INSTANCE}
-        for key, sig, env_of in (("g3", signal.SIGTERM, env), ("g4", signal.SIGKILL, static),
-                                 ("g5", signal.SIGKILL, static)):
-            current, figures = await restart(run, session, current, key, sig, partitions, env_of)
-            figures["static"] = key == "g5"  # the one that replaced a member of its own id
+        for key, sig, member in RESTARTS:
+            current, figures = await restart(run, session, current, key, sig, partitions,
+                                             static if member else env)
+            figures["static"] = key == RESTARTS[-1][0]  # the one that replaced a member of its own id
             workers.append(current)
             restarts.append(figures)
             _say(f"[bench]     after {figures['signal']}: serves every partition restored "
@@ -373,7 +375,8 @@ async def run_group(
 def group_ok(info: dict[str, Any]) -> bool:
     kill = info.get("kill") or {}
     restarts = info.get("restarts") or []
-    return bool(kill.get("ok")) and len(restarts) == 2 and all(r.get("ok") for r in restarts)
+    return (bool(kill.get("ok")) and len(restarts) == len(RESTARTS)
+            and all(r.get("ok") for r in restarts))
 
 
 def print_group(row: Result | None, info: dict[str, Any] | None) -> None:

@@ -4,7 +4,7 @@ no timing)."""
 from __future__ import annotations
 
 from streams.bench import Health, merge_health, parse_health
-from streams.bench_group import group_settled, serves_all
+from streams.bench_group import group_ok, group_settled, serves_all
 
 
 def test_serves_all_needs_every_partition_assigned_and_restored() -> None:
@@ -35,3 +35,14 @@ def test_state_keys_are_parsed_and_summed_over_workers() -> None:
     assert one.state_keys == 123456 and one.processed == 5 and one.caught_up
     both = merge_health([one, Health(processed=2, state_keys=4, lag=[3])])
     assert both.state_keys == 123460 and both.processed == 7 and not both.caught_up
+
+
+def test_the_group_phase_is_ok_when_the_kill_and_all_three_restarts_are() -> None:
+    """The survivor restarts three times (SIGTERM, SIGKILL, SIGKILL under static membership);
+    the bench exited 1 after every complete group phase while this asked for two."""
+    ok = {"ok": True}
+    assert group_ok({"kill": ok, "restarts": [ok, ok, ok]})
+    assert not group_ok({"kill": ok, "restarts": [ok, ok]})  # one restart did not run
+    assert not group_ok({"kill": ok, "restarts": [ok, {"ok": False}, ok]})
+    assert not group_ok({"kill": {"ok": False}, "restarts": [ok, ok, ok]})
+    assert not group_ok({})
