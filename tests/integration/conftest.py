@@ -1,8 +1,10 @@
 """Integration tests run against a real Kafka broker (KRaft) and Redis on 127.0.0.1.
 
 The session starts its own instance with `deploy/local.sh` on dedicated ports and a state dir of
-its own, and stops it at the end (set SALESPULSE_TEST_KEEP_INFRA=1 to keep it for the next run).
-Tests never touch a broker they did not start. Each test uses its own topics and app id.
+its own, from empty storage, and stops it at the end; its logs stay in that dir until the next
+session (set SALESPULSE_TEST_KEEP_INFRA=1 to keep the instance running, data and all, for the next
+run, which then reuses it). Tests never touch a broker they did not start. Each test uses its own
+topics and app id.
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ def _local(command: str) -> None:
 
 @pytest.fixture(scope="session")
 def bootstrap() -> Iterator[str]:
+    keep = os.environ.get("SALESPULSE_TEST_KEEP_INFRA")
+    if not keep:
+        # Every test makes topics of its own: a data dir kept from one session to the next grew
+        # by every run's partition directories, and at ~20,000 of them the broker passed its open-file
+        # limit ("Too many open files": it shut down mid-suite and every later test failed).
+        _local("reset")
     _local("up")
     try:
         yield f"127.0.0.1:{KAFKA_PORT}"
     finally:
-        if not os.environ.get("SALESPULSE_TEST_KEEP_INFRA"):
+        if not keep:
             _local("down")
 
 
