@@ -354,10 +354,12 @@ async def run_group(
         restarts = []
         current = survivor
         static = {**env, "SALESPULSE_INSTANCE_ID": STATIC_INSTANCE}
+        previous = False  # whether the worker it replaces ran under the static id
         for key, sig, member in RESTARTS:
             current, figures = await restart(run, session, current, key, sig, partitions,
                                              static if member else env)
-            figures["static"] = key == RESTARTS[-1][0]  # the one that replaced a member of its own id
+            figures["static"] = member and previous  # it took the place of a member of its own id
+            previous = member
             workers.append(current)
             restarts.append(figures)
             _say(f"[bench]     after {figures['signal']}: serves every partition restored "
