@@ -44,7 +44,7 @@ from streams.exposition import HealthCollector, LeadCollector, RoundsCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
-from streams.pacing import Pacing
+from streams.pacing import LIGHT_EVENTS, Pacing
 from streams.progress import GroupProgress, KafkaOffsets
 from streams.publisher import Publisher
 from streams.readout import Readout
@@ -262,7 +262,9 @@ class Service:
         snapshots = SnapshotFormat(self.catalog, self.calendar)
         #: output rounds wait ten times their cost, counting their sends' waits in a backlog
         self.pacing = Pacing(self._behind, backlog_factor=s.backlog_round_factor,
-                             backlog_interval=s.metrics_interval_seconds)
+                             backlog_interval=s.metrics_interval_seconds, light=self._light)
+        #: when (time.monotonic) the worker last committed after a snapshot made while caught up
+        self._committed_at = float("-inf")
         self.aggregate = AggregateStage(
             self.table,
             self.catalog,
@@ -432,13 +434,22 @@ class Service:
         topics = self.app.batched_topics
         return sorted(tp for tp in self.app.consumer.assignment() if tp.topic in topics)
 
-    def _behind(self) -> bool:
-        """Whether the worker is in a backlog: its lag in events above ``backlog_events``, of
-        the input and of the keyed events (records of which are bundles of events: in a backlog
-        the ingest stage is done first, and the aggregate works through a few hundred)."""
+    def _lag_events(self) -> float:
+        """The worker's lag in events, of the input and of the keyed events (records of which
+        are bundles of events: in a backlog the ingest stage is done first, and the aggregate
+        works through a few hundred)."""
         keyed, per_record = self.keyed_topic_name, self.aggregate.events_per_record()
-        lag = sum(n * per_record if topic == keyed else n for topic, _, n in self._lag())
-        return lag > self.settings.backlog_events
+        return sum(n * per_record if topic == keyed else n for topic, _, n in self._lag())
+
+    def _behind(self) -> bool:
+        """Whether the worker is in a backlog: its lag in events above ``backlog_events``."""
+        return self._lag_events() > self.settings.backlog_events
+
+    def _light(self) -> bool:
+        """Whether the worker reads close to its input's end (``streams.pacing.LIGHT_EVENTS``)
+        and has made durable and committed what it read up to its last backlog's end."""
+        return (self._committed_at > self.pacing.backlog_at
+                and self._lag_events() <= LIGHT_EVENTS)
 
     def _caught_up(self) -> bool:
         """Whether every owned input and keyed-events partition is read to its high water (as
@@ -461,9 +472,11 @@ class Service:
             try:
                 while not app.should_stop:
                     await asyncio.sleep(max(0.0, aggregate.idle_flush_at() - time.monotonic()))
+                    began = time.monotonic()
                     await aggregate.flush(idle=True)
                     if not app.should_stop:
                         await app.consumer.commit()
+                        self._committed_at = began
                     if not aggregate.holding() or not self._caught_up():
                         return
             except Exception as exc:

@@ -23,6 +23,7 @@ from streams.aggregate import AggregateStage
 from streams.pacing import (
     BLIP,
     FACTOR,
+    LIGHT_FACTOR,
     LIVE_FACTOR,
     RECOUNT,
     SETTLED,
@@ -188,6 +189,45 @@ def test_live_rounds_wait_less_once_the_worker_has_settled_and_more_as_soon_as_i
     behind[0] = False
     clock.t += SETTLED / 2
     assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.2)  # settling again
+
+
+def test_a_light_worker_settles_at_once_and_its_live_rounds_wait_only_their_cost() -> None:
+    """Light (close to its input's end, and the backlog's end durable and committed): the end of
+    a backlog does not wait SETTLED seconds with its rounds paced FACTOR times their cost, and a
+    live round waits LIGHT_FACTOR times its cost (after a catch-up, /metrics and Redis stood
+    still for 8-13 s at 200 events/s). Once light the worker stays settled until the next
+    backlog, whatever the lag does below it; the rounds not on the way to users keep FACTOR."""
+    behind, light = [True], [False]
+    clock = Clock(1000.0)
+    pacing = Pacing(lambda: behind[0], clock=clock, backlog_interval=1.0,
+                    light=lambda: light[0])
+    rounds = Rounds(0.1, pacing, live=True)
+    other = Rounds(0.1, pacing)
+    clock.t += BLIP  # a backlog
+    rounds.done(T0, cost=0.8)
+    other.done(T0, cost=0.8)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.8)
+    behind[0] = False  # caught up, the backlog's end not committed yet
+    assert not pacing.settled()
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.8)
+    light[0] = True  # its end is durable and committed, the lag is light
+    assert pacing.settled()
+    assert rounds.next_at() - T0 == pytest.approx(LIGHT_FACTOR * 0.8)
+    assert other.next_at() - T0 == pytest.approx(FACTOR * 0.8)
+    light[0] = False  # a lag above light: live, and still settled (no settling again)
+    assert pacing.settled()
+    assert rounds.next_at() - T0 == pytest.approx(LIVE_FACTOR * 0.8)
+    rounds.done(T0, cost=0.01)
+    assert rounds.next_at() - T0 == pytest.approx(0.1)  # cheap rounds: the interval
+    behind[0] = True
+    rounds.done(T0, cost=0.8)
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.8)  # behind: a blip so far
+    clock.t += BLIP  # a backlog again: light from before it does not count
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.8)
+    behind[0], light[0] = False, False
+    clock.t += 0.1
+    assert not pacing.settled()
+    assert rounds.next_at() - T0 == pytest.approx(FACTOR * 0.8)
 
 
 def test_the_rounds_on_the_way_to_users_are_live_the_others_not() -> None:
