@@ -91,7 +91,12 @@ async def send_all(send: Callable[..., Awaitable[Any]],
 
 def next_round(now: float, interval: float, cost: float, factor: float = FACTOR) -> float:
     """When a round that began at ``now`` and cost ``cost`` seconds of the loop may run again."""
-    return now + max(interval, factor * cost)
+    return now + gap(interval, cost, factor)
+
+
+def gap(interval: float, cost: float, factor: float = FACTOR) -> float:
+    """How long after a round that cost ``cost`` seconds of the loop the next may run."""
+    return max(interval, factor * cost)
 
 
 class Pacing:
@@ -130,7 +135,11 @@ class Pacing:
 
     def next_round(self, now: float, interval: float, cost: float, waited: float = 0.0,
                    live: bool = False) -> float:
-        """When a round done at ``now`` may run again: ``cost`` is the loop's time it took,
+        """When a round done at ``now`` may run again (:meth:`gap` after it)."""
+        return now + self.gap(interval, cost, waited, live)
+
+    def gap(self, interval: float, cost: float, waited: float = 0.0, live: bool = False) -> float:
+        """How long after a round the next may run: ``cost`` is the loop's time it took,
         ``waited`` the time its sends waited for the producer (counted in a backlog only).
         Read when asked: a round long enough to put the worker behind while it ran (its sends
         waited) does not hold off the next for ten times its waits once it has caught up.
@@ -142,19 +151,19 @@ class Pacing:
                 self._behind_since = at
             if at - self._behind_since >= BLIP:
                 self._backlog_at = at
-                return next_round(now, max(interval, self.backlog_interval), cost + waited,
-                                  self.backlog_factor)
+                return gap(max(interval, self.backlog_interval), cost + waited,
+                           self.backlog_factor)
             # a blip: FACTOR at once, but not the backlog's factor (thirty times a live round of
             # 0.3 s held Redis and /metrics back for the whole blip, and a blip is what a costly
             # round itself makes at half the maximum rate)
-            return next_round(now, interval, cost + waited)
+            return gap(interval, cost + waited)
         self._behind_since = None
         if not live:
-            return next_round(now, interval, cost)
+            return gap(interval, cost)
         if not self._settled(at):
             # not settled yet (the end of a backlog): a live round no more often than in one
-            return next_round(now, max(interval, self.backlog_interval), cost)
-        return next_round(now, interval, cost, LIGHT_FACTOR if self.light() else LIVE_FACTOR)
+            return gap(max(interval, self.backlog_interval), cost)
+        return gap(interval, cost, LIGHT_FACTOR if self.light() else LIVE_FACTOR)
 
     def settled(self) -> bool:
         """Not behind, and not since :data:`SETTLED` seconds, or light since the last backlog
@@ -225,7 +234,10 @@ class Rounds:
         the first round): with the round's cost, what an event waits for it at most."""
         if self.count == 0:
             return None
-        return max(self.next_at(), self._held) - self.last
+        # the gap itself, not ``next_at() - last``: with ``last`` from the wall clock
+        # (~1.7e9 s) that difference lost the interval's last digits (0.0999999 for 0.1)
+        return max(self.pacing.gap(self.interval, self.cost, self.waited, self.live),
+                   self._held - self.last)
 
     def due(self, now: float, work: Callable[[], int] | None = None) -> bool:
         """Whether the round may run; ``work``: counts the units the round would read (called

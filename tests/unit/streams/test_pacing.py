@@ -405,3 +405,15 @@ def test_a_publication_round_that_fails_does_not_hold_the_next_back() -> None:
         asyncio.run(stage.flush(force=True))
     clock.t += 1.0
     assert publisher.due()
+
+
+def test_a_rounds_pace_is_its_interval_exactly_at_wall_clock_times() -> None:
+    """The pace on /metrics is the gap itself: computed as ``next_at() - last`` with ``last``
+    a wall-clock time (~1.7e9 s), the roll-up partials' 0.1 s read 0.0999999 (CI failed on
+    ``pace >= interval``)."""
+    now = 1_764_554_400.123  # a wall-clock time, where one ulp is 2.4e-7 s
+    pacing = Pacing(lambda: False, clock=Clock(now))
+    rounds = Rounds(0.1, pacing)
+    rounds.done(now, cost=0.001)
+    assert rounds.pace() >= 0.1
+    assert rounds.pace() == 0.1
