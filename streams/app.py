@@ -447,14 +447,25 @@ class Service:
 
     def _light(self) -> bool:
         """Whether the worker reads close to its input's end (``streams.pacing.LIGHT_EVENTS``)
-        and has made durable and committed what it read up to its last backlog's end."""
-        return (self._committed_at > self.pacing.backlog_at
+        and has made durable and committed what it read up to its last backlog's end. Not
+        while its lag is not known (:meth:`_lag_known`): a worker that started on a backlog
+        was light before its first fetch, and, settled for good, ran the end of that backlog's
+        live rounds every 0.1 s at four times their cost instead of every second at ten."""
+        return (self._lag_known() and self._committed_at > self.pacing.backlog_at
                 and self._lag_events() <= LIGHT_EVENTS)
 
     def _caught_up(self) -> bool:
         """Whether every owned input and keyed-events partition is read to its high water (as
-        of the last fetch: a stale answer costs one early flush, see :meth:`_flush_idle`)."""
-        return all(n == 0 for _, _, n in self._lag())
+        of the last fetch: a stale answer costs one early flush, see :meth:`_flush_idle`); not
+        while the lag is not known (:meth:`_lag_known`)."""
+        return self._lag_known() and all(n == 0 for _, _, n in self._lag())
+
+    def _lag_known(self) -> bool:
+        """Whether the worker owns partitions and knows the high water of each (a fetch
+        answered for it): before that, :meth:`_lag` has nothing to say, not a lag of 0."""
+        owned = self._owned()
+        consumer = self.app.consumer
+        return bool(owned) and all(consumer.highwater(tp) is not None for tp in owned)
 
     def _flush_idle(self) -> None:
         """The worker has caught up: make what it applied durable and commit it soon, instead
