@@ -145,9 +145,6 @@ class Pacing:
         self._behind_since: float | None = self._backlog_at - BLIP
         #: when the worker was last found light since its last backlog (settled early)
         self._light_at = float("-inf")
-        #: grows each time the worker is found light after a backlog: a round held for the work
-        #: it would do at the backlog's pace is asked again at once (:meth:`Rounds.due`)
-        self.epoch = 0
 
     @property
     def backlog_at(self) -> float:
@@ -197,7 +194,6 @@ class Pacing:
             return True
         if self.light():
             self._light_at = at
-            self.epoch += 1
             return True
         return False
 
@@ -242,7 +238,6 @@ class Rounds:
         #: round is due at once, whatever its work)
         self.start = start
         self._counted = float("-inf")  # when the work was last counted
-        self._held_epoch = 0  # the pacing's epoch when it was
         #: totals since start, for the service's own metrics (streams.exposition)
         self.count = 0  # rounds done
         self.seconds = 0.0  # the loop's time they took
@@ -266,18 +261,12 @@ class Rounds:
         """Whether the round may run; ``work``: counts the units the round would read (called
         only when the last round's cost allows the round; its count only grows until a round
         reads it: a round held for it is asked again when it could be due, or after
-        :data:`RECOUNT` seconds, when the pace may have changed, or at once when the worker
-        has turned light: the publication after a backlog waited up to a second for nothing,
-        with values an event's way at 200 events/s)."""
-        if now < self.next_at():
+        :data:`RECOUNT` seconds, when the pace may have changed)."""
+        if now < self.next_at() or (now < self._held and now < self._counted + RECOUNT):
             return False
-        if now < self._held and now < self._counted + RECOUNT \
-                and self._held_epoch == self.pacing.epoch:
-            return False  # held for its work, and the pace has not turned light since
         if work is None or not self.unit_cost:
             return True
         self._counted = now
-        self._held_epoch = self.pacing.epoch
         predicted = work() * self.unit_cost
         if predicted <= self.cost:
             return True

@@ -417,20 +417,3 @@ def test_a_rounds_pace_is_its_interval_exactly_at_wall_clock_times() -> None:
     rounds.done(now, cost=0.001)
     assert rounds.pace() >= 0.1
     assert rounds.pace() == 0.1
-
-
-def test_a_round_held_for_its_work_runs_as_soon_as_the_worker_turns_light() -> None:
-    """Held in a backlog for the keys it would read, the publication was asked again only
-    RECOUNT seconds after its last count: once the backlog's end was durable and committed
-    (light), the first values after a backlog waited up to a second more, for nothing."""
-    behind, light = [True], [False]
-    clock = Clock(1000.0)
-    pacing = Pacing(lambda: behind[0], backlog_factor=30.0, clock=clock, light=lambda: light[0])
-    rounds = Rounds(0.0, pacing, live=True, unit_cost=1e-3)
-    rounds.done(T0, cost=0.0)
-    clock.t += BLIP  # behind that long: a backlog
-    assert not rounds.due(T0 + 0.1, lambda: 1_000)  # 1 s of work: 30 s out
-    behind[0] = False
-    assert not rounds.due(T0 + 0.2)  # caught up, not yet durable and committed: still held
-    light[0] = True
-    assert rounds.due(T0 + 0.3)  # light: at once, not RECOUNT after the count
