@@ -434,12 +434,14 @@ class Service:
         topics = self.app.batched_topics
         return sorted(tp for tp in self.app.consumer.assignment() if tp.topic in topics)
 
-    def _lag_events(self) -> float:
+    def _lag_events(self, lag: list[tuple[str, int, int]] | None = None) -> float:
         """The worker's lag in events, of the input and of the keyed events (records of which
         are bundles of events: in a backlog the ingest stage is done first, and the aggregate
-        works through a few hundred)."""
+        works through a few hundred); ``lag``: :meth:`_lag`'s answer, when already read."""
+        if lag is None:
+            lag = self._lag() or []  # None only with known=True
         keyed, per_record = self.keyed_topic_name, self.aggregate.events_per_record()
-        return sum(n * per_record if topic == keyed else n for topic, _, n in self._lag())
+        return sum(n * per_record if topic == keyed else n for topic, _, n in lag)
 
     def _behind(self) -> bool:
         """Whether the worker is in a backlog: its lag in events above ``backlog_events``."""
@@ -448,24 +450,20 @@ class Service:
     def _light(self) -> bool:
         """Whether the worker reads close to its input's end (``streams.pacing.LIGHT_EVENTS``)
         and has made durable and committed what it read up to its last backlog's end. Not
-        while its lag is not known (:meth:`_lag_known`): a worker that started on a backlog
+        while its lag is not known (``_lag(known=True)``): a worker that started on a backlog
         was light before its first fetch, and, settled for good, ran the end of that backlog's
         live rounds every 0.1 s at four times their cost instead of every second at ten."""
-        return (self._lag_known() and self._committed_at > self.pacing.backlog_at
-                and self._lag_events() <= LIGHT_EVENTS)
+        if self._committed_at <= self.pacing.backlog_at:
+            return False
+        lag = self._lag(known=True)
+        return lag is not None and self._lag_events(lag) <= LIGHT_EVENTS
 
     def _caught_up(self) -> bool:
         """Whether every owned input and keyed-events partition is read to its high water (as
         of the last fetch: a stale answer costs one early flush, see :meth:`_flush_idle`); not
-        while the lag is not known (:meth:`_lag_known`)."""
-        return self._lag_known() and all(n == 0 for _, _, n in self._lag())
-
-    def _lag_known(self) -> bool:
-        """Whether the worker owns partitions and knows the high water of each (a fetch
-        answered for it): before that, :meth:`_lag` has nothing to say, not a lag of 0."""
-        owned = self._owned()
-        consumer = self.app.consumer
-        return bool(owned) and all(consumer.highwater(tp) is not None for tp in owned)
+        while the lag is not known (``_lag(known=True)``)."""
+        lag = self._lag(known=True)
+        return lag is not None and all(n == 0 for _, _, n in lag)
 
     def _flush_idle(self) -> None:
         """The worker has caught up: make what it applied durable and commit it soon, instead
@@ -496,12 +494,21 @@ class Service:
 
         self._idle_flush = asyncio.ensure_future(settle())
 
-    def _lag(self) -> list[tuple[str, int, int]]:
+    def _lag(self, known: bool = False) -> list[tuple[str, int, int]] | None:
+        """``(topic, partition, records)`` behind the high water, for each owned partition
+        whose high water is known. ``known``: None instead while the worker owns nothing or a
+        partition's high water is not known yet (no fetch answered for it): then there is
+        nothing to say, not a lag of 0."""
         consumer = self.app.consumer
         out = []
-        for tp in self._owned():
+        owned = self._owned()
+        if known and not owned:
+            return None
+        for tp in owned:
             highwater = consumer.highwater(tp)
             if highwater is None:
+                if known:
+                    return None
                 continue
             position = self._position(tp) or 0
             out.append((tp.topic, tp.partition, max(0, highwater - position)))
