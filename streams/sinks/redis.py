@@ -78,20 +78,15 @@ OverdueLeads = Callable[[], Mapping[int, Mapping[str, bytes]]]
 #: hash's fields and values as arguments of their own were ~20 arguments a window, and redis-py
 #: packed each in Python: ~6 % of the worker's loop at 2,000 events/s.)
 WRITE_WINDOWS = """
-local names = {'scope', 'id', 'team', 'window', 'window_start', 'window_end', 'updated_at'}
 local a = 1
 for i = 1, #KEYS do
   local at, channel, head, kpis = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   a = a + 4
   if kpis ~= '' then
-    local record = cjson.decode(head)
     local fields = {}
-    for _, name in ipairs(names) do
-      local v = record[name]
-      if v ~= nil then
-        fields[#fields + 1] = name
-        fields[#fields + 1] = v
-      end
+    for name, v in pairs(cjson.decode(head)) do
+      fields[#fields + 1] = name
+      fields[#fields + 1] = v
     end
     fields[#fields + 1] = 'kpis'
     fields[#fields + 1] = kpis
