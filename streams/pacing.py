@@ -107,11 +107,6 @@ async def send_all(send: Callable[..., Awaitable[Any]],
     return cost, waited
 
 
-def next_round(now: float, interval: float, cost: float, factor: float = FACTOR) -> float:
-    """When a round that began at ``now`` and cost ``cost`` seconds of the loop may run again."""
-    return now + gap(interval, cost, factor)
-
-
 def gap(interval: float, cost: float, factor: float = FACTOR) -> float:
     """How long after a round that cost ``cost`` seconds of the loop the next may run."""
     return max(interval, factor * cost)
