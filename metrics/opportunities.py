@@ -24,7 +24,8 @@ snapshot, like the lead parts, so a replayed event re-files a cycle only into wi
 lack it. A settled opportunity (won or lost) is forgotten once its last event is a dedup
 horizon (at least two grace periods) behind the partition's watermark, an open one an open
 horizon after its creation; each event first forgets its opportunity if it is due, so a
-replay decides alike.
+replay decides alike. The hourly sweep forgets the others that are due, but none that a window
+that may still be published counts open.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from metrics.state import PartitionState, WindowPart
 
 OPPORTUNITY_PARTS = 32
-#: An opportunity open this long after its creation (event time, behind the partition's
-#: watermark) is forgotten: a year, far beyond a usual sales cycle.
+#: An opportunity open this long at a window's end is not counted open there, and is forgotten
+#: once no window that may still be published counts it: a year, far beyond a usual sales
+#: cycle. (Relative to the window's end, not to the watermark when it is read: a window's open
+#: count is a function of the events, whenever it is published.)
 OPEN_HORIZON_SECONDS = 365 * 86400.0
 CYCLE_SERIES = "sales_cycle_seconds"
 OPPORTUNITY_TYPES = (OpportunityCreated, OpportunityWon, OpportunityLost)
@@ -166,8 +169,9 @@ class OpportunityBook:
     def open_counts(self, end: float, kind: int, kinds_of: dict[str, tuple[int, ...]]) -> dict[tuple, float]:
         """Computed ``open`` values at ``end`` for windows of ``kind``: key -> count."""
         out: dict[tuple, float] = {}
+        since = end - self.open_horizon
         for opp in self.opportunities.values():
-            if opp.open_keys and opp.is_open(end):
+            if opp.open_keys and opp.is_open(end) and opp.created >= since:  # type: ignore[operator]
                 for key in opp.open_keys:
                     key = tuple(key)
                     if kind in kinds_of[key[0]]:
@@ -279,7 +283,12 @@ def apply_opportunity(state: PartitionState, data: Any, t: float, rep: str | Non
                              OPEN_CHANGED)
     if state.watermark >= book._swept_at + 3600.0:
         book._swept_at = state.watermark
-        book.expire(settled_before, open_before)
+        # not what a window that may still be published counts open: windows expire at the
+        # flush, after this (forgotten by the watermark alone, a window's last partial said it
+        # was not open). Its own next event forgets an opportunity by the watermark alone, so
+        # a replay decides alike, whenever its sweeps run.
+        earliest = state.earliest_end()
+        book.expire(min(settled_before, earliest), min(open_before, earliest - book.open_horizon))
 
 
 def sample_fields(state: PartitionState, samplers: tuple[Any, ...], data: Any, t: float,

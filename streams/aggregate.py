@@ -326,9 +326,7 @@ class AggregateStage:
             cost = 0.0
             for partition, state in self.states.items():
                 if partition not in self.suspended:
-                    # folds what was applied: the publication's work is known after it
-                    state.expire(None if self.event_time else time.time())
-                    self.leads_expired += state.leads.drain_expired()
+                    self._expire(state)  # folds what was applied: the round's work is known
             # the partitions whose epoch is not durable yet publish here, once their snapshot is
             publishing = self.publisher is not None \
                 and (self.event_time or any(p not in self.early for p in self.states)) \
@@ -343,6 +341,10 @@ class AggregateStage:
                     held = self.held.pop(partition, [])
                     futures = []
                     records = None
+                    # again, by what the agent applied while the partitions before this one
+                    # wrote their snapshots: the watermark the snapshot holds (and the
+                    # publication announces) is the one its windows were expired by
+                    self._expire(state)
                     if state.dirty:
                         began = time.monotonic()
                         records = self.splitters[partition].split(state.snapshot())
@@ -381,6 +383,10 @@ class AggregateStage:
             self.flushes += 1
             self.rounds.done(time.monotonic(), cost)
             self._flushed_behind = self.rounds.pacing.behind()
+
+    def _expire(self, state: PartitionState) -> None:
+        state.expire(None if self.event_time else time.time())
+        self.leads_expired += state.leads.drain_expired()
 
     async def publish(self) -> None:
         """A publication round (when one is due) of the partitions whose epoch is durable,

@@ -226,6 +226,14 @@ class Windows:
             elif not any(map(is_, groups, repeat(what))):  # the scan in C: groups pile up
                 groups.append(what)  # type: ignore[union-attr]
     # -- expiry --------------------------------------------------------------------------
+    def earliest_end(self) -> float:
+        """The earliest end of a window that may still be published: the state's, and those
+        expired and not yet captured by the publisher (inf when there are none). Folds the
+        pending hits (they may make a window)."""
+        inf = float("inf")
+        return min(min((w.end for w in self.windows.values()), default=inf),
+                   min((w.end for w in self.expired_windows), default=inf))
+
     def expire(self, now: float | None = None) -> int:
         """Drop windows and dedup minutes that can no longer matter.
 

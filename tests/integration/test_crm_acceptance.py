@@ -50,7 +50,8 @@ DAY = 86400.0
 GRACE = 92 * DAY  # a quarter: far more than the partitions of a replay run apart in event time
 PRODUCT_ALIASES = {"GTXPro": "GTX Pro"}
 KPIS = ("win_ratio", "revenue", "opportunities_won", "average_deal_size", "sales_cycle_seconds_avg")
-CHECKED = (*KPIS, "opportunities_created")
+CHECKED = (*KPIS, "opportunities_created", "opportunities_open")
+OPEN_HORIZON = 365 * DAY  # an opportunity open longer at a window's end is not open there
 REGION_KPIS = {
     "win_ratio": "win_ratio_by_region", "revenue": "revenue_by_region",
     "opportunities_won": "deals_won_by_region", "average_deal_size": "average_deal_size_by_region",
@@ -150,7 +151,28 @@ def expected(roster: dict[str, tuple[str, str]], rows: list[dict[str, str]]) -> 
         out[key] = v
     for key, n in created.items():
         out.setdefault(key, {})["opportunities_created"] = float(n)
+    # the pipeline at each quarter's end: engaged before it (within the horizon), not closed then
+    opened: dict[tuple, int] = defaultdict(int)
+    ends = {q: quarter_end(q) for q in {k[2] for k in out}}
+    for r in rows:
+        if not r["engage_date"]:
+            continue
+        agent = opaque("agent", r["sales_agent"])
+        engaged, closed = day(r["engage_date"]), day(r["close_date"]) if r["close_date"] else None
+        for q, end in ends.items():
+            if end - OPEN_HORIZON <= engaged < end and (closed is None or closed >= end):
+                for scope in (("rep", agent), ("team", roster[agent][0]), ("org", "org")):
+                    opened[(*scope, q)] += 1
+    for key, v in out.items():
+        if opened.get(key) and key[0] != "region":
+            v["opportunities_open"] = float(opened[key])
     return out
+
+
+def quarter_end(quarter: str) -> float:
+    d = datetime.fromisoformat(quarter.replace("Z", "+00:00"))
+    d = d.replace(year=d.year + 1, month=1) if d.month == 10 else d.replace(month=d.month + 3)
+    return d.timestamp()
 
 
 SCHEMA = Draft202012Validator(json.loads((REPO / "docs" / "schema" / "sales-metrics.v1.json").read_text()))

@@ -482,3 +482,56 @@ def test_samples_of_events_without_a_team_survive_a_snapshot():
     v = scopes([restored], DAY, T0)[("team", "unassigned")]
     assert v[("sales_cycle_seconds_avg",)] == 60
     assert v[("deal_size_p50",)] == pytest.approx(10, rel=SKETCH_ACCURACY)
+
+
+def test_the_book_keeps_a_settled_opportunity_while_a_window_that_counts_it_open_may_be_published():
+    """An opportunity open at a window's end counts in that window's ``opportunities_open``
+    until the window is published for the last time. The book forgets settled opportunities
+    a horizon after they settle; it did that while applying events, by the new watermark,
+    before the flush expired (and published) the windows that counted them: a window's last
+    partial then said nothing was open. (Closing by event time, that last partial also
+    reached the roll-up after the watermark that closed the window there: the CRM replay's
+    late partials, once a sentinel event moved the watermark a year on.)"""
+    grace = 10 * 86400.0
+    state = PartitionState(CAT, CAL, grace_seconds=grace, dedup_horizon_seconds=86400.0)
+    day_end = CAL.bounds("day", T0)[1]
+    later = day_end + 3 * grace  # past the day's expiry and the book's settled horizon
+    events = as_events([(T0, OpportunityCreated("a", "rep-1", team_id="team-a")),
+                        (day_end + 3600, OpportunityLost("a", "rep-1", team_id="team-a")),
+                        (later, OpportunityCreated("b", "rep-1", team_id="team-a"))])
+    for i, e in enumerate(events):
+        state.apply(Bundle("d", 0, [e]), i)
+    day = state.windows[(DAY, CAL.bounds("day", T0)[0])]  # not expired yet: that is the flush's
+    assert window_values(state, day)[("opportunities_open", "rep-1", "team-a")] == 1
+    state.expire()  # the flush: the day expires, to be published once more
+    assert day in state.expired_windows
+    assert window_values(state, day)[("opportunities_open", "rep-1", "team-a")] == 1
+    state.expired_windows.clear()  # published
+    state.apply(Bundle("d", 0, [Event(3, "crm/test", "id-3", later + 7200, OpportunityCreated(
+        "c", "rep-1", team_id="team-a"))]), 3)
+    assert "a" not in state.opportunities.opportunities  # then forgotten: the book stays small
+
+
+def test_an_opportunity_open_longer_than_the_horizon_at_a_windows_end_is_not_open_there():
+    """The open horizon is measured from the window's end, not from the watermark when the
+    window is read: a window's open count is the same whenever it is published, and the book
+    forgets an opportunity once no window that may still be published counts it."""
+    state = PartitionState(CAT, CAL, grace_seconds=3600.0)
+    state.opportunities.open_horizon = 2 * 86400.0
+    day0 = CAL.bounds("day", T0)
+    events = [Event(0, "crm/test", "c-a", T0, OpportunityCreated("a", "rep-1", team_id="team-a")),
+              Event(1, "crm/test", "c-b", T0 + 86400, OpportunityCreated("b", "rep-1", team_id="team-a")),
+              Event(2, "crm/test", "c-c", T0 + 5 * 86400, OpportunityCreated("c", "rep-1", team_id="team-a"))]
+    state.apply(Bundle("d", 0, events[:2]), 0)
+    first = state.windows[(DAY, day0[0])]
+    assert window_values(state, first)[("opportunities_open", "rep-1", "team-a")] == 1
+    state.apply(Bundle("d", 0, events[2:]), 1)  # the watermark passes a's horizon: not yet expired
+    assert window_values(state, first)[("opportunities_open", "rep-1", "team-a")] == 1
+    assert "a" in state.opportunities.opportunities
+    fifth = state.windows[(DAY, day0[0] + 5 * 86400)]  # a and b are over two days old at its end
+    assert window_values(state, fifth)[("opportunities_open", "rep-1", "team-a")] == 1  # c
+    state.expire()
+    state.expired_windows.clear()  # published
+    state.apply(Bundle("d", 0, [Event(3, "crm/test", "c-d", T0 + 5 * 86400 + 7200, OpportunityCreated(
+        "d", "rep-1", team_id="team-a"))]), 2)
+    assert "a" not in state.opportunities.opportunities

@@ -129,3 +129,53 @@ def test_partials_of_a_flush_show_the_state_its_snapshot_holds_not_what_was_appl
                 if value is not None and WATERMARK_KEY.encode() not in key]
     assert partials
     assert {p.version for p in partials} == {0}, sorted({p.version for p in partials})
+
+
+
+def test_the_watermark_a_flush_announces_is_the_one_its_windows_were_expired_by() -> None:
+    """A flush expired every partition's windows first and captured each partition's partials
+    (and watermark) later, after the earlier partitions' snapshot writes had yielded to the
+    agent: a partition whose watermark moved meanwhile announced it with windows still open
+    that it had passed by two grace periods. The roll-up closed them by that watermark, and
+    their last partial (sent when the next flush expired them) arrived late: the CRM replay's
+    late partials, once in a few runs on a loaded machine."""
+    import msgspec
+
+    from metrics.partials import WATERMARK_KEY
+    from streams.publisher import Publisher
+
+    grace = 300.0
+    sent: list[tuple[bytes, bytes | None]] = []
+    stage: AggregateStage
+
+    def bundle(offset: int, t: float) -> Bundle:
+        return Bundle("sales.activities", 1, [Event(offset, "src", f"e{offset}", t,
+                                                    CallCompleted("rep-1", "outbound", "connected"))])
+
+    async def changelog(partition: int, key: str, value: bytes | None) -> asyncio.Future:
+        if key == "0/meta":  # while partition 0's snapshot is written, partition 1 moves on
+            stage.state_for(1).apply(bundle(1, T0 + 3600), 1)
+        await asyncio.sleep(0)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def send(topic: str, *, key: bytes, value: bytes | None, partition: int | None = None) -> None:
+        sent.append((key, value))
+
+    async def scenario() -> None:
+        nonlocal stage
+        publisher = Publisher(partitions=2, rollup_topic="rollup", interval=0.0, event_time=True)
+        stage = AggregateStage(Table(), CAT, CAL, grace_seconds=grace, dedup_horizon_seconds=86400,
+                               changelog=changelog, publisher=publisher, send=send, event_time=True)
+        stage.state_for(0).apply(Bundle("sales.activities", 0, [Event(0, "src", "z", T0, CallCompleted(
+            "rep-0", "outbound", "connected"))]), 0)
+        stage.state_for(1).apply(bundle(0, T0), 0)
+        await stage.flush(force=True)
+
+    asyncio.run(scenario())
+    mark = max(msgspec.msgpack.decode(value, type=float) for key, value in sent
+               if key == f"{WATERMARK_KEY}1".encode() and value is not None)
+    assert mark == T0 + 3600
+    open_windows = [w for w in stage.state_for(1).windows.values() if w.end + 2 * grace <= mark]
+    assert not open_windows, [(w.kind, w.start, w.end) for w in open_windows]
