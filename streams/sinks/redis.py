@@ -205,11 +205,13 @@ class RedisSink:
         if not self.rounds.due(now, self.reader.pending if self.up else None):
             return
         self._spent = self._executed = 0.0
+        began = time.perf_counter()
         if self.up:
             updates = self.reader.changed()
         else:  # advance anyway (closed windows go), without building values nobody writes:
             self.reader.skip()  # the full write when Redis is back covers them
             updates = []
+        read = time.perf_counter() - began  # the read-out: finishing the windows' values
         try:
             if self._board_writes is not None and self._board_writes.done():
                 await self.boards_written()  # raises what they failed with
@@ -226,10 +228,12 @@ class RedisSink:
                 await self.resync(now)
         except (RedisError, OSError) as exc:
             self._failed(exc, now)
-        # Paced by what the round took of the loop: building the commands, and redis-py packing
-        # them and reading the replies (not the wait for Redis): at most as long as the
-        # building (measured: less with a call per scope), and at most the pipelines' time.
-        self.rounds.done(now, self._spent + min(self._spent, self._executed), work=len(updates))
+        # Paced by what the round took of the loop: reading the windows out, building the
+        # commands, and redis-py packing them and reading the replies (not the wait for Redis):
+        # at most as long as the building (measured: less with a call per scope), and at most
+        # the pipelines' time.
+        self.rounds.done(now, read + self._spent + min(self._spent, self._executed),
+                         work=len(updates))
 
     def _failed(self, exc: BaseException, now: float) -> None:
         self.errors += 1
