@@ -1,6 +1,7 @@
 """Acceptance on real-shaped data: the public CRM sample data set, replayed at its historical
 event times, gives per agent, team and region and per quarter the win rate, revenue, deal count,
-average deal size and average sales cycle that a computation straight from the CSV gives.
+average deal size and average sales cycle (and per agent and team the open pipeline at the
+quarter's end) that a computation straight from the CSV gives.
 
 The data set (8,800 opportunities, 2016-2017) is read at test time from
 ``../shared/data/crm-sales-opportunities`` (``SALESPULSE_CRM_DATA`` overrides), never copied
