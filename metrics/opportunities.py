@@ -283,10 +283,11 @@ def apply_opportunity(state: PartitionState, data: Any, t: float, rep: str | Non
                              OPEN_CHANGED)
     if state.watermark >= book._swept_at + 3600.0:
         book._swept_at = state.watermark
-        # not what a window that may still be published counts open: windows expire at the
-        # flush, after this (forgotten by the watermark alone, a window's last partial said it
-        # was not open). Its own next event forgets an opportunity by the watermark alone, so
-        # a replay decides alike, whenever its sweeps run.
+        # The sweep keeps what a window that may still be published counts open: windows
+        # expire at the flush, after this, and swept by the watermark alone a window's last
+        # partial said such an opportunity was not open. (An opportunity's own next event
+        # forgets it by the watermark alone, above, so a replay decides alike whenever the
+        # sweeps run.)
         earliest = state.earliest_end()
         book.expire(min(settled_before, earliest), min(open_before, earliest - book.open_horizon))
 

@@ -24,6 +24,13 @@ CAL = Calendar("UTC")
 T0 = time.time() - 60  # windows still live by the wall clock at the flush
 
 
+def delivered() -> asyncio.Future:
+    """A send's delivery future, already done (the broker acknowledged at once)."""
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
 class Table:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
@@ -31,9 +38,7 @@ class Table:
 
     def send_changelog(self, *args: Any, **kw: Any) -> asyncio.Future:
         self.through_table += 1
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
 
 def test_a_snapshot_goes_straight_to_the_producer_part_by_part_meta_after_the_parts() -> None:
@@ -41,9 +46,7 @@ def test_a_snapshot_goes_straight_to_the_producer_part_by_part_meta_after_the_pa
 
     async def changelog(partition: int, key: str, value: bytes | None) -> asyncio.Future:
         sent.append((partition, key, value))
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
     async def scenario() -> None:
         table = Table()
@@ -109,9 +112,7 @@ def test_partials_of_a_flush_show_the_state_its_snapshot_holds_not_what_was_appl
         if key == f"{partition}/meta":  # the agent runs while the snapshot is being written
             stage.state_for(partition).apply(bundle(1), 1)
         await asyncio.sleep(0)
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
     async def send(topic: str, *, key: bytes, value: bytes | None, partition: int | None = None) -> None:
         sent.append((topic, key, value))
@@ -129,7 +130,6 @@ def test_partials_of_a_flush_show_the_state_its_snapshot_holds_not_what_was_appl
                 if value is not None and WATERMARK_KEY.encode() not in key]
     assert partials
     assert {p.version for p in partials} == {0}, sorted({p.version for p in partials})
-
 
 
 def test_the_watermark_a_flush_announces_is_the_one_its_windows_were_expired_by() -> None:
@@ -156,9 +156,7 @@ def test_the_watermark_a_flush_announces_is_the_one_its_windows_were_expired_by(
         if key == "0/meta":  # while partition 0's snapshot is written, partition 1 moves on
             stage.state_for(1).apply(bundle(1, T0 + 3600), 1)
         await asyncio.sleep(0)
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
     async def send(topic: str, *, key: bytes, value: bytes | None, partition: int | None = None) -> None:
         sent.append((key, value))
