@@ -25,7 +25,8 @@ lack it. A settled opportunity (won or lost) is forgotten once its last event is
 horizon (at least two grace periods) behind the partition's watermark, an open one an open
 horizon after its creation; each event first forgets its opportunity if it is due, so a
 replay decides alike. The hourly sweep forgets the others that are due, but none that a window
-that may still be published counts open.
+that may still be published counts open (one the state holds, or one an input behind the
+others may still make).
 """
 
 from __future__ import annotations
@@ -285,10 +286,12 @@ def apply_opportunity(state: PartitionState, data: Any, t: float, rep: str | Non
         book._swept_at = state.watermark
         # The sweep keeps what a window that may still be published counts open: windows
         # expire at the flush, after this, and swept by the watermark alone a window's last
-        # partial said such an opportunity was not open. (An opportunity's own next event
-        # forgets it by the watermark alone, above, so a replay decides alike whenever the
-        # sweeps run.)
-        earliest = state.earliest_end()
+        # partial said such an opportunity was not open. That is a window the state holds, or
+        # one an input partition behind the others may still make: its events are late only a
+        # horizon behind the watermark, so its windows end after that. (An opportunity's own
+        # next event forgets it by the watermark alone, above, so a replay decides alike
+        # whenever the sweeps run.)
+        earliest = min(state.earliest_end(), state.watermark - state.horizon)
         book.expire(min(settled_before, earliest), min(open_before, earliest - book.open_horizon))
 
 

@@ -535,3 +535,42 @@ def test_an_opportunity_open_longer_than_the_horizon_at_a_windows_end_is_not_ope
     state.apply(Bundle("d", 0, [Event(3, "crm/test", "c-d", T0 + 5 * 86400 + 7200, OpportunityCreated(
         "d", "rep-1", team_id="team-a"))]), 2)
     assert "a" not in state.opportunities.opportunities
+
+
+def test_the_sweep_keeps_what_a_window_an_input_still_behind_may_make_counts_open():
+    """An input partition behind the others may still make windows that end up to a dedup
+    horizon behind the partition's watermark (older events are late). The hourly sweep
+    bounded what it forgot by the windows the state held: an open opportunity near the open
+    horizon was forgotten, and a day window made afterwards by the input behind said it was
+    not open. The sweep now also keeps what a window ending a horizon behind the watermark
+    counts open."""
+    state = PartitionState(CAT, CAL, grace_seconds=3600.0, dedup_horizon_seconds=86400.0)
+    state.opportunities.open_horizon = 2 * 86400.0
+    d0 = CAL.bounds("day", T0)[0]
+    w1 = d0 + 2.5 * 86400
+    w2 = w1 + 7200
+
+    keyed = iter(range(100))  # the keyed-events offsets, in order
+
+    def created(offset: int, t: float, opp: str, partition: int = 0) -> None:
+        """An event at ``offset`` of input partition ``partition``."""
+        state.apply(Bundle("d", partition, [Event(offset, "crm/test", f"c-{opp}", t, OpportunityCreated(
+            opp, "rep-1", team_id="team-a"))]), next(keyed))
+
+    created(0, d0 + 3600, "a")  # open, created an hour into day 0
+    created(1, w1, "x")  # the watermark moves two and a half days on
+    state.expire()
+    state.expired_windows.clear()  # published
+    created(2, w2, "z")  # the next hourly sweep
+    # an input behind the others: its event is within the dedup horizon, so not late
+    t = d0 + 86400 + 20 * 3600
+    assert t > state.watermark - 86400.0
+    created(0, t, "y", partition=1)
+    day1 = state.windows[(DAY, d0 + 86400)]  # it ends at d0 + 2 days: a is open there
+    assert window_values(state, day1)[("opportunities_open", "rep-1", "team-a")] == 2  # a and y
+    # and the book still forgets a once no window that may be made counts it
+    created(3, d0 + 5 * 86400, "later")
+    state.expire()
+    state.expired_windows.clear()
+    created(4, d0 + 5 * 86400 + 7200, "later2")
+    assert "a" not in state.opportunities.opportunities
