@@ -75,22 +75,25 @@ WAITED = 0.002
 #: windows (it is paced ten times its cost, and a few seconds change every rep) and held the
 #: loop 0.7-1.1 s at once, every ~10 s, while the live rounds and the events waited behind it.
 SLICE = 0.02
-#: After each slice such a round rests this many times the slice's length: while it runs,
-#: the rest of the worker has at least half the loop. A bare ``sleep(0)`` gave each other task
-#: one step a slice: an event's way through the worker (the consumer thread's hand-over,
-#: ingest, its forward, the apply: dozens of awaits) waited for the whole round (probes at 200
-#: events/s after a backlog: 0.8 s behind a 0.54 s round of 14,000 windows).
+#: While the worker is light (:meth:`Pacing.resting`), such a round rests this many times each
+#: slice's length after it: the rest of the worker has at least half the loop, in stretches
+#: long enough for an event's whole way. A bare ``sleep(0)`` gave each other task one step a
+#: slice, and an event's way through the worker (the consumer thread's hand-over, ingest, its
+#: forward, the apply: dozens of awaits) waited for the whole round (probes at 200 events/s
+#: after a backlog: 0.8 s behind a 0.54 s round of 14,000 windows). Not under load: there a
+#: round's events wait anyway, and in two alternating pairs at half the maximum rate resting
+#: looked worse (docs/benchmark.md, stop 26).
 REST = 1.0
 
 
 async def send_all(send: Callable[..., Awaitable[Any]],
                    records: Iterable[tuple[str, bytes, bytes | None, int | None]],
-                   slice_seconds: float | None = None) -> tuple[float, float]:
+                   slice_seconds: float | None = None, rest: float = 0.0) -> tuple[float, float]:
     """Send ``(topic, key, value, partition)`` records in order; return the loop's time they
     took, and the time those of them that waited took (see :data:`WAITED`). With
     ``slice_seconds``, give the loop back each time that much of it has passed since the last
-    time (building the records included), for :data:`REST` times as long: what runs meanwhile
-    is not the round's cost."""
+    time (building the records included), for ``rest`` times as long (:data:`REST`; 0: one
+    turn of the loop): what runs meanwhile is not the round's cost."""
     cost = waited = 0.0
     clock = time.perf_counter
     since = clock()
@@ -108,10 +111,7 @@ async def send_all(send: Callable[..., Awaitable[Any]],
             waited += took
             since = done  # the send gave the loop back while it waited
         if slice_seconds is not None and done - since >= slice_seconds:
-            # a rest as long as the slice: while the round runs the others (the events, the live
-            # rounds) have at least half the loop, in stretches long enough for an event's way
-            # through its awaits (a bare ``sleep(0)`` let each other task take one step a slice)
-            await asyncio.sleep((done - since) * REST)
+            await asyncio.sleep((done - since) * rest)
             since = clock()
     return cost, waited
 
@@ -186,6 +186,11 @@ class Pacing:
             # not settled yet (the end of a backlog): a live round no more often than in one
             return gap(max(interval, self.backlog_interval), cost)
         return gap(interval, cost, LIGHT_FACTOR if self.light() else LIVE_FACTOR)
+
+    def resting(self) -> float:
+        """How long a sliced round off the events' way rests after each slice, in slices
+        (``send_all(rest=...)``): :data:`REST` while the worker is light, else 0."""
+        return REST if not self.behind() and self.light() else 0.0
 
     def settled(self) -> bool:
         """Not behind, and not since :data:`SETTLED` seconds, or light since the last backlog

@@ -64,5 +64,6 @@ class MetricsTopicSink:
                 yield record
 
         # in slices: this round is on no event's way to users, the live rounds are
-        cost_sent, waited = await send_all(self.send, records(), slice_seconds=SLICE)
+        cost_sent, waited = await send_all(self.send, records(), slice_seconds=SLICE,
+                                           rest=self.rounds.pacing.resting())
         self.rounds.done(now, built + cost_sent, waited, len(updates))

@@ -26,6 +26,7 @@ from streams.pacing import (
     LIGHT_FACTOR,
     LIVE_FACTOR,
     RECOUNT,
+    REST,
     SETTLED,
     SLICE,
     WAITED,
@@ -124,12 +125,24 @@ def test_a_sliced_round_rests_long_enough_for_an_events_way_through_its_awaits()
         records = [("t", b"k%d" % i, b"v", None) for i in range(160)]  # four slices of work
         way = asyncio.ensure_future(event_way())
         await asyncio.sleep(0)
-        await send_all(send, records, slice_seconds=SLICE)
+        await send_all(send, records, slice_seconds=SLICE, rest=REST)
         done_during_round = len(progress)
         await way
         return done_during_round
 
     assert asyncio.run(scenario()) == steps  # the whole way, while the round ran
+
+
+def test_a_sliced_round_rests_only_while_the_worker_is_light() -> None:
+    """Under load the events wait anyway, and resting rounds looked worse at half the
+    maximum rate: a round off the events' way rests only while the worker is light."""
+    lag = {"behind": False, "light": True}
+    pacing = Pacing(lambda: lag["behind"], light=lambda: lag["light"])
+    assert pacing.resting() == REST
+    lag["light"] = False
+    assert pacing.resting() == 0.0
+    lag["behind"], lag["light"] = True, True
+    assert pacing.resting() == 0.0
 
 
 def test_metrics_topic_round_waiting_on_its_sends_runs_again_after_its_interval() -> None:
