@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         0.1, gt=0, description="At most one Redis write per key (window) per interval: the "
         "step from a value on /metrics to Redis and SSE (at 200 events/s, a probe's p50 from its "
         "send to Redis was 0.27-0.33 s with 0.25 s, 0.14-0.19 s with 0.1 s: docs/benchmark.md, "
-        "stop 26)."
+        "\"Where an event waits at 200 events/s after a backlog\")."
     )
     redis_board_interval_seconds: float = Field(
         5.0, ge=0, description="At most one leaderboard write per rep and window per interval "
