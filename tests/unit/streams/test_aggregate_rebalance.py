@@ -14,6 +14,7 @@ from metrics.catalog import Catalog
 from metrics.state import PartitionState, part_stamp
 from metrics.windows import Calendar
 from streams.aggregate import AggregateStage, StaleState
+from tests.unit.streams.fakes import delivered
 
 CAT = Catalog()
 CAL = Calendar("UTC")
@@ -26,9 +27,7 @@ class Table:
 
     def send_changelog(self, partition: int, key: str, value: bytes | None, **kw: object) -> asyncio.Future:
         self.sent.append((partition, key, value))
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
 
 def _stage() -> tuple[AggregateStage, Table]:

@@ -20,6 +20,7 @@ from metrics.windows import Calendar
 from streams.aggregate import AggregateStage
 from streams.pacing import FACTOR, Pacing, Rounds
 from streams.settings import Settings
+from tests.unit.streams.fakes import delivered
 
 CAT = Catalog()
 CAL = Calendar("UTC")
@@ -35,9 +36,7 @@ class Table:
 
     def send_changelog(self, partition: int, key: str, value: bytes | None, **kw: object) -> asyncio.Future:
         self.written.append(key)
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
 
 class Held:

@@ -18,17 +18,11 @@ from metrics.windows import Calendar
 from streams.aggregate import AggregateStage
 from streams.app import Service
 from streams.settings import Settings
+from tests.unit.streams.fakes import delivered
 
 CAT = Catalog()
 CAL = Calendar("UTC")
 T0 = time.time() - 60  # windows still live by the wall clock at the flush
-
-
-def delivered() -> asyncio.Future:
-    """A send's delivery future, already done (the broker acknowledged at once)."""
-    fut = asyncio.get_running_loop().create_future()
-    fut.set_result(None)
-    return fut
 
 
 class Table:

@@ -5,12 +5,12 @@ see streams.progress; they feed the consumer-lag gauge.)"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from types import SimpleNamespace
 
 from metrics.events import Validator
 from streams.ingest import IngestStage
+from tests.unit.streams.fakes import delivered
 
 NOW = 1_800_000_000.0
 
@@ -25,9 +25,7 @@ def record(offset: int) -> SimpleNamespace:
 
 async def test_positions_of_partitions_given_away_are_forgotten():
     async def send(topic, *, key, value, partition=None, headers=None):
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
     ingest = IngestStage(Validator(), send, keyed_topic="keyed", partitions=4, dlq_topic="dlq",
                          clock=lambda: NOW)

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from metrics.events import CallCompleted, LeadCreated
 from metrics.leads import LEAD_WAIT_HORIZON_SECONDS, LeadBook
 from streams.leads import ALERT_TYPE, AlertLedger, LeadMonitor
+from tests.unit.streams.fakes import delivered
 
 NOW = 1_800_000_000.0
 SLA = 300.0
@@ -38,9 +39,7 @@ def _monitor(book: LeadBook, sent: list[tuple[bytes, dict]], on_send=None, clock
         sent.append((key, json.loads(value)))
         if on_send is not None:
             on_send()
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
     ledger = AlertLedger("unused:9092", "alerts")
     ledger.ready.set()

@@ -37,6 +37,7 @@ from streams.pacing import (
 from streams.publisher import KEY_COST, Publisher
 from streams.readout import WindowUpdate
 from streams.sinks.metrics_topic import MetricsTopicSink
+from tests.unit.streams.fakes import delivered
 
 CAT = Catalog()
 CAL = Calendar("UTC")
@@ -70,9 +71,7 @@ class Table:
         self.data: dict[str, bytes] = {}
 
     def send_changelog(self, partition: int, key: str, value: bytes | None, **kw: object) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return delivered()
 
 
 class Reader:

@@ -1,0 +1,12 @@
+"""Small stand-ins the stream-stage unit tests share (the integration tests use real brokers)."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def delivered() -> asyncio.Future:
+    """A send's delivery future, already done (the broker acknowledged at once)."""
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
