@@ -82,7 +82,7 @@ SLICE = 0.02
 #: forward, the apply: dozens of awaits) waited for the whole round (probes at 200 events/s
 #: after a backlog: 0.8 s behind a 0.54 s round of 14,000 windows). Not under load: there a
 #: round's events wait anyway, and in two alternating pairs at half the maximum rate resting
-#: looked worse (docs/benchmark.md, stop 26).
+#: looked worse (docs/benchmark.md, "Where an event waits at 200 events/s after a backlog").
 REST = 1.0
 
 
