@@ -9,10 +9,10 @@ kinds together) and family: a scrape formats again only the slots with a current
 window changed since the last scrape (the stage numbers every change of a window, its ``seq``),
 or of a kind whose window moved on, and joins the cached lines family by family. Each line is
 its series' template (names and labels, formatted once) filled with the scope's labels and
-the value. A slot with a current window keeps a plan (its lines' templates, sorted by family,
-and where each line's labels and value come from) while its windows keep their keys: a change
-of values then fills the whole slot with one ``%`` and cuts it into its families, with no Python
-work per line (a minute slot's plan lasts its minute: most of its changes are new values). Across the workers of a group each series is exported by exactly one of them;
+the value. The longer kinds' slots keep a plan (their lines' templates, sorted by family, and
+where each line's labels and value come from) while their windows keep their keys: a change of
+values then fills the whole slot with one ``%`` and cuts it into its families, with no Python
+work per line. Across the workers of a group each series is exported by exactly one of them;
 after a rebalance a worker stops exporting what it gave away. The service's own counters are
 :mod:`streams.exposition`.
 """
@@ -34,11 +34,11 @@ from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 
 SCOPE_LABELS = {"rep": ("rep", "team"), "team": ("team",), "org": ()}
 #: The cache's slots hold a scope's lines of a group of window kinds: the minute, whose window
-#: moves on every minute, alone (its plan made again each minute, the longer kinds' kept), the
-#: longer kinds together (an event changes every kind's window at once; fewer, larger pieces
-#: cost less to format, store and join).
+#: moves on every minute, alone, the longer kinds together (an event changes every kind's
+#: window at once; fewer, larger pieces cost less to format, store and join).
 KIND_GROUPS: tuple[tuple[int, ...], ...] = ((KIND_INDEX["minute"],), tuple(
     i for i, kind in enumerate(WINDOW_KINDS) if kind != "minute"))
+MINUTE_GROUP = 0
 GROUP_OF: tuple[int, ...] = tuple(next(g for g, kinds in enumerate(KIND_GROUPS) if i in kinds)
                                   for i in range(len(WINDOW_KINDS)))
 
@@ -276,12 +276,16 @@ class KpiRenderer:
             slot = (key[0], key[1], GROUP_OF[key[2]])
             dirty.add(slot)
             plans.pop(slot, None)
+        starts = captured.starts
         for key, entry in captured.changed.items():
             slot = (key[0], key[1], GROUP_OF[key[2]])
             old = windows.get(key)
             if old is None or old[1] != entry[1]:  # new, or relabelled
                 plans.pop(slot, None)
                 zeros.pop(key, None)
+            elif slot[2] == MINUTE_GROUP and key[3] == starts[key[2]][0]:
+                # a current minute (formatted without a plan)
+                zeros.pop(key, None)  # (should it have been previous, the clock set back)
             elif not _same_keys(old[2], entry[2]):
                 # other keys: a previous window's lines at 0 are other ones; a current one's
                 # kept plan was made from the keys of ``old`` (and it may have been previous)
@@ -302,11 +306,15 @@ class KpiRenderer:
             self._format(slot)
 
     def _format(self, slot: tuple[str, str, int]) -> None:
-        """The lines of one slot (scope, id, group of window kinds), per family: from the
-        slot's plan (:meth:`_plan`), filled with the value texts of its current windows in a
-        few C-level calls for the whole slot (no Python work per line or family); a slot with
-        previous windows only, as they are (:meth:`_direct`)."""
+        """The lines of one slot (scope, id, group of window kinds), per family: the longer
+        kinds' from the slot's plan (:meth:`_plan`), filled with the value texts of its
+        current windows in a few C-level calls for the whole slot (no Python work per line
+        or family); the minute's and those of previous windows only as they are
+        (:meth:`_direct`)."""
         self.formatted += 1
+        if slot[2] == MINUTE_GROUP:
+            self._direct(slot)
+            return
         windows, plans = self._windows, self._plans
         plan = plans.get(slot)
         values: list = []
@@ -343,9 +351,10 @@ class KpiRenderer:
             self._store(slot, every, fixed[1], len(families))
 
     def _direct(self, slot: tuple[str, str, int]) -> None:
-        """A slot's lines formatted as they are, line by line, without a plan: a slot
-        with previous windows only (a window just moved on: its next change is a new window,
-        and another plan). Per kind of the slot's group: its
+        """A slot's lines formatted as they are, line by line, without a plan: a minute
+        slot's (its window moves on every minute, and one kind's lines cost no more this way
+        than from a plan), or a slot with previous windows only (a window just moved on: its
+        next change is a new window, and another plan). Per kind of the slot's group: its
         previous window's stored KPIs at 0 where the current window has none yet, then its
         current window's values, each line its series' template filled with the labels and
         the value's text."""

@@ -347,33 +347,3 @@ def test_a_value_that_is_not_a_float_is_written_as_its_repr_in_a_kept_plan() -> 
     stage.touch(("rep", "ann", DAY, CAL.bounds("day", clock())[0]),
                 stage.windows[("rep", "ann", DAY, CAL.bounds("day", clock())[0])])
     assert 'window="day"} 1\n' in render(kept)
-
-
-def test_a_minute_slot_keeps_its_plan_through_new_values_within_its_minute() -> None:
-    """The minute's slot is formatted from a plan like the longer kinds' (an every-rep-changed
-    scrape of 1,000 reps costs ~10 % less than line by line): kept while the minute's window keeps
-    its keys, made again when the minute moves on or the keys change."""
-    clock, stage, readout = setup()
-    kept = KpiRenderer(CAT, CAL, readout, clock=clock)
-    slot = ("rep", "ann", 0)  # the minute's group
-    put(stage, "rep", "ann", MINUTE, {("calls_made",): 1.0, ("emails_sent",): 2.0}, 1)
-    render(kept)
-    plan = kept._plans[slot]
-    put(stage, "rep", "ann", MINUTE, {("calls_made",): 3.0, ("emails_sent",): 4.0}, 2)
-    text = render(kept)
-    assert kept._plans[slot] is plan  # new values, the same keys: the same plan
-    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="minute"} 3.0\n' in text
-    assert families(text) == from_scratch(readout, clock)
-    put(stage, "rep", "ann", MINUTE, {("calls_made",): 5.0}, 3)  # a key fewer: another plan
-    text = render(kept)
-    assert kept._plans[slot] is not plan
-    assert "salespulse_rep_emails_sent{" not in text
-    assert families(text) == from_scratch(readout, clock)
-    clock.t += 60  # the minute moves on: its lines at 0, then a value in the new minute
-    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="minute"} 0.0\n' in render(kept)
-    put(stage, "rep", "ann", MINUTE, {("emails_sent",): 1.0}, 1)
-    text = render(kept)
-    assert 'salespulse_rep_calls_made{rep="ann",team="east",window="minute"} 0.0\n' in text
-    assert 'salespulse_rep_emails_sent{rep="ann",team="east",window="minute"} 1.0\n' in text
-    assert families(text) == from_scratch(readout, clock)
-    assert text.encode() == planned_again(kept)
