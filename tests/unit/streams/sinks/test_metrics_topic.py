@@ -105,10 +105,12 @@ def test_a_long_round_gives_the_loop_back_in_slices() -> None:
                             clock=clock)
     asyncio.run(scenario())
     assert len(sent) == reps == len(set(sent))
-    # the other task ran between the records, not only once the round was over
+    # the other task ran between the records, not only once the round was over (about every
+    # 20 sends; fewer on a busy box: a send stretched past WAITED counts as a wait, and a wait
+    # starts the slice again)
     during = [n for n in others if 0 < n < reps]
-    assert len(during) >= 2
+    assert during
     # its own sends' time and the building of its records, not the other task's steps (each
-    # OTHER_STEP long, at least two of them during the round); measured against the sends'
+    # OTHER_STEP long, at least one of them during the round); measured against the sends'
     # own time, so that a busy box that stretches them does not fail the test
     assert sink.rounds.seconds < sending[0] + OTHER_STEP
