@@ -35,7 +35,7 @@ class Partial(msgspec.Struct, array_like=True):
     source: int  # keyed-events partition
     version: int
     keys: list[tuple]  # (kpi, *dims), parallel to values
-    values: list[float]
+    values: tuple[float, ...]  # (a tuple: the roll-up stage holds it, untracked by the GC)
     sketches: list[tuple[str, list[int], list[int], int, float]] = []
     samples: list[tuple[str, list[float]]] = []  # a rep's raw observations (exact quantiles)
     team: str | None = None  # a rep's team label
@@ -65,8 +65,9 @@ class Partial(msgspec.Struct, array_like=True):
 
 class Held:
     """One source partition's partial of a scope window, as the roll-up stage keeps it until the
-    next one replaces it: the keys (shared tuples, :func:`shared_key`) beside the decoded list
-    of their sums (16 bytes a key, where a dict takes ~40 more), its raw observations (a rep's)
+    next one replaces it: the keys (shared tuples, :func:`shared_key`) beside the decoded tuple
+    of their sums (16 bytes a key, where a dict takes ~40 more; a tuple of floats, unlike a
+    list, is untracked by the garbage collector, whose full collections then do not walk it), its raw observations (a rep's)
     and sketches (a team's, the organisation's), its epoch and version and its team label (one
     shared ``str`` per label). A merge reads it as (key, sum) pairs (:meth:`mergeable`); a
     window of one source (most rep windows) finishes to values that share the sums' float
@@ -75,7 +76,7 @@ class Held:
     __slots__ = ("epoch", "version", "team", "keys", "sums", "samples", "sketches")
 
     def __init__(self, epoch: int, version: int, team: str | None, keys: tuple[tuple, ...],
-                 sums: list[float], samples: dict[str, list[float]] | None,
+                 sums: tuple[float, ...], samples: dict[str, list[float]] | None,
                  sketches: dict[str, Sketch] | None) -> None:
         self.epoch = epoch
         self.version = version
@@ -150,7 +151,7 @@ def make_partial(scope: str, scope_id: str, kind: int, start: float, end: float,
                  version: int, parts: Parts, team: str | None = None, epoch: int = 0) -> Partial:
     return Partial(
         scope, scope_id, kind, start, end, source, version,
-        list(parts.sums), list(parts.sums.values()),
+        list(parts.sums), tuple(parts.sums.values()),
         [(series, *s.encode()) for series, s in parts.sketches.items()],
         list(parts.samples.items()),
         team,

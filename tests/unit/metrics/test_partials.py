@@ -40,12 +40,12 @@ def test_the_shared_table_is_bounded(monkeypatch) -> None:
 
 
 def test_held_parts_are_packed_and_give_the_parts_back() -> None:
-    """The roll-up stage holds each source's partial packed (its list of sums beside shared key
+    """The roll-up stage holds each source's partial packed (its tuple of sums beside shared key
     tuples, one shared team label), and the dict form it builds to finish a window is the
     decoded partial's parts."""
     a = DECODER.decode(_partial("r1", 0, 1.5)).held()
     b = DECODER.decode(_partial("r2", 1, 5.0)).held()
-    assert a.sums == [1.5, 2.0] and type(a.keys) is tuple
+    assert a.sums == (1.5, 2.0) and type(a.keys) is tuple  # tuples: untracked by the GC
     assert all(x is y for x, y in zip(a.keys, b.keys, strict=True))
     assert a.team == b.team == "t1" and a.team is b.team
     assert (a.epoch, a.version) == (0, 7)
