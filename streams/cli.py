@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if generator is not None:
         generator.add_parser(sub)
     try:
-        from streams import bench
+        from streams.bench import run as bench
     except ImportError:
         bench = None
     if bench is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from streams.bench import Run, ensure_redis, redis_answers, stop_process
+from streams.bench.plumbing import Run, ensure_redis, redis_answers, stop_process
 from tests.integration.harness import REDIS_URL
 
 

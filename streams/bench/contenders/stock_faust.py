@@ -16,7 +16,7 @@ Configured by environment (the parent, `streams.bench`, sets all of it)::
     BENCH_PROGRESS   JSON file the progress is written to (atomically replaced)
     BENCH_DATADIR    Faust's data dir (kept out of the work tree)
 
-Run: ``python -m streams.bench_contenders.stock_faust worker -l info --without-web``.
+Run: ``python -m streams.bench.contenders.stock_faust worker -l info --without-web``.
 
 The progress file holds wall-clock times (``time.time()``), taken in this process, of the first
 record the agent saw, of the ``BENCH_EXPECT``-th one, and (table mode) of the moment after

@@ -1,6 +1,6 @@
 """What one live output round costs per window, step by step, without Kafka or Redis.
 
-``python -m streams.bench_rounds [--reps 1000] [--teams 40] [--runs 3]``: builds the state of
+``python -m streams.bench.rounds [--reps 1000] [--teams 40] [--runs 3]``: builds the state of
 a worker with every keyed partition (``SALESPULSE_PARTITIONS``, 4) from a backlog of demo
 events (:class:`streams.demo.mix.SalesFloor`, routed and bundled by the real ingest stage,
 applied by :class:`metrics.state.PartitionState`), runs one output round on it (every index

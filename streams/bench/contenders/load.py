@@ -9,7 +9,7 @@ Protocol with the parent: one line ``started`` on stdout once the producer is co
 (after ``--seconds``) one JSON line with what was actually sent. The achieved rate can fall
 short of the target on a busy box; the parent reports both.
 
-Run: ``python -m streams.bench_contenders.load --bootstrap H:P --prefix bench-x. --rate 20000
+Run: ``python -m streams.bench.contenders.load --bootstrap H:P --prefix bench-x. --rate 20000
 --seconds 23``.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streams.bench_contenders.mixes import MIXES, floor
+from streams.bench.contenders.mixes import MIXES, floor
 from streams.kafka_config import kafka_client_kwargs
 from streams.settings import Settings
 

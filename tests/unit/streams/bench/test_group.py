@@ -3,8 +3,8 @@ no timing)."""
 
 from __future__ import annotations
 
-from streams.bench import Health, merge_health, parse_health
-from streams.bench_group import group_ok, group_settled, serves_all
+from streams.bench.group import group_ok, group_settled, serves_all
+from streams.bench.plumbing import Health, merge_health, parse_health
 
 
 def test_serves_all_needs_every_partition_assigned_and_restored() -> None:

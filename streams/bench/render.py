@@ -1,6 +1,6 @@
 """How long `GET /metrics` takes to render the KPI families of 1,000 reps, without Kafka.
 
-``python -m streams.bench_render [--reps 1000] [--changed 0.1]``: fills a roll-up stage
+``python -m streams.bench.render [--reps 1000] [--changed 0.1]``: fills a roll-up stage
 (:mod:`streams.rollup`) with the current and previous window of every kind for every rep,
 team and the organisation (the default catalog's KPIs, a few dimension values each, about
 150,000 series at 1,000 reps, like ``salespulse bench``), then times what a scrape costs the
@@ -15,7 +15,7 @@ this minute's is last minute's). ``joined_ms`` is the measure used before 2026-1
 makes. ``cpu_total_ms`` is the CPU time of the three steps (``time.thread_time``): on a box
 shared with other work it moves less than the wall clock. The garbage collector is tuned as
 in a worker (``streams.cli``: start-up objects frozen, young objects collected every 50,000
-allocations), as ``streams.bench_rounds`` does: a scrape's cost is the worker's. (With
+allocations), as ``streams.bench.rounds`` does: a scrape's cost is the worker's. (With
 CPython's default thresholds, the measure until stop 21, an every-rep-changed scrape took
 6-14 ms more in three alternating pairs.) ``salespulse bench`` times whole scrapes of a live worker; this isolates
 the renderer. ``--tracemalloc`` also reports the renderer's memory in the first round (its

@@ -7,15 +7,10 @@ import argparse
 
 import pytest
 
-from streams.bench import (
-    PROBE_METRIC,
-    Result,
-    add_parser,
-    parse_probe_count,
-    render_spec,
-    spec_rows,
-)
-from streams.bench_contenders.mixes import floor, lead_lane_share
+from streams.bench.contenders.mixes import floor, lead_lane_share
+from streams.bench.plumbing import PROBE_METRIC, Result, parse_probe_count
+from streams.bench.report import render_spec, spec_rows
+from streams.bench.run import add_parser
 from streams.demo.mix import SalesFloor
 
 
@@ -166,7 +161,7 @@ def test_the_lead_heavy_mix_sends_about_40_percent_through_the_lead_lane() -> No
 def test_tracemalloc_summary_names_the_largest_site_first() -> None:
     import tracemalloc
 
-    from streams.bench_contenders.traced_worker import as_text, summary
+    from streams.bench.contenders.traced_worker import as_text, summary
 
     tracemalloc.start(1)
     try:
@@ -176,8 +171,8 @@ def test_tracemalloc_summary_names_the_largest_site_first() -> None:
         tracemalloc.stop()
     assert len(big) == 20_000
     top = figures["by_line"][0]
-    assert top["site"].startswith("tests/unit/streams/test_bench_summary.py:")
+    assert top["site"].startswith("tests/unit/streams/bench/test_report.py:")
     assert top["mb"] > 19 and top["blocks"] >= 20_000
-    assert figures["by_file"][0]["site"] == "tests/unit/streams/test_bench_summary.py"
+    assert figures["by_file"][0]["site"] == "tests/unit/streams/bench/test_report.py"
     assert len(figures["by_line"]) <= 4 and figures["traced_peak_mb"] >= figures["traced_mb"]
     assert top["site"] in as_text(figures)

@@ -1,11 +1,11 @@
-"""The in-process harness of the two stages (``streams.bench_contenders.hotpath``) runs the
+"""The in-process harness of the two stages (``streams.bench.contenders.hotpath``) runs the
 bench's events through a worker's real stage objects: every event is processed once, whatever
 the cut into polls and folds, and the stages' state snapshots to parts."""
 
 from __future__ import annotations
 
-from streams.bench import generate
-from streams.bench_contenders.hotpath import PARTITIONS, polls, run_once
+from streams.bench.contenders.hotpath import PARTITIONS, polls, run_once
+from streams.bench.data import generate
 
 
 def test_polls_keep_each_partitions_records_in_offset_order():

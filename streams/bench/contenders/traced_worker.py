@@ -8,7 +8,7 @@ and peak, and the top allocation sites by file and line and by file. The worker 
 ``python -m streams.cli worker`` unchanged; tracing slows it several times, so its rates and
 RSS are not the benchmark's.
 
-Run: ``SALESPULSE_BENCH_TRACEMALLOC=/tmp/m python -m streams.bench_contenders.traced_worker``.
+Run: ``SALESPULSE_BENCH_TRACEMALLOC=/tmp/m python -m streams.bench.contenders.traced_worker``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 TOP = 20
-ROOT = str(Path(__file__).resolve().parent.parent.parent) + os.sep
+ROOT = str(Path(__file__).resolve().parents[3]) + os.sep
 
 
 def _site(path: str) -> str:

@@ -42,24 +42,14 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from streams.bench import (
-    PARTITIONS,
-    Result,
-    Run,
+from streams.bench.data import create_topics, produce, retarget
+from streams.bench.plumbing import PARTITIONS, Result, Run, parse_health, say, scrape, stop_process
+from streams.bench.report import fmt_num, fmt_rate, log_lines
+from streams.bench.workers import (
     Worker,
-    _fmt_rate,
-    _log_lines,
-    _num,
-    _say,
-    create_topics,
     finish_worker,
-    parse_health,
-    produce,
-    retarget,
     run_salespulse_quiet,
-    scrape,
     start_worker,
-    stop_process,
     wait_commits,
 )
 from streams.demo.mix import DemoRecord
@@ -314,17 +304,17 @@ async def run_group(
         if settle_s is None:
             row.note = f"the group did not settle in {SETTLE_TIMEOUT:.0f} s: {split}"
             return row, info
-        _say(f"[bench]     settled in {settle_s:.1f} s, keyed partitions {split}; "
+        say(f"[bench]     settled in {settle_s:.1f} s, keyed partitions {split}; "
              f"producing {n:,} events while both are stopped ...")
         row = await group_throughput(run, session, workers, topics, records, n, partitions, prefix)
-        _say(f"[bench]     {_fmt_rate(row.rate)} events/s {row.note}")
+        say(f"[bench]     {fmt_rate(row.rate)} events/s {row.note}")
         if not row.ok:
             return row, info
 
-        _say(f"[bench] (g) SIGKILL one worker under a live load of {args.group_load_rate:g} "
+        say(f"[bench] (g) SIGKILL one worker under a live load of {args.group_load_rate:g} "
              f"events/s (session timeout {session_timeout:g} s) ...")
         load = await run.spawn(
-            "load-group", sys.executable, "-m", "streams.bench_contenders.load",
+            "load-group", sys.executable, "-m", "streams.bench.contenders.load",
             "--bootstrap", run.bootstrap, "--prefix", prefix,
             "--rate", f"{args.group_load_rate:.1f}",
             "--seconds", f"{KILL_WARMUP + session_timeout + RECOVERY_TIMEOUT:.0f}",
@@ -337,7 +327,7 @@ async def run_group(
             await asyncio.wait_for(load.stdout.readline(), 60)  # "started"
         survivor, victim = workers
         info["kill"] = await kill_pause(run, session, victim, survivor, partitions, session_timeout)
-        _say(f"[bench]     survivor serves every partition {_num(info['kill']['restored_s'], '.2f')}"
+        say(f"[bench]     survivor serves every partition {fmt_num(info['kill']['restored_s'], '.2f')}"
              f" s after the kill")
         await stop_process(load, 10)
         load = None
@@ -349,7 +339,7 @@ async def run_group(
             tp: o for tp, o in (commits.get("offsets") or {}).items() if o["committed"] != o["end"]
         }
 
-        _say("[bench] (g) restart of the survivor with its whole state: SIGTERM, then SIGKILL, "
+        say("[bench] (g) restart of the survivor with its whole state: SIGTERM, then SIGKILL, "
              "then SIGKILL again with static membership ...")
         restarts = []
         current = survivor
@@ -362,10 +352,10 @@ async def run_group(
             previous = member
             workers.append(current)
             restarts.append(figures)
-            _say(f"[bench]     after {figures['signal']}: serves every partition restored "
-                 f"{_num(figures['restored_s'], '.2f')} s after launch, /metrics "
-                 f"{_num(figures.get('metrics_s'), '.2f')} s "
-                 f"({_num(figures.get('state_keys_after'), ',')} state keys)")
+            say(f"[bench]     after {figures['signal']}: serves every partition restored "
+                 f"{fmt_num(figures['restored_s'], '.2f')} s after launch, /metrics "
+                 f"{fmt_num(figures.get('metrics_s'), '.2f')} s "
+                 f"({fmt_num(figures.get('state_keys_after'), ',')} state keys)")
         info["restarts"] = restarts
     finally:
         if load is not None:
@@ -386,46 +376,46 @@ def print_group(row: Result | None, info: dict[str, Any] | None) -> None:
     if row is None or info is None:
         return
     d = row.details
-    _say("")
-    _say(f"(g) two workers of one app id ({info.get('app_id')}), session timeout "
+    say("")
+    say(f"(g) two workers of one app id ({info.get('app_id')}), session timeout "
          f"{info['session_timeout_s']:g} s")
-    _say(f"  first worker alone served every partition {_num(info.get('first_alone_s'), '.1f')} s "
-         f"after launch; with the second, the group settled {_num(info.get('settle_s'), '.1f')} s "
+    say(f"  first worker alone served every partition {fmt_num(info.get('first_alone_s'), '.1f')} s "
+         f"after launch; with the second, the group settled {fmt_num(info.get('settle_s'), '.1f')} s "
          f"after its launch, keyed partitions "
          f"{info.get('assigned')}; backlog produced while both were stopped "
-         f"({_num(d.get('sigstop_s'), '.1f')} s), assignment unchanged afterwards: "
+         f"({fmt_num(d.get('sigstop_s'), '.1f')} s), assignment unchanged afterwards: "
          f"{'yes' if d.get('assigned_after') == d.get('assigned_before') else 'NO'}")
     scale = info.get("group_over_one_worker")
-    _say(f"  throughput: {_fmt_rate(row.rate)} events/s to durable; group / one worker (b') = "
-         f"{_num(scale, '.2f')}; ingest done +{_num(d.get('ingest_done_s'), '.2f')} s "
-         f"({_fmt_rate(d.get('rate_until_ingest_done'))} events/s, upper bound)")
+    say(f"  throughput: {fmt_rate(row.rate)} events/s to durable; group / one worker (b') = "
+         f"{fmt_num(scale, '.2f')}; ingest done +{fmt_num(d.get('ingest_done_s'), '.2f')} s "
+         f"({fmt_rate(d.get('rate_until_ingest_done'))} events/s, upper bound)")
     fin = d.get("final") or {}
-    _say(f"  check scrapes afterwards: processed {fin.get('processed', 0):,}, duplicate "
+    say(f"  check scrapes afterwards: processed {fin.get('processed', 0):,}, duplicate "
          f"{fin.get('duplicate', 0):,}, rejected {fin.get('rejected', 0):,}, late "
-         f"{fin.get('late', 0):,}; peak RSS per worker {_num(d.get('rss_peak_mb'), '.0f')} MB")
+         f"{fin.get('late', 0):,}; peak RSS per worker {fmt_num(d.get('rss_peak_mb'), '.0f')} MB")
     kill = info.get("kill")
     if kill:
-        _say(f"  SIGKILL of one worker under live load: survivor serves every keyed partition "
-             f"(assigned {_num(kill.get('assigned_s'), '.2f')} s, restored "
-             f"{_num(kill.get('restored_s'), '.2f')} s after the kill; session timeout "
+        say(f"  SIGKILL of one worker under live load: survivor serves every keyed partition "
+             f"(assigned {fmt_num(kill.get('assigned_s'), '.2f')} s, restored "
+             f"{fmt_num(kill.get('restored_s'), '.2f')} s after the kill; session timeout "
              f"{kill['session_timeout_s']:g} s); it held {kill['assigned_before']['survivor']}, "
              f"the killed one {kill['assigned_before']['killed']}")
     for r in info.get("restarts") or []:
         how = " (static membership: the same SALESPULSE_INSTANCE_ID)" if r.get("static") else ""
-        _say(f"  restart after {r['signal']}{how} with {_num(r.get('state_keys_before'), ',')} state "
+        say(f"  restart after {r['signal']}{how} with {fmt_num(r.get('state_keys_before'), ',')} state "
              f"keys (old process gone {r['old_exit_s']:.1f} s after the signal): from launch, "
-             f"/healthz {_num(r.get('web_s'), '.2f')} s, all assigned "
-             f"{_num(r.get('assigned_s'), '.2f')} s, all restored {_num(r.get('restored_s'), '.2f')}"
-             f" s, first /metrics after {_num(r.get('metrics_s'), '.2f')} s "
-             f"({_num(r.get('state_keys_after'), ',')} keys)")
+             f"/healthz {fmt_num(r.get('web_s'), '.2f')} s, all assigned "
+             f"{fmt_num(r.get('assigned_s'), '.2f')} s, all restored {fmt_num(r.get('restored_s'), '.2f')}"
+             f" s, first /metrics after {fmt_num(r.get('metrics_s'), '.2f')} s "
+             f"({fmt_num(r.get('state_keys_after'), ',')} keys)")
         before, after = r.get("state_keys_before"), r.get("state_keys_after")
         if before is not None and after is not None and after > before * 1.01:
-            _say(f"    WARNING: the new process restored {after:,} keys from the changelog, the "
+            say(f"    WARNING: the new process restored {after:,} keys from the changelog, the "
                  f"old one held {before:,}: its state was incomplete (after the rebalance?)")
         if before is not None and before < MIN_STATE_KEYS:
-            _say(f"    note: fewer than {MIN_STATE_KEYS:,} state keys; SPEC §7's figure needs more")
+            say(f"    note: fewer than {MIN_STATE_KEYS:,} state keys; SPEC §7's figure needs more")
     for key, life in (info.get("workers") or {}).items():
-        _log_lines(f"worker {key} stderr (exit {life.get('exit_code')})", life.get("log"))
+        log_lines(f"worker {key} stderr (exit {life.get('exit_code')})", life.get("log"))
     if info.get("restarts") and not info.get("drained"):
-        _say(f"  WARNING: the survivor's commits did not reach the end offsets before the restarts "
-             f"(waited {_num(info.get('drain_s'), '.0f')} s; behind: {info.get('not_drained')})")
+        say(f"  WARNING: the survivor's commits did not reach the end offsets before the restarts "
+             f"(waited {fmt_num(info.get('drain_s'), '.0f')} s; behind: {info.get('not_drained')})")

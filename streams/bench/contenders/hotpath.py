@@ -1,5 +1,5 @@
 """CPU cost of the two stages per event, in process, without Kafka: ``python -m
-streams.bench_contenders.hotpath``.
+streams.bench.contenders.hotpath``.
 
 The same events as `salespulse bench` (:func:`streams.bench.generate`: the demo floor, 1,000
 reps, 40 teams, seed 7) go through a worker's real stage objects (those of
@@ -22,7 +22,7 @@ faster path that dropped events would show.
 
 Instructions instead of time: ``--upto`` stops a single run after a stage (``setup``: only the
 events and the service are made), so that the instruction counts of runs under valgrind
-(``valgrind --tool=cachegrind --cache-sim=no python -m streams.bench_contenders.hotpath
+(``valgrind --tool=cachegrind --cache-sim=no python -m streams.bench.contenders.hotpath
 --repeat 1 --upto ...``) differ by exactly one stage's work. Counts move by well under 1 %
 between runs however loaded the machine is (docs/benchmark.md, "Both stages cheaper per
 event").
@@ -40,7 +40,7 @@ from zlib import crc32
 
 from aiokafka.structs import ConsumerRecord
 
-from streams.bench import generate
+from streams.bench.data import generate
 from streams.cli import _tune_gc
 from streams.settings import Settings
 
