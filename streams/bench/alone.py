@@ -15,8 +15,6 @@ import aiohttp
 from streams.bench.plumbing import TRACEMALLOC_TIMEOUT, Run, stop_process
 from streams.bench.workers import finish_worker, run_salespulse_quiet, start_worker
 
-# ------------------------------------------------------------------------------ render, memory
-
 
 async def run_render(run: Run, reps: int, teams: int) -> dict[str, Any]:
     """`python -m streams.bench.render --json` in a child (no Kafka, nothing else running): the

@@ -14,8 +14,6 @@ from streams.bench.contenders.mixes import floor as mix_floor
 from streams.bench.plumbing import HEADERS, PARTITIONS, Run
 from streams.demo.mix import DemoRecord
 
-# ------------------------------------------------------------------------------ data
-
 
 def generate(n: int, reps: int, teams: int, mix: str = "demo") -> list[DemoRecord]:
     """The run's data set: the floor of ``mix`` in bulk mode (event times spread over the

@@ -40,8 +40,6 @@ from streams.bench.workers import Worker
 from streams.redis_layout import Layout
 from streams.sinks.redis import client as redis_client
 
-# ------------------------------------------------------------------------------ latency
-
 
 def probe_event(run: Run, k: int) -> bytes:
     """An outbound call of the probe rep, stamped now; counted by ``calls_made``."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from streams.bench.plumbing import PROBE_METRIC, PROBE_POLL, REPO_ROOT, Result, say
 
-# ------------------------------------------------------------------------------ the run
+# ------------------------------------------------------------------------------ the contenders' table
 
 
 def git_state() -> dict[str, Any]:
