@@ -44,7 +44,7 @@ from aiokafka.structs import TopicPartition
 
 from streams.bench.data import create_topics, produce, retarget
 from streams.bench.plumbing import PARTITIONS, Result, Run, parse_health, say, scrape, stop_process
-from streams.bench.report import fmt_num, fmt_rate, log_lines
+from streams.bench.report import fmt_counters, fmt_num, fmt_rate, log_lines
 from streams.bench.workers import (
     Worker,
     finish_worker,
@@ -305,14 +305,14 @@ async def run_group(
             row.note = f"the group did not settle in {SETTLE_TIMEOUT:.0f} s: {split}"
             return row, info
         say(f"[bench]     settled in {settle_s:.1f} s, keyed partitions {split}; "
-             f"producing {n:,} events while both are stopped ...")
+            f"producing {n:,} events while both are stopped ...")
         row = await group_throughput(run, session, workers, topics, records, n, partitions, prefix)
         say(f"[bench]     {fmt_rate(row.rate)} events/s {row.note}")
         if not row.ok:
             return row, info
 
         say(f"[bench] (g) SIGKILL one worker under a live load of {args.group_load_rate:g} "
-             f"events/s (session timeout {session_timeout:g} s) ...")
+            f"events/s (session timeout {session_timeout:g} s) ...")
         load = await run.spawn(
             "load-group", sys.executable, "-m", "streams.bench.contenders.load",
             "--bootstrap", run.bootstrap, "--prefix", prefix,
@@ -328,7 +328,7 @@ async def run_group(
         survivor, victim = workers
         info["kill"] = await kill_pause(run, session, victim, survivor, partitions, session_timeout)
         say(f"[bench]     survivor serves every partition {fmt_num(info['kill']['restored_s'], '.2f')}"
-             f" s after the kill")
+            f" s after the kill")
         await stop_process(load, 10)
         load = None
         t_drain = time.time()
@@ -340,7 +340,7 @@ async def run_group(
         }
 
         say("[bench] (g) restart of the survivor with its whole state: SIGTERM, then SIGKILL, "
-             "then SIGKILL again with static membership ...")
+            "then SIGKILL again with static membership ...")
         restarts = []
         current = survivor
         static = {**env, "SALESPULSE_INSTANCE_ID": STATIC_INSTANCE}
@@ -353,9 +353,9 @@ async def run_group(
             workers.append(current)
             restarts.append(figures)
             say(f"[bench]     after {figures['signal']}: serves every partition restored "
-                 f"{fmt_num(figures['restored_s'], '.2f')} s after launch, /metrics "
-                 f"{fmt_num(figures.get('metrics_s'), '.2f')} s "
-                 f"({fmt_num(figures.get('state_keys_after'), ',')} state keys)")
+                f"{fmt_num(figures['restored_s'], '.2f')} s after launch, /metrics "
+                f"{fmt_num(figures.get('metrics_s'), '.2f')} s "
+                f"({fmt_num(figures.get('state_keys_after'), ',')} state keys)")
         info["restarts"] = restarts
     finally:
         if load is not None:
@@ -378,44 +378,42 @@ def print_group(row: Result | None, info: dict[str, Any] | None) -> None:
     d = row.details
     say("")
     say(f"(g) two workers of one app id ({info.get('app_id')}), session timeout "
-         f"{info['session_timeout_s']:g} s")
+        f"{info['session_timeout_s']:g} s")
     say(f"  first worker alone served every partition {fmt_num(info.get('first_alone_s'), '.1f')} s "
-         f"after launch; with the second, the group settled {fmt_num(info.get('settle_s'), '.1f')} s "
-         f"after its launch, keyed partitions "
-         f"{info.get('assigned')}; backlog produced while both were stopped "
-         f"({fmt_num(d.get('sigstop_s'), '.1f')} s), assignment unchanged afterwards: "
-         f"{'yes' if d.get('assigned_after') == d.get('assigned_before') else 'NO'}")
+        f"after launch; with the second, the group settled {fmt_num(info.get('settle_s'), '.1f')} s "
+        f"after its launch, keyed partitions "
+        f"{info.get('assigned')}; backlog produced while both were stopped "
+        f"({fmt_num(d.get('sigstop_s'), '.1f')} s), assignment unchanged afterwards: "
+        f"{'yes' if d.get('assigned_after') == d.get('assigned_before') else 'NO'}")
     scale = info.get("group_over_one_worker")
     say(f"  throughput: {fmt_rate(row.rate)} events/s to durable; group / one worker (b') = "
-         f"{fmt_num(scale, '.2f')}; ingest done +{fmt_num(d.get('ingest_done_s'), '.2f')} s "
-         f"({fmt_rate(d.get('rate_until_ingest_done'))} events/s, upper bound)")
-    fin = d.get("final") or {}
-    say(f"  check scrapes afterwards: processed {fin.get('processed', 0):,}, duplicate "
-         f"{fin.get('duplicate', 0):,}, rejected {fin.get('rejected', 0):,}, late "
-         f"{fin.get('late', 0):,}; peak RSS per worker {fmt_num(d.get('rss_peak_mb'), '.0f')} MB")
+        f"{fmt_num(scale, '.2f')}; ingest done +{fmt_num(d.get('ingest_done_s'), '.2f')} s "
+        f"({fmt_rate(d.get('rate_until_ingest_done'))} events/s, upper bound)")
+    say(f"  check scrapes afterwards: {fmt_counters(d.get('final'))}; peak RSS per worker "
+        f"{fmt_num(d.get('rss_peak_mb'), '.0f')} MB")
     kill = info.get("kill")
     if kill:
         say(f"  SIGKILL of one worker under live load: survivor serves every keyed partition "
-             f"(assigned {fmt_num(kill.get('assigned_s'), '.2f')} s, restored "
-             f"{fmt_num(kill.get('restored_s'), '.2f')} s after the kill; session timeout "
-             f"{kill['session_timeout_s']:g} s); it held {kill['assigned_before']['survivor']}, "
-             f"the killed one {kill['assigned_before']['killed']}")
+            f"(assigned {fmt_num(kill.get('assigned_s'), '.2f')} s, restored "
+            f"{fmt_num(kill.get('restored_s'), '.2f')} s after the kill; session timeout "
+            f"{kill['session_timeout_s']:g} s); it held {kill['assigned_before']['survivor']}, "
+            f"the killed one {kill['assigned_before']['killed']}")
     for r in info.get("restarts") or []:
         how = " (static membership: the same SALESPULSE_INSTANCE_ID)" if r.get("static") else ""
         say(f"  restart after {r['signal']}{how} with {fmt_num(r.get('state_keys_before'), ',')} state "
-             f"keys (old process gone {r['old_exit_s']:.1f} s after the signal): from launch, "
-             f"/healthz {fmt_num(r.get('web_s'), '.2f')} s, all assigned "
-             f"{fmt_num(r.get('assigned_s'), '.2f')} s, all restored {fmt_num(r.get('restored_s'), '.2f')}"
-             f" s, first /metrics after {fmt_num(r.get('metrics_s'), '.2f')} s "
-             f"({fmt_num(r.get('state_keys_after'), ',')} keys)")
+            f"keys (old process gone {r['old_exit_s']:.1f} s after the signal): from launch, "
+            f"/healthz {fmt_num(r.get('web_s'), '.2f')} s, all assigned "
+            f"{fmt_num(r.get('assigned_s'), '.2f')} s, all restored {fmt_num(r.get('restored_s'), '.2f')}"
+            f" s, first /metrics after {fmt_num(r.get('metrics_s'), '.2f')} s "
+            f"({fmt_num(r.get('state_keys_after'), ',')} keys)")
         before, after = r.get("state_keys_before"), r.get("state_keys_after")
         if before is not None and after is not None and after > before * 1.01:
             say(f"    WARNING: the new process restored {after:,} keys from the changelog, the "
-                 f"old one held {before:,}: its state was incomplete (after the rebalance?)")
+                f"old one held {before:,}: its state was incomplete (after the rebalance?)")
         if before is not None and before < MIN_STATE_KEYS:
             say(f"    note: fewer than {MIN_STATE_KEYS:,} state keys; SPEC §7's figure needs more")
     for key, life in (info.get("workers") or {}).items():
         log_lines(f"worker {key} stderr (exit {life.get('exit_code')})", life.get("log"))
     if info.get("restarts") and not info.get("drained"):
         say(f"  WARNING: the survivor's commits did not reach the end offsets before the restarts "
-             f"(waited {fmt_num(info.get('drain_s'), '.0f')} s; behind: {info.get('not_drained')})")
+            f"(waited {fmt_num(info.get('drain_s'), '.0f')} s; behind: {info.get('not_drained')})")

@@ -192,23 +192,23 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
     """Everything a person needs to judge the run, as plain text."""
     say("")
     say(f"salespulse bench {report['runid']}  ({report['events']:,} events, "
-         f"{report['reps']} reps, {report['teams']} teams, {report['partitions']} partitions/topic; "
-         f"load avg {report['loadavg_start'][0]:.1f} -> {report['loadavg_end'][0]:.1f} "
-         f"on {report['cpu_count']} CPUs)")
+        f"{report['reps']} reps, {report['teams']} teams, {report['partitions']} partitions/topic; "
+        f"load avg {report['loadavg_start'][0]:.1f} -> {report['loadavg_end'][0]:.1f} "
+        f"on {report['cpu_count']} CPUs)")
     g0, g1 = report.get("git_start") or {}, report.get("git_end") or {}
     changed = "" if g0 == g1 else "; the work tree CHANGED during the run"
     say(f"code: HEAD {g0.get('head')}, {len(g0.get('modified', []))} modified tracked files{changed}")
     redis = report.get("redis") or {}
     say(f"mix: {report.get('mix', 'demo')} ({fmt_num(report.get('lead_lane_share'), '.0%')} of the "
-         f"events also travel the lead lane); Redis: {redis.get('url') or 'none'}"
-         f"{' (started by the bench)' if redis.get('started') else ''}")
+        f"events also travel the lead lane); Redis: {redis.get('url') or 'none'}"
+        f"{' (started by the bench)' if redis.get('started') else ''}")
     say(render_table(results))
     bare_cpu = _bare_cpu(results)
     if report["stock_events"] < report["events"]:
         slow = [r.key for r in results if r.key in ("b", "c", "d")]
         if slow:
             say(f"({'), ('.join(slow)}) read the first {report['stock_events']:,} of the same "
-                 f"records (own topics); rates are events/s all the same.")
+                f"records (own topics); rates are events/s all the same.")
     for r in results:
         if r.note:
             say(f"note {r.key}: {r.note}")
@@ -218,54 +218,49 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
             say("")
             say(r.label)
             say(f"  peak RSS while processing: {fmt_num(d.get('rss_peak_mb'), '.0f')} MB "
-                 f"(whole life: {fmt_num(d.get('rss_peak_overall_mb'), '.0f')} MB)")
+                f"(whole life: {fmt_num(d.get('rss_peak_overall_mb'), '.0f')} MB)")
             say(f"  launch -> first record processed: {fmt_num(d.get('startup_s'), '.1f')} s")
             say(f"  all events in -> lag 0 on /metrics: +{fmt_num(d.get('lag_zero_after_s'), '.2f')} s;"
-                 f" keyed-events commits at end offsets (broker): "
-                 f"+{fmt_num(d.get('keyed_commits_after_s'), '.2f')} s;"
-                 f" input commits: +{fmt_num(d.get('input_commits_after_s'), '.2f')} s")
+                f" keyed-events commits at end offsets (broker): "
+                f"+{fmt_num(d.get('keyed_commits_after_s'), '.2f')} s;"
+                f" input commits: +{fmt_num(d.get('input_commits_after_s'), '.2f')} s")
             say(f"  rate until durable (first record -> commits caught up): "
-                 f"{fmt_rate(d.get('rate_until_durable'))} events/s")
-            fin = d.get("final") or {}
-            say(f"  counters: processed {fin.get('processed', 0):,}, duplicate "
-                 f"{fin.get('duplicate', 0):,}, rejected {fin.get('rejected', 0):,}, "
-                 f"late {fin.get('late', 0):,}")
+                f"{fmt_rate(d.get('rate_until_durable'))} events/s")
+            say(f"  counters: {fmt_counters(d.get('final'))}")
             share = d.get("scrape_share_of_timed")
             say(f"  /metrics scrapes: {d.get('scrapes', 0)}, median "
-                 f"{fmt_num(d.get('scrape_ms_median'), '.1f')} ms; while timed: "
-                 f"{d.get('scrapes_while_timed', 0)}, median "
-                 f"{fmt_num(d.get('scrape_ms_median_while_timed'), '.1f')} ms, "
-                 f"{fmt_num(share * 100 if share is not None else None, '.0f')}% of the timed "
-                 f"interval spent inside scrapes")
+                f"{fmt_num(d.get('scrape_ms_median'), '.1f')} ms; while timed: "
+                f"{d.get('scrapes_while_timed', 0)}, median "
+                f"{fmt_num(d.get('scrape_ms_median_while_timed'), '.1f')} ms, "
+                f"{fmt_num(share * 100 if share is not None else None, '.0f')}% of the timed "
+                f"interval spent inside scrapes")
             if share is not None and share > 0.2:
                 say("  WARNING: the worker renders /metrics on its event loop; with this share "
-                     "of the interval inside scrapes, (b) measures the observer. See (b').")
+                    "of the interval inside scrapes, (b) measures the observer. See (b').")
             log_lines("worker stderr", d.get("log"))
         elif r.key == "b2":
             say("")
             say(r.label)
             say(f"  launch -> first bundle forwarded: {fmt_num(d.get('startup_s'), '.1f')} s; "
-                 f"ingest done +{fmt_num(d.get('ingest_done_s'), '.2f')} s "
-                 f"({fmt_rate(d.get('rate_until_ingest_done'))} events/s, an upper bound); "
-                 f"input commits +{fmt_num(d.get('input_commits_s'), '.2f')} s; "
-                 f"durable +{fmt_num(r.seconds, '.2f')} s (the table's figure, a lower bound)")
+                f"ingest done +{fmt_num(d.get('ingest_done_s'), '.2f')} s "
+                f"({fmt_rate(d.get('rate_until_ingest_done'))} events/s, an upper bound); "
+                f"input commits +{fmt_num(d.get('input_commits_s'), '.2f')} s; "
+                f"durable +{fmt_num(r.seconds, '.2f')} s (the table's figure, a lower bound)")
             say(f"  CPU until durable: {fmt_num(d.get('cpu_us_per_event'), '.1f')} µs per event, all "
-                 f"threads (bare (a): {fmt_num(bare_cpu, '.1f')} µs; ratio "
-                 f"{fmt_num(_cpu_ratio(bare_cpu, d.get('cpu_us_per_event')), '.3f')}): less moved "
-                 f"by other load on the box than the rates")
-            fin = d.get("final") or {}
+                f"threads (bare (a): {fmt_num(bare_cpu, '.1f')} µs; ratio "
+                f"{fmt_num(_cpu_ratio(bare_cpu, d.get('cpu_us_per_event')), '.3f')}): less moved "
+                f"by other load on the box than the rates")
             say(f"  check scrape afterwards ({fmt_num(d.get('check_scrape_ms'), '.0f')} ms): "
-                 f"processed {fin.get('processed', 0):,}, duplicate {fin.get('duplicate', 0):,}, "
-                 f"rejected {fin.get('rejected', 0):,}, late {fin.get('late', 0):,}")
+                f"{fmt_counters(d.get('final'))}")
             say(f"  peak RSS while processing: {fmt_num(d.get('rss_peak_mb'), '.0f')} MB "
-                 f"(whole life incl. latency phase: {fmt_num(d.get('rss_peak_overall_mb'), '.0f')} MB)")
+                f"(whole life incl. latency phase: {fmt_num(d.get('rss_peak_overall_mb'), '.0f')} MB)")
             log_lines("worker stderr", d.get("log"))
         elif r.key in ("c", "d"):
             extra = ""
             if d.get("rate_until_changelog_flushed"):
                 extra = f", until changelog flushed {fmt_rate(d['rate_until_changelog_flushed'])}/s"
             say(f"{r.label}: start-up {fmt_num(d.get('startup_s'), '.1f')} s, "
-                 f"peak RSS {fmt_num(d.get('rss_peak_mb'), '.0f')} MB{extra}")
+                f"peak RSS {fmt_num(d.get('rss_peak_mb'), '.0f')} MB{extra}")
             log_lines(f"stock-{r.key} log", d.get("log"))
     if report.get("group") is not None:
         from streams.bench.group import print_group
@@ -274,14 +269,14 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
     if lat is not None:
         say("")
         say("end-to-end latency (probe send -> first observation showing it, day window of "
-             "calls_made)")
+            "calls_made)")
         if lat.get("probes_sent") is None:
             say(f"  not measured: {lat.get('note')}")
         else:
             load = lat.get("load") or {}
             say(f"  background load ({report.get('mix', 'demo')} mix): target "
-                 f"{fmt_rate(lat['target_rate'])}/s (half of {lat.get('rate_from', '?')}), "
-                 f"achieved {fmt_rate(load.get('rate'))}/s ({load.get('sent', 0):,} events)")
+                f"{fmt_rate(lat['target_rate'])}/s (half of {lat.get('rate_from', '?')}), "
+                f"achieved {fmt_rate(load.get('rate'))}/s ({load.get('sent', 0):,} events)")
             what = {
                 "poll": f"/metrics?name[]={PROBE_METRIC} every "
                         f"{lat['probe_poll_s'] * 1000:.0f} ms (visible on /metrics)",
@@ -292,23 +287,23 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
             }
             for kind, label in what.items():
                 say(f"  {label}: {lat.get(f'{kind}_seen')} of {lat['probes_sent']} seen; "
-                     f"p50 {fmt_num(lat.get(f'{kind}_p50_ms'), '.0f')} ms, "
-                     f"p99 {fmt_num(lat.get(f'{kind}_p99_ms'), '.0f')} ms, "
-                     f"max {fmt_num(lat.get(f'{kind}_max_ms'), '.0f')} ms")
+                    f"p50 {fmt_num(lat.get(f'{kind}_p50_ms'), '.0f')} ms, "
+                    f"p99 {fmt_num(lat.get(f'{kind}_p99_ms'), '.0f')} ms, "
+                    f"max {fmt_num(lat.get(f'{kind}_max_ms'), '.0f')} ms")
             if not lat.get("redis"):
                 say("  (no Redis: Redis and SSE not measured)")
             say(f"  waited {fmt_num(lat.get('drain_s'), '.1f')} s after the last probe; /metrics "
-                 f"shows {fmt_num(lat.get('probe_count_at_end'), 'd')} of {lat['probes_sent']} "
-                 "probes after the load")
+                f"shows {fmt_num(lat.get('probe_count_at_end'), 'd')} of {lat['probes_sent']} "
+                "probes after the load")
             say(f"  request -> body: polls median {fmt_num(lat.get('poll_render_ms_median'), '.1f')} "
-                 f"ms, p99 {fmt_num(lat.get('poll_render_ms_p99'), '.1f')} ms "
-                 f"({lat.get('poll_requests')}); full scrapes median "
-                 f"{fmt_num(lat.get('scrape_render_ms_median'), '.1f')} ms, p99 "
-                 f"{fmt_num(lat.get('scrape_render_ms_p99'), '.1f')} ms ({lat.get('scrape_requests')})")
+                f"ms, p99 {fmt_num(lat.get('poll_render_ms_p99'), '.1f')} ms "
+                f"({lat.get('poll_requests')}); full scrapes median "
+                f"{fmt_num(lat.get('scrape_render_ms_median'), '.1f')} ms, p99 "
+                f"{fmt_num(lat.get('scrape_render_ms_p99'), '.1f')} ms ({lat.get('scrape_requests')})")
             say(f"  worker kept up: {'yes' if lat['worker_kept_up'] else 'NO'} "
-                 f"({lat['worker_accounted_total']:,} of {lat['worker_expected_total']:,} accounted, "
-                 f"{lat['worker_backlog_drain_s']:.1f} s after the load); "
-                 f"peak RSS {fmt_num(lat.get('rss_peak_mb'), '.0f')} MB")
+                f"({lat['worker_accounted_total']:,} of {lat['worker_expected_total']:,} accounted, "
+                f"{lat['worker_backlog_drain_s']:.1f} s after the load); "
+                f"peak RSS {fmt_num(lat.get('rss_peak_mb'), '.0f')} MB")
             if lat.get("day_window_rolled_over"):
                 say("  WARNING: the day window rolled over during the probes: latencies unreliable")
             for key in ("note", "note_watch_redis", "note_watch_sse"):
@@ -319,20 +314,20 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
         say("")
         if render.get("scrapes"):
             say(f"/metrics render alone (streams.bench.render, {render.get('reps')} reps, "
-                 f"{render.get('windows'):,} windows, median of {render.get('rounds')}): capture "
-                 "on the loop + render in a thread + the body's writes on the loop")
+                f"{render.get('windows'):,} windows, median of {render.get('rounds')}): capture "
+                "on the loop + render in a thread + the body's writes on the loop")
             for name, f in render["scrapes"].items():
                 say(f"  {name:<22} {f['capture_ms']:7.1f} + {f['render_ms']:7.1f} + "
-                     f"{f.get('write_ms', 0.0):5.1f} ms = {f['total_ms']:7.1f} ms, {f['mb']:.1f} MB")
+                    f"{f.get('write_ms', 0.0):5.1f} ms = {f['total_ms']:7.1f} ms, {f['mb']:.1f} MB")
         else:
             say(f"/metrics render alone: {render.get('note')}")
     memory = report.get("memory")
     if memory:
         say("")
         say(f"(m) largest allocation sites of a worker after the backlog (tracemalloc, "
-             f"{fmt_num(memory.get('state_keys'), ',')} state keys): traced "
-             f"{fmt_num(memory.get('traced_mb'), '.1f')} MB, peak "
-             f"{fmt_num(memory.get('traced_peak_mb'), '.1f')} MB")
+            f"{fmt_num(memory.get('state_keys'), ',')} state keys): traced "
+            f"{fmt_num(memory.get('traced_mb'), '.1f')} MB, peak "
+            f"{fmt_num(memory.get('traced_peak_mb'), '.1f')} MB")
         for row in (memory.get("by_line") or [])[:10]:
             say(f"  {row['mb']:8.1f} MB  {row['blocks']:>10,} blocks  {row['site']}")
         if memory.get("note"):
@@ -348,6 +343,13 @@ def print_report(report: dict[str, Any], results: list[Result], lat: dict[str, A
 
 def fmt_num(x: float | None, fmt: str) -> str:
     return format(x, fmt) if x is not None else "-"
+
+
+def fmt_counters(final: dict[str, Any] | None) -> str:
+    """A worker's event counters as its last scrape showed them."""
+    fin = final or {}
+    return (f"processed {fin.get('processed', 0):,}, duplicate {fin.get('duplicate', 0):,}, "
+            f"rejected {fin.get('rejected', 0):,}, late {fin.get('late', 0):,}")
 
 
 def log_lines(what: str, scan: dict[str, Any] | None) -> None:

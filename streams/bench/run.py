@@ -96,7 +96,7 @@ async def bench(args: argparse.Namespace) -> int:
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).propagate = False
     say(f"[bench] run {runid}: {n:,} events ({args.mix} mix, {args.reps} reps, {args.teams} "
-         f"teams), broker {run.bootstrap}, logs in {workdir}")
+        f"teams), broker {run.bootstrap}, logs in {workdir}")
     try:
         report["redis"] = await ensure_redis(run, settings.redis_url)
         if report["redis"].get("note"):
@@ -122,8 +122,8 @@ async def bench(args: argparse.Namespace) -> int:
         if args.skip_group:
             del records  # else kept: (g) produces them again, to its own topics
         say(f"[bench] produced {n:,} events to {len(run.topics)} topics x {PARTITIONS} "
-             f"partitions in {report['produce_s']:.1f} s"
-             + (f" (+ the first {k:,} to the subset topics)" if k < n else ""))
+            f"partitions in {report['produce_s']:.1f} s"
+            + (f" (+ the first {k:,} to the subset topics)" if k < n else ""))
 
         meta = AIOKafkaConsumer(bootstrap_servers=run.bootstrap, **client_kw)
         await meta.start()
@@ -153,7 +153,7 @@ async def bench(args: argparse.Namespace) -> int:
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             say(f"[bench] (b) salespulse worker, /metrics every {args.metrics_interval * 1000:g} ms "
-                 f"({k:,} events) ...")
+                f"({k:,} events) ...")
             worker = await start_worker(run, "b", run.stock_topics)
             b = await run_salespulse(run, worker, session, k, interval=args.metrics_interval)
             if k < n:
@@ -165,10 +165,10 @@ async def bench(args: argparse.Namespace) -> int:
 
             if args.tracemalloc:
                 say("[bench] (m) a worker with tracemalloc on the same backlog: its largest "
-                     "allocation sites ...")
+                    "allocation sites ...")
                 report["memory"] = await run_tracemalloc(run, session, n)
                 say(f"[bench]     {report['memory'].get('note') or 'written to '}"
-                     f"{report['memory'].get('path', '')}")
+                    f"{report['memory'].get('path', '')}")
 
             say("[bench] (b') salespulse worker, timed from the broker, no scrapes ...")
             worker = await start_worker(run, "b2", run.topics)
@@ -182,9 +182,9 @@ async def bench(args: argparse.Namespace) -> int:
                 base_rate, which = 2 * args.latency_rate, "--latency-rate x 2"
             if args.latency_seconds > 0 and base_rate is not None:
                 say(f"[bench] latency on the (b') worker: load {base_rate / 2:,.0f} events/s "
-                     f"(half of {which}) for {args.latency_seconds:g} s, a probe every "
-                     f"{PROBE_EVERY * 1000:.0f} ms, polled every {PROBE_POLL * 1000:.0f} ms, a "
-                     f"full scrape every {args.scrape_interval:g} s ...")
+                    f"(half of {which}) for {args.latency_seconds:g} s, a probe every "
+                    f"{PROBE_EVERY * 1000:.0f} ms, polled every {PROBE_POLL * 1000:.0f} ms, a "
+                    f"full scrape every {args.scrape_interval:g} s ...")
                 report["latency"] = await run_latency(
                     run, worker, session, rate=base_rate / 2, seconds=args.latency_seconds,
                     reps=args.reps, teams=args.teams, events_before=n,
