@@ -67,9 +67,9 @@ class Held:
     """One source partition's partial of a scope window, as the roll-up stage keeps it until the
     next one replaces it: the keys (shared tuples, :func:`shared_key`) beside the decoded tuple
     of their sums (16 bytes a key, where a dict takes ~40 more; a tuple of floats, unlike a
-    list, is untracked by the garbage collector, whose full collections then do not walk it), its raw observations (a rep's)
-    and sketches (a team's, the organisation's), its epoch and version and its team label (one
-    shared ``str`` per label). A merge reads it as (key, sum) pairs (:meth:`mergeable`); a
+    list, is untracked by the garbage collector, whose full collections then do not walk it),
+    its raw observations (a rep's) and sketches (a team's, the organisation's), its epoch and
+    version and its team label (one shared ``str`` per label). A merge reads it as (key, sum) pairs (:meth:`mergeable`); a
     window of one source (most rep windows) finishes to values that share the sums' float
     objects, so its values are held once. :meth:`parts` gives the dict form of one partial."""
 
