@@ -10,7 +10,7 @@ from the broker and from ``GET /healthz`` (cheap: no KPI render):
    continued with SIGCONT: neither the group's rebalance nor the producer shares the timed
    span, and the workers start on a full backlog as (b') does. The stop lasts a few seconds,
    well inside the session timeout (checked: the assignment must be unchanged afterwards).
-   Timed exactly as (b'), with :func:`streams.bench.run_salespulse_quiet`: first bundle in
+   Timed exactly as (b'), with :func:`streams.bench.workers.run_salespulse_quiet`: first bundle in
    ``<app id>-keyed-events`` -> the group's committed offsets (as the broker holds them) of the
    input topics and then of keyed-events at their end offsets.
 2. **Pause when a worker is SIGKILLed.** While a load generator produces live demo events at a

@@ -1,7 +1,7 @@
 """CPU cost of the two stages per event, in process, without Kafka: ``python -m
 streams.bench.contenders.hotpath``.
 
-The same events as `salespulse bench` (:func:`streams.bench.generate`: the demo floor, 1,000
+The same events as `salespulse bench` (:func:`streams.bench.data.generate`: the demo floor, 1,000
 reps, 40 teams, seed 7) go through a worker's real stage objects (those of
 :class:`streams.app.Service`, built from the default :class:`streams.settings.Settings`):
 
@@ -41,10 +41,9 @@ from zlib import crc32
 from aiokafka.structs import ConsumerRecord
 
 from streams.bench.data import generate
+from streams.bench.plumbing import PARTITIONS
 from streams.cli import _tune_gc
 from streams.settings import Settings
-
-PARTITIONS = 4
 
 
 def record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes) -> ConsumerRecord:

@@ -25,10 +25,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from streams.bench.contenders.mixes import MIXES, floor
+from streams.bench.plumbing import HEADERS
 from streams.kafka_config import kafka_client_kwargs
 from streams.settings import Settings
 
-HEADERS = [("content-type", b"application/cloudevents+json")]
 TICK = 0.005  # pacing granularity: send what is due, then sleep at least this long
 
 

@@ -6,7 +6,7 @@ Kafka record, `json.loads` per event and, in ``table`` mode, one write per event
 salespulse worker is compared with, so it gets no tuning beyond what any deployment would set
 (loglevel INFO, because a WARN worker turns the root logger to DEBUG: shared notes §3).
 
-Configured by environment (the parent, `streams.bench`, sets all of it)::
+Configured by environment (the parent, :mod:`streams.bench.workers`, sets all of it)::
 
     BENCH_APP_ID     app id = consumer group (fresh per run)
     BENCH_TOPICS     comma-separated input topics
