@@ -21,6 +21,7 @@ from metrics.windows import KIND_INDEX, Calendar
 from streams.aggregate import AggregateStage
 from streams.publisher import Publisher
 from streams.rollup import RollupStage
+from tests.unit.streams.fakes import Clock
 
 CAT = Catalog()
 CAL = Calendar("UTC")
@@ -59,14 +60,6 @@ class Sent:
 
     async def send(self, topic: str, *, key: bytes, value: bytes | None, partition: int | None = None) -> None:
         self.records.append((topic, key, value, partition))
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def bundle(first: int, n: int) -> Bundle:

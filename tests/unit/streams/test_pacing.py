@@ -37,20 +37,12 @@ from streams.pacing import (
 from streams.publisher import KEY_COST, Publisher
 from streams.readout import WindowUpdate
 from streams.sinks.metrics_topic import MetricsTopicSink
-from tests.unit.streams.fakes import delivered
+from tests.unit.streams.fakes import Clock, delivered
 
 CAT = Catalog()
 CAL = Calendar("UTC")
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC).timestamp()
 WAIT = 0.05  # each send waits this long, as for room in a full producer buffer
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class SlowBroker:

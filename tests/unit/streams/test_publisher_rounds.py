@@ -22,6 +22,7 @@ from metrics.state import PartitionState
 from streams.demo.mix import SalesFloor
 from streams.publisher import Publisher
 from tests.unit.metrics.state.support import CAL, CAT
+from tests.unit.streams.fakes import Clock
 
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
@@ -70,20 +71,12 @@ def decoded(value: bytes) -> tuple:
     return p.scope, p.team, parts.sums, parts.samples, sketches
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.mark.parametrize(("seed", "team_interval"), [(3, 0.0), (8, 0.0), (5, 0.5)])
 def test_rounds_of_changed_scopes_publish_what_a_whole_split_publishes(seed, team_interval):
     """With ``team_interval``, team and organisation partials are held back between rounds and
     go out together: once their interval has passed, the latest parts are out all the same."""
     state = PartitionState(CAT, CAL, grace_seconds=86400.0 * 400)
-    clock = Clock()
+    clock = Clock(1000.0)
     publisher = Publisher(partitions=4, rollup_topic="r", interval=0.0, clock=clock,
                           team_interval=team_interval)
     published: dict[bytes, bytes | None] = {}

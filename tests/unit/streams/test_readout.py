@@ -8,18 +8,12 @@ from metrics.rollup import Parts
 from metrics.windows import KIND_INDEX
 from streams.readout import Readout
 from streams.rollup import RollupStage
+from tests.unit.streams.fakes import Clock
 
 CAT = Catalog()
 DAY = KIND_INDEX["day"]
 START, END = 86400.0 * 100, 86400.0 * 101
 GRACE = 10.0
-
-
-class Clock:
-    t = START + 60
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def put(stage: RollupStage, scope: str, scope_id: str, calls: float, version: int, source: int = 0) -> None:
@@ -30,7 +24,7 @@ def put(stage: RollupStage, scope: str, scope_id: str, calls: float, version: in
 
 
 def test_two_readers_each_read_every_change_once_coalesced_and_each_window_final_once() -> None:
-    clock = Clock()
+    clock = Clock(START + 60)
     stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
                         consumer_factory=None, clock=clock)  # type: ignore[arg-type]
     readout = Readout(stage, grace_seconds=GRACE, clock=clock)
@@ -60,7 +54,7 @@ def test_two_readers_each_read_every_change_once_coalesced_and_each_window_final
 def test_a_skipping_reader_builds_nothing_and_does_not_hold_closed_windows() -> None:
     """A sink that cannot write (Redis away) skips: it builds no values, the other reader's
     changes are untouched, and closed windows still go once the others have read them."""
-    clock = Clock()
+    clock = Clock(START + 60)
     stage = RollupStage(CAT, topic="r", partitions=1, grace_seconds=GRACE,
                         consumer_factory=None, clock=clock)  # type: ignore[arg-type]
     readout = Readout(stage, grace_seconds=GRACE, clock=clock)

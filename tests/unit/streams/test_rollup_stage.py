@@ -18,20 +18,13 @@ from streams.publisher import Publisher
 from streams.readout import Readout
 from streams.rollup import RollupStage, ScopeWindow
 from streams.sinks.metrics_topic import MetricsTopicSink
+from tests.unit.streams.fakes import Clock
 
 CAT = Catalog()
 CAL = Calendar("UTC")
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC).timestamp()
 DAY = KIND_INDEX["day"]
 GRACE = 300.0
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def metrics_sink(stage: RollupStage, fmt: SnapshotFormat, send, clock: Clock) -> MetricsTopicSink:

@@ -11,20 +11,13 @@ from metrics.windows import KIND_INDEX, WINDOW_KINDS, Calendar
 from streams.readout import Readout
 from streams.rollup import RollupStage
 from streams.sinks.prometheus import KpiRenderer, requested_names, write_pieces
+from tests.unit.streams.fakes import Clock
 
 CAT = Catalog()
 CAL = Calendar("UTC")
 T0 = datetime(2026, 5, 4, 9, 0, 30, tzinfo=UTC).timestamp()  # mid-minute
 GRACE = 300.0
 MINUTE, HOUR, DAY = KIND_INDEX["minute"], KIND_INDEX["hour"], KIND_INDEX["day"]
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def put(stage: RollupStage, scope: str, scope_id: str, kind: int, sums: dict, version: int,
