@@ -126,7 +126,8 @@ class AggregateStage:
         self.duplicates = 0
         self.late = 0
         self.leads_expired = 0  # waiting leads forgotten past the wait horizon
-        self.flushes = 0
+        self.flushes = 0  # flushes done
+        self.flushes_begun = 0  # flushes begun: one begun after a record was held acks it
         self.parts_written = 0
         #: label -> values counted as "other" (bounded cardinality, metrics.labels)
         self.label_overflow: Counter[str] = Counter()
@@ -321,6 +322,7 @@ class AggregateStage:
         async with self._lock:
             if not force and not self._due(idle):
                 return  # another flush ran while this one waited for the lock
+            self.flushes_begun += 1
             generation = self.generation()
             pending: list[tuple[int, list[Any], list[Any], list[Record]]] = []
             cost = 0.0

@@ -44,7 +44,7 @@ from streams.exposition import HealthCollector, LeadCollector, RoundsCollector
 from streams.ingest import IngestStage
 from streams.kafka_config import kafka_client_kwargs
 from streams.leads import AlertLedger, LeadMonitor
-from streams.pacing import LIGHT_EVENTS, Pacing
+from streams.pacing import LIGHT_EVENTS, SETTLED, Pacing
 from streams.progress import GroupProgress, KafkaOffsets
 from streams.publisher import Publisher
 from streams.readout import Readout
@@ -63,6 +63,9 @@ from streams.stop_watchdog import (
 from streams.transport import FETCH_MAX_WAIT_MS, BatchTransport
 
 log = logging.getLogger(__name__)
+
+#: :meth:`Service._backlog_tail`: the end of this backlog has had its one waiting round.
+TAIL_DONE = -1
 
 #: The alerts topic keeps its records the lead wait horizon plus this margin: an alert is sent
 #: after its lead's creation, and no lead older than the horizon is alerted (streams.leads), so
@@ -265,6 +268,9 @@ class Service:
                              backlog_interval=s.metrics_interval_seconds, light=self._light)
         #: when (time.monotonic) the worker last committed after a snapshot made while caught up
         self._committed_at = float("-inf")
+        #: the end of a backlog: the flushes begun when a costly round was first held for the
+        #: records applied before it, or TAIL_DONE (:meth:`_backlog_tail`)
+        self._tail_mark: int | None = None
         self.aggregate = AggregateStage(
             self.table,
             self.catalog,
@@ -284,6 +290,7 @@ class Service:
                 interval=s.rollup_interval_seconds, event_time=s.window_clock == "event",
                 team_interval=s.rollup_team_interval_seconds,
                 behind=lambda: not self.pacing.settled(),
+                tail=self._backlog_tail,
                 pacing=self.pacing,
             ),
             send=self._send,
@@ -446,6 +453,27 @@ class Service:
     def _behind(self) -> bool:
         """Whether the worker is in a backlog: its lag in events above ``backlog_events``."""
         return self._lag_events() > self.settings.backlog_events
+
+    def _backlog_tail(self) -> bool:
+        """Asked when a costly publication round is due (``Publisher(tail=...)``): whether the
+        worker has left a backlog less than :data:`streams.pacing.SETTLED` seconds ago and
+        the records it applied before the round was first due here are not durable yet (no
+        flush begun since then has completed). The round waits for them: run first, its
+        partials went ahead of the backlog's last snapshot in the producer. Behind, the
+        backlog's own pacing holds instead; once that flush is done, or no record was held,
+        the round runs, and no later one of this backlog's end waits (they read the changes
+        since, through the split indexes it built; at 200 events/s right after a backlog every
+        round would otherwise wait a snapshot)."""
+        pacing, aggregate = self.pacing, self.aggregate
+        if pacing.behind() or pacing.clock() - pacing.backlog_at >= SETTLED:
+            self._tail_mark = None  # the next end of a backlog is asked afresh
+            return False
+        if self._tail_mark is None:
+            self._tail_mark = aggregate.flushes_begun if aggregate.holding() else TAIL_DONE
+        if self._tail_mark != TAIL_DONE and aggregate.flushes <= self._tail_mark:
+            return True
+        self._tail_mark = TAIL_DONE  # one round waits, the first: later ones are paced as ever
+        return False
 
     def _light(self) -> bool:
         """Whether the worker reads close to its input's end (``streams.pacing.LIGHT_EVENTS``)

@@ -40,6 +40,14 @@ Record = tuple[str, bytes, bytes | None, int | None]
 KEY_COST = 5e-6
 LEARN_KEYS = 20_000
 
+#: A round that reads this many keys or more at the end of a backlog (``Publisher(tail=...)``)
+#: waits until what the worker applied before it is durable. Such a round reads every window
+#: the backlog changed (1,000 reps and 33 minutes of history: ~220,000-370,000 keys, 1-2 s of the
+#: loop) and fills the producer with partials: run before the backlog's last snapshot, it went
+#: ahead of it, and in 7 of 20 benchmark runs the backlog took 2-7 s longer to be durable and
+#: the worker peaked ~100 MB higher (docs/benchmark.md, "The end of a backlog").
+TAIL_KEYS = LEARN_KEYS
+
 
 def scope_partition(scope_id: str, partitions: int) -> int:
     """The roll-up partition of a team (or the org): the same hash the ingest stage routes by."""
@@ -58,6 +66,7 @@ class Publisher:
         pacing: Pacing = BACKLOG,
         team_interval: float = 0.0,
         behind: Callable[[], bool] = lambda: False,
+        tail: Callable[[], bool] = lambda: False,
     ) -> None:
         self.partitions = partitions
         self.rollup_topic = rollup_topic
@@ -71,6 +80,10 @@ class Publisher:
         #: changes between two rounds anyway), and no index is kept for it (its memory: ~100
         #: bytes a key), until the worker has caught up
         self.behind = behind
+        #: asked when a round of :data:`TAIL_KEYS` keys or more is due: whether the worker is
+        #: at the end of a backlog and what it applied before now is not durable yet (the round
+        #: then waits, see :meth:`due`)
+        self.tail = tail
         self._whole = False  # this capture reads every window whole (the worker is behind)
         self._held: dict[tuple[int, int, float], set[str]] = {}  # window -> teams held back
         self._teams_sent: dict[tuple[int, int, float], float] = {}  # window -> when they went
@@ -107,12 +120,17 @@ class Publisher:
         backlog) costs ~0.2-0.4 s. A round found due is the only one until it is
         :meth:`spent`: a flush publishes the partitions whose snapshot just became durable,
         the publication tick the others, and both had run at once, each due by the last
-        round's cost."""
+        round's cost. A round of :data:`TAIL_KEYS` keys or more at the end of a backlog waits
+        while ``tail`` says so: until what the worker applied before it is durable."""
         if self._open:
             return False  # one round at a time (a flush's and the publication tick's)
-        self._open = self.rounds.due(self.clock(), keys if self.behind() else None)
+        count = _once(keys) if keys is not None else None
+        due = self.rounds.due(self.clock(), count if self.behind() else None)
+        if due and count is not None and count() >= TAIL_KEYS and self.tail():
+            due = False  # asked again at the next tick
+        self._open = due
         self._round_keys = 0
-        return self._open
+        return due
 
     def spent(self, seconds: float, waited: float = 0.0) -> None:
         """A round took ``seconds`` of the loop (capturing and sending) and its sends ``waited``
@@ -299,6 +317,17 @@ class Publisher:
             ENCODER.encode(partial),
             scope_partition(scope_id, self.partitions),
         )
+
+
+def _once(count: Callable[[], int]) -> Callable[[], int]:
+    """``count``, counted at most once (a round's keys are asked by the pacing and the tail)."""
+    got: list[int] = []
+
+    def once() -> int:
+        if not got:
+            got.append(count())
+        return got[0]
+    return once
 
 
 def _digest(reps: dict, teams: dict, org: Parts) -> int:
