@@ -44,7 +44,7 @@ LEARN_KEYS = 20_000
 #: waits until what the worker applied before it is durable. Such a round reads every window
 #: the backlog changed (1,000 reps and 33 minutes of history: ~220,000-370,000 keys, 1-2 s of the
 #: loop) and fills the producer with partials: run before the backlog's last snapshot, it went
-#: ahead of it, and in 7 of 20 benchmark runs the backlog took 2-7 s longer to be durable and
+#: ahead of it, and in 8 of 24 benchmark runs the backlog took 2-7 s longer to be durable and
 #: the worker peaked ~100 MB higher (docs/benchmark.md, "The end of a backlog").
 TAIL_KEYS = LEARN_KEYS
 

@@ -4,7 +4,7 @@ before it is durable, and only that one round.
 When a backlog ends, the next round of roll-up partials reads every window the backlog changed
 (1,000 reps and 33 minutes of history: ~220,000-370,000 keys, 1-2 s of the loop) and fills the
 producer with partials. When it ran before the backlog's last records were snapshotted, its
-partials went ahead of that snapshot: in 7 of 20 benchmark runs of the same commit the backlog
+partials went ahead of that snapshot: in 8 of 24 benchmark runs of the same commit the backlog
 took 2-7 s longer to be durable and committed (0.15-0.22 of bare instead of 0.28-0.41) and the
 worker peaked at 315-338 MB instead of ~220 MB (docs/benchmark.md, "The end of a backlog").
 """
