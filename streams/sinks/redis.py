@@ -273,9 +273,14 @@ class RedisSink:
         self.stale_deleted += deleted
         self.up, self.down_since, self.last_error = True, None, None
         self._takeovers = takeovers
+        if self.resyncs == 1:
+            why = " at start"
+        elif outage:
+            why = f" after {outage:.1f} s unavailable"
+        else:
+            why = " after the roll-up stage read the partitions it was given"
         log.info("Redis %s written in full%s: %d windows, %d stale keys or entries deleted",
-                 self.where, f" after {outage:.1f} s unavailable" if self.resyncs > 1 else " at start",
-                 len(live), deleted)
+                 self.where, why, len(live), deleted)
 
     async def _write(self, updates: list[WindowUpdate], now: float, *, wait: bool = False) -> None:
         """Write the changed windows' values and messages, then (in a task of its own, so
@@ -507,8 +512,12 @@ class RedisSink:
 
     # -- health ---------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """``synced``: up, and written in full since the roll-up stage last finished reading
+        partitions it was given (until then, a start or a rebalance has a full write to come)."""
+        synced = (self.up and self.readout.settled()
+                  and self._takeovers == self.readout.takeovers())
         return {"up": self.up, "down_since": rfc3339(self.down_since) if self.down_since else None,
-                "last_error": self.last_error, "resyncs": self.resyncs}
+                "last_error": self.last_error, "resyncs": self.resyncs, "synced": synced}
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("salespulse_redis_up",

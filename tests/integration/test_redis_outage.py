@@ -71,6 +71,12 @@ def test_redis_restarted_mid_stream_ends_exact_with_nothing_stale(bootstrap: str
         client.hset(old, mapping={"scope": "rep", "id": "rep-1", "kpis": "{}"})
         client.zadd(board, {"ghost-rep": 999.0})
 
+        # The start's full writes are done: at start, and once the roll-up stage has read the
+        # partitions it was given (which can come after the first events are in Redis).
+        def synced() -> None:
+            assert worker.health()["redis"]["synced"], worker.health()["redis"]
+
+        eventually(synced, 30)
         resyncs = worker.health()["redis"]["resyncs"]
         server.stop()
         stopped = time.monotonic()
@@ -81,7 +87,8 @@ def test_redis_restarted_mid_stream_ends_exact_with_nothing_stale(bootstrap: str
         # Down: the worker notices, says so, and keeps processing and exporting.
         samples = worker.wait_for(lambda s: value(s, "salespulse_redis_up") == 0.0, 20,
                                   "salespulse_redis_up 0")
-        assert worker.health()["redis"]["up"] is False
+        down = worker.health()["redis"]
+        assert down["up"] is False and down["synced"] is False, down
         feeder.join(60)
         worker.until(lambda s: assert_matches(s, oracle), 60)
         assert time.monotonic() - stopped < OUTAGE_SECONDS, "the stream took longer than the outage"
@@ -100,6 +107,7 @@ def test_redis_restarted_mid_stream_ends_exact_with_nothing_stale(bootstrap: str
             assert set(shown) - set(held) == set(), sorted(set(shown) - set(held))[:5]
 
         eventually(same, 30)
+        assert worker.health()["redis"]["synced"] is True
         assert_matches(redis_samples(client, app_id), oracle)
         assert not client.exists(ghost) and not client.exists(old)
         made = {rep.encode(): oracle.v.get(("rep", rep, team, "calls_made"), 0.0)
