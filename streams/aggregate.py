@@ -142,8 +142,7 @@ class AggregateStage:
         #: a costly flush holds off the next (streams.pacing): its cost is the loop's time
         #: spent serialising, not delivery's
         self.rounds = Rounds(0.0, pacing)
-        #: the last flush was made in a backlog or at its end, before the worker settled
-        self._flushed_unsettled = False
+        self._flushed_behind = False  # the last flush was made in a backlog
         #: a flush of a caught-up worker (:meth:`idle_flush_due`) waits this long after the last
         self.flush_seconds = flush_seconds
 
@@ -293,13 +292,10 @@ class AggregateStage:
         the pacing would hold the snapshot of what remains for ten times that: the last records
         would wait a second or more to become durable and committed, for nothing, as nothing
         competes with a snapshot any more. Still at most one flush per interval, but for the
-        first after a flush made in a backlog or at its end, before the worker has settled
-        (``streams.pacing.Pacing.settled``: made durable and committed what it read there):
-        at once. (The records applied while the backlog's last snapshot was written waited the
-        interval: ~15 % of the benchmark's backlog. And where the backlog's last records, the
-        last ~20,000 events, came after a flush made no longer behind, they waited ~0.2 s of
-        a ~4 s backlog for the next.)"""
-        if self._flushed_unsettled:
+        first after a flush made in a backlog: at once (the records applied while the
+        backlog's last snapshot was written waited the interval: ~15 % of the benchmark's
+        backlog)."""
+        if self._flushed_behind:
             return self.rounds.last
         return self.rounds.last + self.flush_seconds
 
@@ -388,7 +384,7 @@ class AggregateStage:
                     self.publisher.spent(published, waited)  # type: ignore[union-attr]
             self.flushes += 1
             self.rounds.done(time.monotonic(), cost)
-            self._flushed_unsettled = not self.rounds.pacing.settled()
+            self._flushed_behind = self.rounds.pacing.behind()
 
     def _expire(self, state: PartitionState) -> None:
         state.expire(None if self.event_time else time.time())
