@@ -16,6 +16,7 @@ so they reflect exactly the state that the snapshot makes durable, and are sent 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from zlib import crc32
@@ -124,7 +125,8 @@ class Publisher:
         while ``tail`` says so: until what the worker applied before it is durable."""
         if self._open:
             return False  # one round at a time (a flush's and the publication tick's)
-        count = _once(keys) if keys is not None else None
+        # counted at most once: the pacing and the tail may both ask
+        count = functools.cache(keys) if keys is not None else None
         due = self.rounds.due(self.clock(), count if self.behind() else None)
         if due and count is not None and count() >= TAIL_KEYS and self.tail():
             due = False  # asked again at the next tick
@@ -317,17 +319,6 @@ class Publisher:
             ENCODER.encode(partial),
             scope_partition(scope_id, self.partitions),
         )
-
-
-def _once(count: Callable[[], int]) -> Callable[[], int]:
-    """``count``, counted at most once (a round's keys are asked by the pacing and the tail)."""
-    got: list[int] = []
-
-    def once() -> int:
-        if not got:
-            got.append(count())
-        return got[0]
-    return once
 
 
 def _digest(reps: dict, teams: dict, org: Parts) -> int:

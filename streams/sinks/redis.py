@@ -268,17 +268,16 @@ class RedisSink:
         deleted = await self._delete_stale(live) if self.readout.settled() else 0
         await self._write_overdue(now)
         self._overdue_at = now + OVERDUE_EVERY
-        outage = now - self.down_since if self.down_since is not None else 0.0
         self.resyncs += 1
+        if self.resyncs == 1:
+            why = " at start"
+        elif self.down_since is not None:
+            why = f" after {now - self.down_since:.1f} s unavailable"
+        else:  # up all along: the roll-up stage has read partitions it took over
+            why = " after the roll-up stage read the partitions it was given"
         self.stale_deleted += deleted
         self.up, self.down_since, self.last_error = True, None, None
         self._takeovers = takeovers
-        if self.resyncs == 1:
-            why = " at start"
-        elif outage:
-            why = f" after {outage:.1f} s unavailable"
-        else:
-            why = " after the roll-up stage read the partitions it was given"
         log.info("Redis %s written in full%s: %d windows, %d stale keys or entries deleted",
                  self.where, why, len(live), deleted)
 
